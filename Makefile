@@ -1,0 +1,71 @@
+# The verbs people use. `make run` and `make test` each do their own set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+export ARBITER_REDIS_URL ?= redis://127.0.0.1:6379/0
+export ARBITER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+WORLD := var/world
+ACCOUNTS ?= 2000
+DAYS ?= 30
+
+.PHONY: help venv redis world run test test-unit test-integration lint format typecheck \
+        bench-features bench clean
+
+help:
+	@echo "make run    - set up, start Redis if needed, simulate a world, load its features"
+	@echo "make test   - set up, start Redis if needed, run the unit and integration tests"
+	@echo "make lint | typecheck | bench-features | clean"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found " + sys.version.split()[0] + ")")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+redis:
+	@scripts/ensure-redis.sh "$(ARBITER_REDIS_URL)"
+
+world: venv redis
+	@if [ ! -f $(WORLD)/events.parquet ]; then \
+	  $(BIN)/arbiter simulate --accounts $(ACCOUNTS) --days $(DAYS) --end now --out $(WORLD); \
+	fi
+
+run: world
+	$(BIN)/arbiter ingest $(WORLD)/events.parquet
+	@scripts/show-world.sh $(WORLD)
+
+test: venv
+	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"
+	$(BIN)/python -m pytest tests -q
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration: venv
+	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"
+	$(BIN)/python -m pytest tests/integration -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: venv
+	$(BIN)/mypy features engine models explanations api training cli
+
+bench-features: venv redis
+	$(BIN)/python bench/bench_features.py
+
+bench: bench-features
+
+clean:
+	rm -rf var build *.egg-info .pytest_cache .mypy_cache .ruff_cache

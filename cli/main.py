@@ -1,0 +1,32 @@
+"""Entry point of the `arbiter` console script."""
+
+from __future__ import annotations
+
+import os
+
+# Several OpenMP runtimes (LightGBM, numba, BLAS) share the process; passive waiting keeps
+# idle threads from spinning on a 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import typer  # noqa: E402
+
+from cli import features as features_cmds  # noqa: E402
+from cli import simulate as simulate_cmds  # noqa: E402
+
+app = typer.Typer(
+    name="arbiter",
+    help="Arbiter: a fraud decision engine with explanations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+simulate_cmds.register(app)
+features_cmds.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Settings from the environment (`ARBITER_` prefix), in one frozen object.
+
+Only the CLI and the app factory build a `Settings`; everything else takes plain arguments.
+Unknown `ARBITER_` variables are refused so a typo does not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARBITER_", frozen=True, extra="forbid")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "arb"
+    feature_spec: Path = Path("config/features.yaml")
+    data_dir: Path = Path("var")
+    dedupe_ttl_hours: int = 48
+
+    @field_validator("dedupe_ttl_hours")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+def load_settings() -> Settings:
+    known = set(Settings.model_fields)
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.startswith("ARBITER_")
+        and not name.startswith("ARBITER_TEST_")
+        and name[len("ARBITER_") :].lower() not in known
+    )
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]} (known: {', '.join(sorted(known))})")
+    return Settings()

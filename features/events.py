@@ -1,0 +1,259 @@
+"""The event envelope and the platform's typed event schema.
+
+Every event has an envelope -- `event_id`, `type`, `ts`, `account_id` -- plus the typed fields of
+its type (see `docs/events.md`). `ts` is carried as integer epoch milliseconds (UTC) inside
+Arbiter; JSON accepts either that integer or an ISO 8601 string with a time zone.
+
+`validate_event` checks one JSON event and returns its normalised form; `validate_frame` checks a
+whole log column by column. Both name the event and the field that is wrong.
+
+The offline builder does not need this schema: a log of another domain (say card payments with
+customer and merchant ids) only needs `event_id`, `type` and `ts`, plus the fields its spec uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.errors import InvalidEvent
+
+# Events outside this range are refused: they are typos or unit mistakes (seconds vs ms).
+MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+MAX_STR = 128
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # "str" | "int" | "float" | "bool"
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    length: int | None = None  # exact length (country/currency codes)
+
+
+ENVELOPE: dict[str, Field] = {
+    "event_id": Field("str"),
+    "type": Field("str"),
+    "ts": Field("int"),
+    "account_id": Field("str"),
+}
+
+_COUNTRY = Field("str", length=2)
+_IP = Field("str")
+_MONEY = Field("float", min=0.0, max=1_000_000.0)
+
+EVENT_TYPES: dict[str, dict[str, Field]] = {
+    "account_created": {
+        "country": _COUNTRY,
+        "plan": Field("str", choices=("payg", "startup", "business", "enterprise")),
+        "trial": Field("bool"),
+        "verification": Field("str", choices=("none", "email", "phone", "kyc")),
+        "ip": _IP,
+    },
+    "account_closed": {},
+    "payment": {
+        "payment_id": Field("str"),
+        "amount": Field("float", min=0.01, max=1_000_000.0),
+        "currency": Field("str", length=3),
+        "card_fp": Field("str"),
+        "bin_country": _COUNTRY,
+        "billing_country": _COUNTRY,
+        "ip": _IP,
+        "status": Field("str", choices=("approved", "declined")),
+    },
+    "api_request": {"ip": _IP, "endpoint": Field("str")},
+    "login": {"ip": _IP, "success": Field("bool")},
+    "call": {
+        "dest_number": Field("str"),
+        "dest_prefix": Field("str"),
+        "dest_country": _COUNTRY,
+        "duration_s": Field("float", min=0.0, max=86_400.0),
+        "cost": _MONEY,
+    },
+    "sms": {
+        "dest_number": Field("str"),
+        "dest_prefix": Field("str"),
+        "dest_country": _COUNTRY,
+        "segments": Field("int", min=1, max=100),
+        "cost": _MONEY,
+        "verified": Field("bool"),
+    },
+    "label": {
+        "label": Field("str", choices=("fraud", "not_fraud")),
+        "source": Field("str", choices=("chargeback", "review", "objection")),
+        "target_event_id": Field("str", required=False),
+        "reason": Field("str", required=False),
+    },
+}
+
+# Every column a platform log may hold, in a stable order (envelope first).
+ALL_FIELDS: dict[str, Field] = dict(ENVELOPE)
+for _fields in EVENT_TYPES.values():
+    for _name, _f in _fields.items():
+        ALL_FIELDS.setdefault(_name, _f)
+
+
+def parse_ts(value: Any) -> int:
+    """Epoch milliseconds from an int (ms) or an ISO 8601 string with a time zone."""
+    if isinstance(value, bool):
+        raise ValueError("must be epoch milliseconds or an ISO 8601 string")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        parsed = dt.datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            raise ValueError("ISO timestamps need a time zone (for example a trailing Z)")
+        return int(round(parsed.timestamp() * 1000))
+    raise ValueError("must be epoch milliseconds or an ISO 8601 string")
+
+
+def format_ts(ms: int) -> str:
+    """ISO 8601 (UTC, millisecond precision) for epoch milliseconds."""
+    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check(name: str, spec: Field, value: Any) -> Any:
+    """The normalised value, or ValueError with a message about the value."""
+    if spec.kind == "str":
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a non-empty string")
+        if len(value) > MAX_STR:
+            raise ValueError(f"must be at most {MAX_STR} characters")
+        if spec.length is not None and len(value) != spec.length:
+            raise ValueError(f"must be {spec.length} characters")
+        if spec.choices and value not in spec.choices:
+            raise ValueError(f"must be one of {', '.join(spec.choices)}")
+        return value
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    if spec.kind == "int":
+        if name == "ts":
+            ts = parse_ts(value)
+            if not MIN_TS_MS <= ts < MAX_TS_MS:
+                raise ValueError("is outside 2000-01-01..2100-01-01 (epoch milliseconds?)")
+            return ts
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        number: float = value
+    else:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+        number = float(value)
+        if not np.isfinite(number):
+            raise ValueError("must be finite")
+    if spec.min is not None and number < spec.min:
+        raise ValueError(f"must be >= {spec.min:g}")
+    if spec.max is not None and number > spec.max:
+        raise ValueError(f"must be <= {spec.max:g}")
+    return value if spec.kind == "int" else number
+
+
+def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The normalised event (`ts` as epoch ms) or `InvalidEvent` naming the event and field."""
+    event_id = raw.get("event_id")
+    label = event_id if isinstance(event_id, str) and event_id else "<no event_id>"
+    kind = raw.get("type")
+    if kind not in EVENT_TYPES:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise InvalidEvent(
+            f"event {label}: field 'type': unknown type {kind!r} (known: {known})",
+            event_id=event_id if isinstance(event_id, str) else None,
+            field="type",
+        )
+    fields = {**ENVELOPE, **EVENT_TYPES[kind]}
+    out: dict[str, Any] = {}
+    for name, spec in fields.items():
+        value = raw.get(name)
+        if value is None:
+            if spec.required:
+                raise InvalidEvent(
+                    f"event {label} ({kind}): field '{name}' is required",
+                    event_id=event_id,
+                    field=name,
+                )
+            continue
+        try:
+            out[name] = _check(name, spec, value)
+        except ValueError as exc:
+            raise InvalidEvent(
+                f"event {label} ({kind}): field '{name}' {exc}", event_id=event_id, field=name
+            ) from None
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise InvalidEvent(
+            f"event {label} ({kind}): unknown field '{unknown[0]}' for type {kind}",
+            event_id=event_id,
+            field=unknown[0],
+        )
+    return out
+
+
+def validate_frame(frame: pd.DataFrame) -> None:
+    """Check a platform log column by column; `InvalidEvent` names the first bad event."""
+    for name in ENVELOPE:
+        if name not in frame.columns:
+            raise InvalidEvent(f"event log: column '{name}' is missing", field=name)
+
+    def fail(mask: np.ndarray, name: str, why: str) -> None:
+        row = int(np.flatnonzero(mask)[0])
+        event_id = str(frame["event_id"].iloc[row])
+        kind = frame["type"].iloc[row]
+        raise InvalidEvent(
+            f"event {event_id} ({kind}): field '{name}' {why}", event_id=event_id, field=name
+        )
+
+    types = frame["type"].to_numpy(dtype=object)
+    unknown = ~np.isin(types, list(EVENT_TYPES))
+    if unknown.any():
+        fail(unknown, "type", f"unknown type {types[unknown][0]!r}")
+    for name in ("event_id", "account_id"):
+        missing = frame[name].isna().to_numpy()
+        if missing.any():
+            fail(missing, name, "is required")
+    ts = frame["ts"].to_numpy(dtype=np.int64)
+    bad_ts = (ts < MIN_TS_MS) | (ts >= MAX_TS_MS)
+    if bad_ts.any():
+        fail(bad_ts, "ts", "is outside 2000-01-01..2100-01-01")
+    dup = frame["event_id"].duplicated().to_numpy()
+    if dup.any():
+        fail(dup, "event_id", "is a duplicate")
+    for kind, fields in EVENT_TYPES.items():
+        of_kind = types == kind
+        if not of_kind.any():
+            continue
+        for name, spec in fields.items():
+            if name not in frame.columns:
+                if spec.required:
+                    fail(of_kind, name, "is required (column missing)")
+                continue
+            column = frame[name]
+            present = column.notna().to_numpy()
+            if spec.required and (of_kind & ~present).any():
+                fail(of_kind & ~present, name, "is required")
+            if spec.choices:
+                bad = of_kind & present & ~column.isin(spec.choices).to_numpy()
+                if bad.any():
+                    fail(bad, name, f"must be one of {', '.join(spec.choices)}")
+            if spec.kind in ("int", "float") and (spec.min is not None or spec.max is not None):
+                values = column.to_numpy(dtype=float, na_value=np.nan)
+                low = spec.min if spec.min is not None else -np.inf
+                high = spec.max if spec.max is not None else np.inf
+                bad = of_kind & present & ((values < low) | (values > high))
+                if bad.any():
+                    fail(bad, name, f"must be within [{low:g}, {high:g}]")

@@ -1,0 +1,373 @@
+"""The online store: applies events to Redis and reads a request's feature vector.
+
+Layout: one Redis hash per entity, key `{prefix}:{<entity>:<value>}` (the braces are a hash tag,
+so Redis Cluster keeps an entity in one slot). Fields:
+
+    t             time (ms) of the latest event that touched the entity
+    h             "pid=v;..." contributions of the events at exactly time t (the "head")
+    <pid>         "b=v;..." count / sum / max per bucket b = floor(ts / hop), events before t
+    d<pid>:<val>  "last[,prev]" times a distinct value was seen (prev: latest strictly before)
+    l<pid>        "last[,prev]" times for time_since_last
+    f<pid>        earliest time, for time_since_first
+    v<pid>        last value and the one before it, for last_value
+
+Keeping the events at the latest timestamp apart is what makes ties exact: an event reads only
+what happened strictly before its own timestamp. Sums and maxima are integers in units of
+`10**-decimals`, so both sides add the same integers. Writes run in one Lua script per event
+(atomic, with the `event_id` dedupe marker), which folds the head into its bucket, trims
+buckets and distinct values no window can reach any more, applies the logical ttl (an entity
+idle for its ttl starts from nothing) and refreshes the key's Redis ttl.
+
+`read` is one pipelined round trip (an HGETALL per entity); `read_and_apply` adds the write to
+the same round trip; `apply_many` pipelines a batch. Redis errors become
+`FeatureStoreUnavailable`. Events are expected in timestamp order per entity; an event older
+than its entity's latest is added to its bucket, but its own read sees the entity as of now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from features.errors import FeatureStoreUnavailable
+from features.geoip import IpResolver
+from features.spec import Feature, SpecPlan, encode_value
+from features.store_script import render_script
+
+SEP = "\x1f"
+
+
+def numeric(value: Any) -> float:
+    """Mirror of the offline `numeric`: bools and numbers as floats, numeric text parsed."""
+    if isinstance(value, bool | int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+@dataclass
+class EntityState:
+    """A parsed entity hash."""
+
+    touched: int | None = None
+    buckets: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    head: dict[int, int] = field(default_factory=dict)
+    distinct: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
+    last: dict[int, tuple[int, int | None]] = field(default_factory=dict)
+    first: dict[int, int] = field(default_factory=dict)
+    value: dict[int, tuple[int, str, int | None, str | None]] = field(default_factory=dict)
+
+
+def _pair(text: str) -> tuple[int, int | None]:
+    last, _, prev = text.partition(",")
+    return int(last), int(prev) if prev else None
+
+
+def _pair_eq(text: str) -> tuple[int, int]:
+    left, _, right = text.partition("=")
+    return int(left), int(right)
+
+
+def parse_state(raw: Mapping[bytes, bytes]) -> EntityState:
+    state = EntityState()
+    for k, v in raw.items():
+        name = k.decode()
+        head = name[0]
+        if head.isdigit():
+            state.buckets[int(name)] = [_pair_eq(item) for item in v.decode().split(";")]
+        elif head == "t":
+            state.touched = int(v)
+        elif name == "h":
+            state.head = dict(_pair_eq(item) for item in v.decode().split(";"))
+        elif head == "d":
+            pid, _, _value = name[1:].partition(":")
+            state.distinct.setdefault(int(pid), []).append(_pair(v.decode()))
+        elif head == "l":
+            state.last[int(name[1:])] = _pair(v.decode())
+        elif head == "f":
+            state.first[int(name[1:])] = int(v)
+        elif head == "v":
+            parts = v.decode().split(SEP)
+            prev_t = int(parts[2]) if len(parts) > 2 else None
+            prev_v = parts[3] if len(parts) > 2 else None
+            state.value[int(name[1:])] = (int(parts[0]), parts[1], prev_t, prev_v)
+    return state
+
+
+class OnlineStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        plan: SpecPlan,
+        *,
+        prefix: str = "arb",
+        dedupe_ttl_ms: int = 2 * 86_400_000,
+        resolver: IpResolver | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        self.client = client
+        self.plan = plan
+        self.prefix = prefix
+        self.dedupe_ttl_ms = dedupe_ttl_ms
+        self.resolver = resolver or (IpResolver.default() if plan.model.enrich else None)
+        self._entities = list(plan.model.entities)
+        self._entity_index = {e: str(i + 1) for i, e in enumerate(self._entities)}
+        self.batch_size = batch_size
+        self._keys = plan.entity_keys
+        self._source = render_script(plan)
+        self._sha = hashlib.sha1(self._source.encode()).hexdigest()
+        self._by_entity: dict[str, list[Any]] = {e: [] for e in self._entities}
+        for p in plan.primitives:
+            self._by_entity[p.entity].append(p)
+        self._filters = {
+            p.pid: [(name, frozenset(vals)) for name, vals in p.where] for p in plan.primitives
+        }
+
+    # -- keys and ops ------------------------------------------------------------------------
+    def key(self, entity: str, value: Any) -> str:
+        return f"{self.prefix}:{{{entity}:{encode_value(value)}}}"
+
+    def seen_key(self, ts: int) -> str:
+        """The hash holding the dedupe markers of the events of ts's hour."""
+        return f"{self.prefix}:seen:{ts // 3_600_000}"
+
+    def enrich(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(event)
+        if self.resolver is not None:
+            for e in self.plan.model.enrich:
+                if e.country in out and e.network in out:
+                    continue
+                ip = out.get(e.field)
+                country, network = self.resolver.resolve(str(ip)) if ip else (None, None)
+                out[e.country], out[e.network] = country, network
+        return out
+
+    def _matches(self, pid: int, event: Mapping[str, Any]) -> bool:
+        return all(encode_value(event.get(name)) in vals for name, vals in self._filters[pid])
+
+    def _ops(self, entity: str, event: Mapping[str, Any]) -> list[str]:
+        ops: list[str] = []
+        for p in self._by_entity[entity]:
+            if not self._matches(p.pid, event):
+                continue
+            if p.kind in ("c", "l", "f"):
+                arg = "1"
+            else:
+                value = event.get(p.field or "")
+                if value is None or (isinstance(value, float) and value != value):
+                    continue
+                if p.kind in ("s", "m"):
+                    number = numeric(value)
+                    if number != number:
+                        continue
+                    arg = str(round(number * self.plan.scale))
+                else:
+                    arg = str(encode_value(value))
+            ops += (str(p.pid), arg)
+        return ops
+
+    def _batch(self, events: Sequence[Mapping[str, Any]], dedupe: bool) -> list[str]:
+        """KEYS count, KEYS and ARGV of the apply script for enriched events, in order."""
+        keys: list[str] = []
+        index: dict[str, int] = {}
+
+        def key_index(name: str) -> str:
+            if name not in index:
+                keys.append(name)
+                index[name] = len(keys)
+            return str(index[name])
+
+        args = [str(self.dedupe_ttl_ms), str(len(events))]
+        for event in events:
+            ts = int(event["ts"])
+            seen = key_index(self.seen_key(ts)) if dedupe else "0"
+            entities = self._entities_of(event)
+            args += (seen, str(event["event_id"]), str(ts), str(len(entities)))
+            for entity in entities:
+                ops = self._ops(entity, event)
+                ttl = str(self.plan.entity_ttl[entity])
+                key = key_index(self.key(entity, event[self._keys[entity]]))
+                args += (key, self._entity_index[entity], ttl, ttl, str(len(ops) // 2), *ops)
+        return [str(len(keys)), *keys, *args]
+
+    # -- public API ----------------------------------------------------------------------------
+    def apply(self, event: Mapping[str, Any], *, dedupe: bool = True) -> bool:
+        """Apply one (validated) event; False when its event_id was applied before."""
+        return self.apply_many([event], dedupe=dedupe) == 1
+
+    def apply_many(self, events: Iterable[Mapping[str, Any]], *, dedupe: bool = True) -> int:
+        """Apply a batch in one pipeline (in order); returns how many were new."""
+        enriched = [self.enrich(event) for event in events]
+        calls = [
+            self._batch(enriched[i : i + self.batch_size], dedupe)
+            for i in range(0, len(enriched), self.batch_size)
+        ]
+
+        def fill(pipe: Any) -> None:
+            for call in calls:
+                pipe.evalsha(self._sha, *call)
+
+        return sum(int(r) for r in self._execute(fill)) if calls else 0
+
+    def _execute(self, fill: Callable[[Any], None]) -> list[Any]:
+        """Queue commands with `fill` and run them in one round trip. If Redis lost the apply
+        script (a restart), load it and run again: the dedupe markers make that safe."""
+        try:
+            for attempt in (1, 2):
+                pipe = self.client.pipeline(transaction=False)
+                fill(pipe)
+                try:
+                    return list(pipe.execute())
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    self.client.script_load(self._source)
+            raise AssertionError("unreachable")
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+
+    def read(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """All features of `event` as of just before it: one round trip."""
+        event = self.enrich(event)
+        entities = self._entities_of(event)
+        raw = self._execute(lambda pipe: self._queue_reads(pipe, event))
+        return self.compute(event, dict(zip(entities, raw, strict=True)))
+
+    def read_and_apply(self, event: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Features as of just before `event`, then `event` applied: one round trip."""
+        event = self.enrich(event)
+        entities = self._entities_of(event)
+        call = self._batch([event], True)
+
+        def fill(pipe: Any) -> None:
+            self._queue_reads(pipe, event)
+            pipe.evalsha(self._sha, *call)
+
+        *raw, applied = self._execute(fill)
+        return self.compute(event, dict(zip(entities, raw, strict=True))), bool(applied)
+
+    def vector(self, features: Mapping[str, Any]) -> list[float]:
+        return [float(features[name]) for name in self.plan.output]
+
+    def _entities_of(self, event: Mapping[str, Any]) -> list[str]:
+        return [e for e in self._entities if encode_value(event.get(self._keys[e])) is not None]
+
+    def _queue_reads(self, pipe: Any, event: Mapping[str, Any]) -> None:
+        for entity in self._entities_of(event):
+            pipe.hgetall(self.key(entity, event[self._keys[entity]]))
+
+    # -- computing features from entity states --------------------------------------------------
+    def compute(self, event: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+        q = int(event["ts"])
+        states: dict[str, EntityState | None] = {}
+        for entity, hash_ in raw.items():
+            state = parse_state(hash_)
+            ttl = self.plan.entity_ttl[entity]
+            alive = state.touched is not None and q - state.touched < ttl
+            states[entity] = state if alive else EntityState()
+        values: dict[str, Any] = {}
+        for f in self.plan.features:
+            values[f.name] = self._feature(f, event, q, states, values)
+        return values
+
+    def _feature(
+        self,
+        f: Feature,
+        event: Mapping[str, Any],
+        q: int,
+        states: Mapping[str, EntityState | None],
+        values: Mapping[str, Any],
+    ) -> Any:
+        d = f.definition
+        if f.kind == "field":
+            return numeric(event.get(d.field or ""))
+        if f.kind == "hour_of_day":
+            return float((q // 3_600_000) % 24)
+        if f.kind == "day_of_week":
+            return float((q // 86_400_000 + 3) % 7)
+        if f.kind in ("compare", "in"):
+            a = encode_value(values[d.a] if d.a in values else event.get(d.a or ""))
+            if f.kind == "in":
+                return math.nan if a is None else float(a in {encode_value(v) for v in d.values})
+            b = encode_value(values[d.b] if d.b in values else event.get(d.b or ""))
+            if a is None or b is None:
+                return math.nan
+            return float((a == b) == (d.op == "eq"))
+        if f.kind == "ratio":
+            a_num = numeric(values[d.a] if d.a in values else event.get(d.a or ""))
+            b_num = numeric(values[d.b] if d.b in values else event.get(d.b or ""))
+            return a_num / b_num if b_num != 0 and b_num == b_num else math.nan
+        state = states.get(d.entity or "")
+        if state is None:
+            return None if f.kind == "last_value" else math.nan
+        return _aggregate(f, state, q, self.plan.scale)
+
+
+def _window_total(
+    state: EntityState, pid: int, q: int, window: int, hop: int, agg: str
+) -> int | None:
+    """Sum (or max) of a bucketed primitive over the window ending strictly before q."""
+    first_bucket = (q - window) // hop
+    parts = [v for b, v in state.buckets.get(pid, ()) if b >= first_bucket]
+    t = state.touched
+    if pid in state.head and t is not None and t < q and t // hop >= first_bucket:
+        parts.append(state.head[pid])
+    if agg == "max":
+        return max(parts) if parts else None
+    return sum(parts)
+
+
+def _eff(pair: tuple[int, int | None], q: int) -> int | None:
+    last, prev = pair
+    return last if last < q else prev
+
+
+def _aggregate(f: Feature, state: EntityState, q: int, scale: int) -> Any:
+    pids = f.prims
+    w, hop = f.window, f.hop
+    if f.kind == "count":
+        return float(_window_total(state, pids[0], q, w, hop, "sum") or 0)
+    if f.kind == "sum":
+        return (_window_total(state, pids[0], q, w, hop, "sum") or 0) / scale
+    if f.kind == "mean":
+        count = _window_total(state, pids[1], q, w, hop, "sum") or 0
+        total = (_window_total(state, pids[0], q, w, hop, "sum") or 0) / scale
+        return total / count if count else math.nan
+    if f.kind == "max":
+        best = _window_total(state, pids[0], q, w, hop, "max")
+        return best / scale if best is not None else math.nan
+    if f.kind == "share":
+        hits = _window_total(state, pids[0], q, w, hop, "sum") or 0
+        base = _window_total(state, pids[1], q, w, hop, "sum") or 0
+        return hits / base if base else math.nan
+    if f.kind == "distinct":
+        start = ((q - w) // hop) * hop
+        seen = (_eff(pair, q) for pair in state.distinct.get(pids[0], ()))
+        return float(sum(1 for t in seen if t is not None and t >= start))
+    if f.kind == "time_since_last":
+        pair = state.last.get(pids[0])
+        t = _eff(pair, q) if pair else None
+        return (q - t) / 1000.0 if t is not None else math.nan
+    if f.kind == "time_since_first":
+        first = state.first.get(pids[0])
+        return (q - first) / 1000.0 if first is not None and first < q else math.nan
+    if f.kind == "last_value":
+        item = state.value.get(pids[0])
+        if item is None:
+            return None
+        last_t, last_v, _prev_t, prev_v = item
+        return last_v if last_t < q else prev_v
+    raise AssertionError(f"unhandled kind {f.kind}")
+
+
+def feature_names(plan: SpecPlan) -> Sequence[str]:
+    return plan.output

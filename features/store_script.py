@@ -1,0 +1,316 @@
+"""The Lua script that applies one event to the online store (see `features.online`).
+
+The spec's primitives are rendered into the script as a table, so a script belongs to one spec
+version. One call applies a batch of
+events in order (a single event is a batch of one), atomically. Fields read are cached in a Lua
+table for the whole batch and written back once per entity, so a batch costs Redis little more
+than its distinct fields.
+
+    KEYS              every entity hash and dedupe hash the batch touches, once each
+    ARGV[1]           dedupe marker ttl (ms), then the number of events
+    then per event    dedupe hash index (0: no dedupe), event_id, time (ms), number of entities,
+      per entity      key index, entity index, logical ttl (ms), Redis ttl (ms), number of ops,
+                      and that many (primitive id, argument) pairs
+
+Dedupe markers are fields of one hash per hour of event time (`<prefix>:seen:<hour>`), kept for
+the dedupe ttl. Returns the number of events applied (duplicates are skipped).
+"""
+
+from __future__ import annotations
+
+from features.spec import SpecPlan
+
+_BODY = r"""
+local C = {}
+
+local function int(n) return string.format('%d', n) end
+
+local function entry(key)
+  local e = C[key]
+  if not e then
+    -- A hash that does not exist yet answers every read without asking Redis.
+    e = {f = {}, dirty = {}, complete = redis.call('EXISTS', key) == 0}
+    C[key] = e
+  end
+  return e
+end
+
+local function get(key, f)
+  local e = C[key]
+  local v = e.f[f]
+  if v == nil then
+    if e.complete then return nil end
+    v = redis.call('HGET', key, f)
+    e.f[f] = v
+  end
+  if v == false then return nil end
+  return v
+end
+
+local function prefetch(key, names)
+  local e = C[key]
+  if e.complete then return end
+  local want = {}
+  for _, f in ipairs(names) do
+    if e.f[f] == nil then want[#want + 1] = f end
+  end
+  if #want == 0 then return end
+  local got = redis.call('HMGET', key, unpack(want))
+  for i, f in ipairs(want) do e.f[f] = got[i] end
+end
+
+local function set(key, f, v)
+  local e = C[key]
+  e.f[f] = v
+  e.dirty[f] = true
+end
+
+local function del(key, f)
+  local e = C[key]
+  e.f[f] = false
+  e.dirty[f] = true
+end
+
+local function flush(key)
+  local e = C[key]
+  if e.head_dirty then
+    local parts = {}
+    for pid, v in pairs(e.head) do parts[#parts + 1] = pid .. '=' .. v end
+    if #parts > 0 then set(key, 'h', table.concat(parts, ';')) else del(key, 'h') end
+    e.head_dirty = false
+  end
+  local sets, dels = {}, {}
+  for f in pairs(e.dirty) do
+    local v = e.f[f]
+    if v then
+      sets[#sets + 1] = f
+      sets[#sets + 1] = v
+      if #sets >= 1000 then redis.call('HSET', key, unpack(sets)); sets = {} end
+    else
+      dels[#dels + 1] = f
+      if #dels >= 1000 then redis.call('HDEL', key, unpack(dels)); dels = {} end
+    end
+  end
+  if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+  e.dirty = {}
+end
+
+local function combine(kind, a, b)
+  if kind == 'm' then
+    if tonumber(b) > tonumber(a) then return b end
+    return a
+  end
+  return int(tonumber(a) + tonumber(b))
+end
+
+-- The head: contributions of the events at exactly time t, as 'pid=v;pid=v'.
+local function head(key)
+  local e = C[key]
+  if not e.head then
+    e.head = {}
+    local hs = get(key, 'h')
+    if hs then
+      for pid, v in string.gmatch(hs, '(%d+)=(%-?%d+)') do e.head[pid] = v end
+    end
+  end
+  return e.head
+end
+
+local function set_head(key, pid, v)
+  local e = C[key]
+  e.head[pid] = v
+  e.head_dirty = true
+end
+
+-- Add v to bucket b of a primitive's 'b=v;b=v' list, dropping buckets below `bound`.
+local function add_bucket(key, pid, kind, b, v, bound)
+  local cur = get(key, pid)
+  local out = {}
+  local merged = false
+  if cur then
+    for bs, bv in string.gmatch(cur, '(%d+)=(%-?%d+)') do
+      local n = tonumber(bs)
+      if n >= bound then
+        if n == b then
+          bv = combine(kind, bv, v)
+          merged = true
+        end
+        out[#out + 1] = bs .. '=' .. bv
+      end
+    end
+  end
+  if (not merged) and b >= bound then out[#out + 1] = int(b) .. '=' .. v end
+  if #out > 0 then set(key, pid, table.concat(out, ';')) else del(key, pid) end
+end
+
+-- Distinct values no window can reach are dropped every half horizon, in one scan, once the
+-- hash has grown past 64 fields (below that, stale values cost less than scanning for them).
+local function trim_distinct(key, ent, h, ts)
+  if #DISTINCT[ent] == 0 or redis.call('HLEN', key) < 64 then return end
+  local due = false
+  for _, pid in ipairs(DISTINCT[ent]) do
+    local every = math.ceil(P[pid].hor / 2)
+    if math.floor(ts / every) > math.floor(h / every) then due = true end
+  end
+  if not due then return end
+  flush(key)
+  local cursor = '0'
+  repeat
+    local r = redis.call('HSCAN', key, cursor, 'MATCH', 'd*', 'COUNT', 1000)
+    cursor = r[1]
+    local kv = r[2]
+    for j = 1, #kv, 2 do
+      local f = kv[j]
+      local p = P[tonumber(string.sub(f, 2, string.find(f, ':', 1, true) - 1))]
+      local v = kv[j + 1]
+      local sep = string.find(v, ',', 1, true)
+      local last = tonumber(sep and string.sub(v, 1, sep - 1) or v)
+      if last < math.floor((ts - p.hor) / p.hop) * p.hop then del(key, f) end
+    end
+  until cursor == '0'
+  flush(key)
+end
+
+local function times(key, f, ts, tsS)
+  local cur = get(key, f)
+  if not cur then set(key, f, tsS); return end
+  local sep = string.find(cur, ',', 1, true)
+  local lastS = sep and string.sub(cur, 1, sep - 1) or cur
+  local last = tonumber(lastS)
+  if ts > last then
+    set(key, f, tsS .. ',' .. lastS)
+  elseif ts < last then
+    local prev = sep and tonumber(string.sub(cur, sep + 1)) or nil
+    if (not prev) or ts > prev then set(key, f, lastS .. ',' .. tsS) end
+  end
+end
+
+local function lastval(key, f, ts, tsS, arg)
+  local cur = get(key, f)
+  if not cur then set(key, f, tsS .. US .. arg); return end
+  local parts = {}
+  for piece in string.gmatch(cur, '[^' .. US .. ']+') do parts[#parts + 1] = piece end
+  local last = tonumber(parts[1])
+  if ts > last then
+    set(key, f, tsS .. US .. arg .. US .. parts[1] .. US .. parts[2])
+  elseif ts == last then
+    local rest = ''
+    if parts[3] then rest = US .. parts[3] .. US .. parts[4] end
+    set(key, f, parts[1] .. US .. arg .. rest)
+  elseif (not parts[3]) or ts >= tonumber(parts[3]) then
+    set(key, f, parts[1] .. US .. parts[2] .. US .. tsS .. US .. arg)
+  end
+end
+
+local function apply(key, ent, ts, tsS, ttl, a, nops)
+  local touched = tonumber(get(key, 't'))
+  if touched and ts - touched >= ttl then
+    redis.call('DEL', key)
+    C[key] = {f = {}, dirty = {}, complete = true, head = {}}
+    touched = nil
+  end
+  local late = false
+  if touched and ts > touched then
+    local h = head(key)
+    for pid, v in pairs(h) do
+      local p = P[tonumber(pid)]
+      local bound = math.floor((ts - p.hor) / p.hop)
+      add_bucket(key, pid, p.k, math.floor(touched / p.hop), v, bound)
+    end
+    if next(h) then
+      C[key].head = {}
+      C[key].head_dirty = true
+    end
+    trim_distinct(key, ent, touched, ts)
+  elseif touched and ts < touched then
+    late = true
+  end
+  for _ = 1, nops do
+    local pid = tonumber(ARGV[a])
+    local arg = ARGV[a + 1]
+    a = a + 2
+    local p = P[pid]
+    local kind = p.k
+    if kind == 'c' or kind == 's' or kind == 'm' then
+      local pids = ARGV[a - 2]
+      if late then
+        add_bucket(key, pids, kind, math.floor(ts / p.hop), arg, math.floor((touched - p.hor) / p.hop))
+      else
+        local h = head(key)
+        local cur = h[pids]
+        if cur then set_head(key, pids, combine(kind, cur, arg)) else set_head(key, pids, arg) end
+      end
+    elseif kind == 'd' then
+      times(key, 'd' .. pid .. ':' .. arg, ts, tsS)
+    elseif kind == 'l' then
+      times(key, 'l' .. pid, ts, tsS)
+    elseif kind == 'f' then
+      local cur = get(key, 'f' .. pid)
+      if (not cur) or ts < tonumber(cur) then set(key, 'f' .. pid, tsS) end
+    elseif kind == 'v' then
+      lastval(key, 'v' .. pid, ts, tsS, arg)
+    end
+  end
+  if (not touched) or ts > touched then set(key, 't', tsS) end
+  return a
+end
+
+local dedupe_ttl = ARGV[1]
+local n = tonumber(ARGV[2])
+local a = 3
+local applied = 0
+local rttls = {}
+local expired = {}
+for _ = 1, n do
+  local seen = tonumber(ARGV[a])
+  local event_id = ARGV[a + 1]
+  local tsS = ARGV[a + 2]
+  local ts = tonumber(tsS)
+  local nent = tonumber(ARGV[a + 3])
+  a = a + 4
+  local fresh = true
+  if seen > 0 then
+    fresh = redis.call('HSETNX', KEYS[seen], event_id, '1') == 1
+    if fresh and not expired[seen] then
+      redis.call('PEXPIRE', KEYS[seen], dedupe_ttl)
+      expired[seen] = true
+    end
+  end
+  if fresh then applied = applied + 1 end
+  for _ = 1, nent do
+    local k = tonumber(ARGV[a])
+    local ent = tonumber(ARGV[a + 1])
+    local ttl = tonumber(ARGV[a + 2])
+    local nops = tonumber(ARGV[a + 4])
+    if fresh then
+      entry(KEYS[k])
+      rttls[k] = ARGV[a + 3]
+      a = apply(KEYS[k], ent, ts, tsS, ttl, a + 5, nops)
+    else
+      a = a + 5 + 2 * nops
+    end
+  end
+end
+for k, rttl in pairs(rttls) do
+  flush(KEYS[k])
+  redis.call('PEXPIRE', KEYS[k], rttl)
+end
+return applied
+"""
+
+
+def render_script(plan: SpecPlan) -> str:
+    """The apply script with the spec's primitive table (hop and horizon per primitive)."""
+    rows = [f"[{p.pid}]={{k='{p.kind}',hop={p.hop},hor={p.horizon}}}" for p in plan.primitives]
+    distinct = []
+    for name in plan.model.entities:
+        pids = [str(p.pid) for p in plan.primitives if p.entity == name and p.kind == "d"]
+        distinct.append("{" + ",".join(pids) + "}")
+    header = (
+        f"-- Arbiter online store, feature spec {plan.name} version {plan.version}\n"
+        "local US = '\\31'\n"
+        f"local P = {{{','.join(rows)}}}\n"
+        f"local DISTINCT = {{{','.join(distinct)}}}\n"
+    )
+    return header + _BODY
