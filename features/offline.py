@@ -139,13 +139,15 @@ class OfflineBuilder:
 
     def contributions(self, p: Primitive) -> tuple[I64, I64]:
         """(positions in log, composite numbers) of the events a primitive aggregates."""
-        sig = (p.entity, p.where, p.field)
+        sig = (p.entity, p.where, p.field, p.kind in "csm")
         if sig not in self._contrib:
             ent = self.entity(p.entity)
             mask = self.filter_mask(p.where)
             if p.field is not None:
                 if p.field not in self.log.columns:
                     mask = np.zeros(len(self.log), dtype=bool)
+                elif p.kind in "csm":
+                    mask &= ~np.isnan(numeric(self.log[p.field]))
                 else:
                     mask &= self.log[p.field].notna().to_numpy()
             keep = mask[ent.order]

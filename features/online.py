@@ -159,19 +159,18 @@ class OnlineStore:
         for p in self._by_entity[entity]:
             if not self._matches(p.pid, event):
                 continue
-            if p.kind in ("c", "l", "f"):
+            if p.field is None:
                 arg = "1"
-            else:
-                value = event.get(p.field or "")
-                if value is None or (isinstance(value, float) and value != value):
+            elif p.kind in "csm":  # numeric fields: missing or non-numeric values are skipped
+                number = numeric(event.get(p.field))
+                if number != number:
                     continue
-                if p.kind in ("s", "m"):
-                    number = numeric(value)
-                    if number != number:
-                        continue
-                    arg = str(round(number * self.plan.scale))
-                else:
-                    arg = str(encode_value(value))
+                arg = "1" if p.kind == "c" else str(round(number * self.plan.scale))
+            else:
+                text = encode_value(event.get(p.field))
+                if text is None:
+                    continue
+                arg = text
             ops += (str(p.pid), arg)
         return ops
 

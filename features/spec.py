@@ -251,7 +251,11 @@ def compile_spec(model: SpecModel) -> SpecPlan:
             elif d.kind == "sum":
                 prims = (prim(ent, "s", d.field, w, hop, reach),)
             elif d.kind == "mean":
-                prims = (prim(ent, "s", d.field, w, hop, reach), prim(ent, "c", None, w, hop, reach))
+                # The mean is over the events that have the field: its count requires it too.
+                prims = (
+                    prim(ent, "s", d.field, w, hop, reach),
+                    prim(ent, "c", d.field, w, hop, reach),
+                )
             elif d.kind == "max":
                 prims = (prim(ent, "m", d.field, w, hop, reach),)
             elif d.kind == "distinct":
