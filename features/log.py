@@ -47,7 +47,7 @@ def normalise(frame: pd.DataFrame, source: str = "event log") -> pd.DataFrame:
     ts = frame["ts"]
     if isinstance(ts.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(ts):
         frame["ts"] = ts.dt.as_unit("ms").astype("int64")
-    elif ts.dtype == object:
+    elif ts.dtype == object or pd.api.types.is_string_dtype(ts):
         frame["ts"] = [parse_ts(v) for v in ts]
     frame["ts"] = frame["ts"].astype("int64")
     frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
