@@ -1,0 +1,133 @@
+"""The Redis online store: one round trip per read, idempotent writes, bounded memory, ttls,
+Redis Cluster-ready keys, and a clear error when Redis is gone."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from features.errors import FeatureStoreUnavailable
+from features.online import OnlineStore, parse_state
+from features.spec import load_spec
+from tests.conftest import DATA, ROOT
+
+PLATFORM = load_spec(ROOT / "config" / "features.yaml")
+CARD = load_spec(DATA / "card_payments_spec.yaml")
+T0 = 1_790_000_000_000
+HOUR = 3_600_000
+
+
+class CountingRedis(redis.Redis):
+    """A real client that counts round trips (single commands and pipeline executions)."""
+
+    round_trips = 0
+
+    def execute_command(self, *args, **kwargs):
+        CountingRedis.round_trips += 1
+        return super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction=True, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        original = pipe.execute
+
+        def execute(raise_on_error=True):
+            CountingRedis.round_trips += 1
+            return original(raise_on_error)
+
+        pipe.execute = execute
+        return pipe
+
+
+def payment(i: int, ts: int, **extra) -> dict:
+    event = {
+        "event_id": f"ev{i}", "type": "payment", "ts": ts, "account_id": "acct_1",
+        "payment_id": f"pay{i}", "amount": 25.0, "currency": "USD", "card_fp": "c0ffee00c0ffee00",
+        "bin_country": "US", "billing_country": "US", "ip": "31.10.0.7", "status": "approved",
+    }  # fmt: skip
+    event.update(extra)
+    return event
+
+
+def test_a_read_and_a_read_with_write_each_take_one_round_trip(redis_client):
+    client = CountingRedis(connection_pool=redis_client.connection_pool)
+    store = OnlineStore(client, PLATFORM)
+    store.apply(payment(0, T0))  # loads the script
+    CountingRedis.round_trips = 0
+    features = store.read(payment(1, T0 + 1000))
+    assert CountingRedis.round_trips == 1
+    assert features["account_payments_1h"] == 1.0
+    CountingRedis.round_trips = 0
+    features, applied = store.read_and_apply(payment(2, T0 + 2000))
+    assert CountingRedis.round_trips == 1
+    assert applied and features["account_payments_1h"] == 1.0
+    assert store.read(payment(3, T0 + 3000))["account_payments_1h"] == 2.0
+
+
+def test_a_replayed_event_is_not_counted_twice(redis_client):
+    store = OnlineStore(redis_client, PLATFORM)
+    assert store.apply(payment(0, T0)) is True
+    assert store.apply(payment(0, T0)) is False
+    assert store.apply_many([payment(1, T0 + 5), payment(1, T0 + 5), payment(0, T0)]) == 1
+    features = store.read(payment(9, T0 + 60_000))
+    assert features["account_payments_1h"] == 2.0
+    assert features["account_amount_24h"] == 50.0
+
+
+def test_keys_are_hash_tagged_per_entity_and_expire(redis_client):
+    store = OnlineStore(redis_client, PLATFORM, dedupe_ttl_ms=HOUR)
+    store.apply(payment(0, T0))
+    keys = sorted(k.decode() for k in redis_client.keys("arb:{*"))
+    assert keys == ["arb:{account:acct_1}", "arb:{card:c0ffee00c0ffee00}", "arb:{ip:31.10.0.7}"]
+    for key in keys:
+        tag = key[key.index("{") + 1 : key.index("}")]
+        assert key_slot(key.encode()) == key_slot(tag.encode())
+        assert 0 < redis_client.pttl(key) <= PLATFORM.entity_ttl[tag.split(":")[0]]
+    seen = redis_client.keys("arb:seen:*")
+    assert len(seen) == 1 and 0 < redis_client.pttl(seen[0]) <= HOUR
+
+
+def test_an_active_account_keeps_a_bounded_hash(redis_client):
+    store = OnlineStore(redis_client, PLATFORM)
+    events = []
+    for i in range(24 * 60):  # one payment an hour for 60 days, a new card every day
+        events.append(payment(i, T0 + i * HOUR, card_fp=f"{i // 24:016x}"))
+    store.apply_many(events)
+    raw = redis_client.hgetall("arb:{account:acct_1}")
+    state = parse_state(raw)
+    for pid, buckets in state.buckets.items():
+        p = PLATFORM.primitives[pid]
+        assert len(buckets) <= p.horizon // p.hop + 2, p
+    assert len(raw) < 150
+    features = store.read(payment(99_999, T0 + 24 * 60 * HOUR))
+    assert features["account_cards_30d"] in (30.0, 31.0, 32.0, 33.0)
+    assert features["account_payments_24h"] >= 24.0
+
+
+def test_redis_losing_its_scripts_is_survived(redis_client):
+    store = OnlineStore(redis_client, PLATFORM)
+    store.apply(payment(0, T0))
+    redis_client.script_flush()
+    assert store.apply(payment(1, T0 + 1000)) is True
+    assert store.read(payment(2, T0 + 2000))["account_payments_1h"] == 2.0
+
+
+def test_an_unreachable_redis_raises_feature_store_unavailable():
+    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    store = OnlineStore(client, PLATFORM)
+    with pytest.raises(FeatureStoreUnavailable, match="Redis: .*(refused|connect)"):
+        store.read(payment(0, T0))
+
+
+def test_the_generic_spec_works_online_too(redis_client):
+    store = OnlineStore(redis_client, CARD)
+    store.apply({"event_id": "s", "type": "signup", "ts": T0, "customer_id": "c1",
+                 "country": "DE", "device_id": "d1"})  # fmt: skip
+    features, _ = store.read_and_apply(
+        {"event_id": "a", "type": "authorization", "ts": T0 + HOUR, "customer_id": "c1",
+         "merchant_id": "m1", "amount": 90.0, "country": "RU", "channel": "online",
+         "approved": True, "device_id": "d1"}  # fmt: skip
+    )
+    assert features["foreign_payment"] == 1.0
+    assert features["customer_tenure"] == 3600.0
+    assert features["card_not_present"] == 1.0

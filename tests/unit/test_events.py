@@ -1,0 +1,61 @@
+"""Event validation names the event and the field at fault."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from features.errors import InvalidEvent
+from features.events import format_ts, parse_ts, validate_event, validate_frame
+
+
+def sms(**extra):
+    event = {
+        "event_id": "ev1", "type": "sms", "ts": "2026-11-01T10:00:00Z", "account_id": "acct_1",
+        "dest_number": "+447700900123", "dest_prefix": "+4477", "dest_country": "GB",
+        "segments": 1, "cost": 0.04, "verified": True,
+    }  # fmt: skip
+    event.update(extra)
+    return event
+
+
+def test_a_valid_event_is_normalised_to_epoch_milliseconds():
+    event = validate_event(sms())
+    assert event["ts"] == parse_ts("2026-11-01T10:00:00+00:00") == 1_793_527_200_000
+    assert format_ts(event["ts"]) == "2026-11-01T10:00:00.000Z"
+
+
+def test_an_unknown_type_names_the_event_and_lists_the_known_types():
+    with pytest.raises(InvalidEvent, match=r"event ev1: field 'type': unknown type 'fax'.*sms"):
+        validate_event(sms(type="fax"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"segments": 0}, r"event ev1 \(sms\): field 'segments' must be >= 1"),
+        ({"dest_country": "GBR"}, r"field 'dest_country' must be 2 characters"),
+        ({"verified": "yes"}, r"field 'verified' must be true or false"),
+        ({"cost": float("nan")}, r"field 'cost' must be finite"),
+        ({"ts": "2026-11-01T10:00:00"}, r"field 'ts' ISO timestamps need a time zone"),
+        ({"ts": 1_793_527_200}, r"field 'ts' is outside 2000-01-01..2100-01-01"),
+        ({"dest_number": None}, r"field 'dest_number' is required"),
+        ({"colour": "red"}, r"unknown field 'colour' for type sms"),
+    ],
+)
+def test_a_bad_field_is_named(change, message):
+    with pytest.raises(InvalidEvent, match=message) as info:
+        validate_event(sms(**change))
+    assert info.value.event_id == "ev1"
+
+
+def test_a_log_is_checked_column_by_column_and_names_the_first_bad_event():
+    frame = pd.DataFrame([validate_event(sms()), validate_event(sms(event_id="ev2"))])
+    validate_frame(frame)
+    frame.loc[1, "segments"] = 500
+    with pytest.raises(InvalidEvent, match=r"event ev2 \(sms\): field 'segments' must be within"):
+        validate_frame(frame)
+    frame.loc[1, "segments"] = 1
+    frame.loc[1, "event_id"] = "ev1"
+    with pytest.raises(InvalidEvent, match=r"event ev1 \(sms\): field 'event_id' is a duplicate"):
+        validate_frame(frame)
