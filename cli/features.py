@@ -1,4 +1,4 @@
-"""`arbiter ingest` and `arbiter features ...`: load logs into Redis, look at features, prove parity."""
+"""`arbiter ingest` and `arbiter features ...`: load logs, look at features, prove parity."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from features.parity import check
 from features.spec import SpecPlan, load_spec
 
 console = Console()
-features_app = typer.Typer(help="Look at features, build them offline, prove online/offline parity.")
+features_app = typer.Typer(
+    help="Look at features, build them offline, prove online/offline parity."
+)
 
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Feature spec (default: settings)")]
 

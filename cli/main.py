@@ -8,10 +8,10 @@ import os
 # idle threads from spinning on a 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import typer  # noqa: E402
+import typer
 
-from cli import features as features_cmds  # noqa: E402
-from cli import simulate as simulate_cmds  # noqa: E402
+from cli import features as features_cmds
+from cli import simulate as simulate_cmds
 
 app = typer.Typer(
     name="arbiter",

@@ -116,7 +116,7 @@ def parse_ts(value: Any) -> int:
         parsed = dt.datetime.fromisoformat(text)
         if parsed.tzinfo is None:
             raise ValueError("ISO timestamps need a time zone (for example a trailing Z)")
-        return int(round(parsed.timestamp() * 1000))
+        return round(parsed.timestamp() * 1000)
     raise ValueError("must be epoch milliseconds or an ISO 8601 string")
 
 

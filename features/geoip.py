@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import csv
 import ipaddress
+import itertools
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -32,7 +33,7 @@ class IpResolver:
             start = int(net.network_address) + offset
             spans.append((start, start + net.num_addresses - 1, country, network))
         spans.sort()
-        for (_, end, *_), (start, *_) in zip(spans, spans[1:], strict=False):
+        for (_, end, *_), (start, *_) in itertools.pairwise(spans):
             if start <= end:
                 raise ValueError(f"overlapping IP ranges near {ipaddress.ip_address(start)}")
         self._starts = [s[0] for s in spans]
@@ -73,11 +74,11 @@ class IpResolver:
         """CIDRs matching a country and/or network type (the simulator draws from these)."""
         out = []
         for start, end, (c, n) in zip(self._starts, self._ends, self._values, strict=True):
-            if (country is None or c == country) and (network is None or n == network):
-                if start < (1 << 32):
-                    size = end - start + 1
-                    prefix = 32 - (size.bit_length() - 1)
-                    out.append(f"{ipaddress.IPv4Address(start)}/{prefix}")
+            wanted = (country is None or c == country) and (network is None or n == network)
+            if wanted and start < (1 << 32):
+                size = end - start + 1
+                prefix = 32 - (size.bit_length() - 1)
+                out.append(f"{ipaddress.IPv4Address(start)}/{prefix}")
         return out
 
 

@@ -84,9 +84,11 @@ def frame_records(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
-    out = frame.copy()
-    out["ts"] = pd.to_datetime(out["ts"], unit="ms", utc=True)
-    pq.write_table(pa.Table.from_pandas(out, preserve_index=False), path, compression="zstd")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    index = table.schema.get_field_index("ts")
+    stamps = pa.array(frame["ts"].to_numpy(dtype="int64"), type=pa.timestamp("ms", tz="UTC"))
+    table = table.set_column(index, "ts", stamps)
+    pq.write_table(table, path, compression="zstd")
 
 
 def write_jsonl(frame: pd.DataFrame, path: str | Path) -> None:

@@ -36,7 +36,7 @@ import redis
 
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver
-from features.spec import Feature, SpecPlan, encode_value
+from features.spec import Feature, Primitive, SpecPlan, encode_value
 from features.store_script import render_script
 
 SEP = "\x1f"
@@ -125,11 +125,16 @@ class OnlineStore:
         self._keys = plan.entity_keys
         self._source = render_script(plan)
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
-        self._by_entity: dict[str, list[Any]] = {e: [] for e in self._entities}
+        # Per entity, primitives grouped by filter: a filter is checked once per event.
+        groups: dict[str, dict[Any, list[Primitive]]] = {e: {} for e in self._entities}
         for p in plan.primitives:
-            self._by_entity[p.entity].append(p)
-        self._filters = {
-            p.pid: [(name, frozenset(vals)) for name, vals in p.where] for p in plan.primitives
+            groups[p.entity].setdefault(p.where, []).append(p)
+        self._groups = {
+            entity: [
+                ([(name, frozenset(vals)) for name, vals in where], prims)
+                for where, prims in by_where.items()
+            ]
+            for entity, by_where in groups.items()
         }
 
     # -- keys and ops ------------------------------------------------------------------------
@@ -151,27 +156,33 @@ class OnlineStore:
                 out[e.country], out[e.network] = country, network
         return out
 
-    def _matches(self, pid: int, event: Mapping[str, Any]) -> bool:
-        return all(encode_value(event.get(name)) in vals for name, vals in self._filters[pid])
-
-    def _ops(self, entity: str, event: Mapping[str, Any]) -> list[str]:
+    def _ops(self, entity: str, event: Mapping[str, Any], encoded: dict[str, Any]) -> list[str]:
+        """(primitive id, argument) pairs, flattened, of the primitives the event feeds."""
         ops: list[str] = []
-        for p in self._by_entity[entity]:
-            if not self._matches(p.pid, event):
+        for checks, prims in self._groups[entity]:
+            matched = True
+            for name, allowed in checks:
+                if name not in encoded:
+                    encoded[name] = encode_value(event.get(name))
+                if encoded[name] not in allowed:
+                    matched = False
+                    break
+            if not matched:
                 continue
-            if p.field is None:
-                arg = "1"
-            elif p.kind in "csm":  # numeric fields: missing or non-numeric values are skipped
-                number = numeric(event.get(p.field))
-                if number != number:
-                    continue
-                arg = "1" if p.kind == "c" else str(round(number * self.plan.scale))
-            else:
-                text = encode_value(event.get(p.field))
-                if text is None:
-                    continue
-                arg = text
-            ops += (str(p.pid), arg)
+            for p in prims:
+                if p.field is None:
+                    arg = "1"
+                elif p.kind in "csm":  # numeric fields: missing or non-numeric values skipped
+                    number = numeric(event.get(p.field))
+                    if number != number:
+                        continue
+                    arg = "1" if p.kind == "c" else str(round(number * self.plan.scale))
+                else:
+                    text = encode_value(event.get(p.field))
+                    if text is None:
+                        continue
+                    arg = text
+                ops += (str(p.pid), arg)
         return ops
 
     def _batch(self, events: Sequence[Mapping[str, Any]], dedupe: bool) -> list[str]:
@@ -191,8 +202,9 @@ class OnlineStore:
             seen = key_index(self.seen_key(ts)) if dedupe else "0"
             entities = self._entities_of(event)
             args += (seen, str(event["event_id"]), str(ts), str(len(entities)))
+            encoded: dict[str, Any] = {}
             for entity in entities:
-                ops = self._ops(entity, event)
+                ops = self._ops(entity, event, encoded)
                 ttl = str(self.plan.entity_ttl[entity])
                 key = key_index(self.key(entity, event[self._keys[entity]]))
                 args += (key, self._entity_index[entity], ttl, ttl, str(len(ops) // 2), *ops)

@@ -37,9 +37,7 @@ class Mismatch:
     online: float
 
 
-def compare(
-    offline: pd.DataFrame, online: pd.DataFrame, tolerance: float = 1e-9
-) -> list[Mismatch]:
+def compare(offline: pd.DataFrame, online: pd.DataFrame, tolerance: float = 1e-9) -> list[Mismatch]:
     if list(offline["event_id"]) != list(online["event_id"]):
         raise ValueError("the two matrices do not cover the same events in the same order")
     found: list[Mismatch] = []

@@ -239,7 +239,9 @@ def compile_spec(model: SpecModel) -> SpecPlan:
             if d.name in enriched:
                 raise ValueError("the name is taken by an enrichment")
             if d.entity is not None and d.entity not in model.entities:
-                raise ValueError(f"unknown entity '{d.entity}' (known: {', '.join(model.entities)})")
+                raise ValueError(
+                    f"unknown entity '{d.entity}' (known: {', '.join(model.entities)})"
+                )
             window = parse_duration(d.window) if d.window else 0
             hop = parse_duration(d.hop) if d.hop else max(1, window // 12) if window else 0
             reach = window + hop

@@ -25,11 +25,17 @@ local C = {}
 
 local function int(n) return string.format('%d', n) end
 
+local function fresh(complete)
+  -- f: fields read or written (false = absent); dirty: fields to write back; head: the parsed
+  -- head, serialised at flush.
+  return {f = {}, dirty = {}, complete = complete}
+end
+
 local function entry(key)
   local e = C[key]
   if not e then
     -- A hash that does not exist yet answers every read without asking Redis.
-    e = {f = {}, dirty = {}, complete = redis.call('EXISTS', key) == 0}
+    e = fresh(redis.call('EXISTS', key) == 0)
     C[key] = e
   end
   return e
@@ -47,18 +53,6 @@ local function get(key, f)
   return v
 end
 
-local function prefetch(key, names)
-  local e = C[key]
-  if e.complete then return end
-  local want = {}
-  for _, f in ipairs(names) do
-    if e.f[f] == nil then want[#want + 1] = f end
-  end
-  if #want == 0 then return end
-  local got = redis.call('HMGET', key, unpack(want))
-  for i, f in ipairs(want) do e.f[f] = got[i] end
-end
-
 local function set(key, f, v)
   local e = C[key]
   e.f[f] = v
@@ -71,12 +65,17 @@ local function del(key, f)
   e.dirty[f] = true
 end
 
+local function serialise(t)
+  local parts = {}
+  for k, v in pairs(t) do parts[#parts + 1] = int(k) .. '=' .. int(v) end
+  return table.concat(parts, ';')
+end
+
 local function flush(key)
   local e = C[key]
   if e.head_dirty then
-    local parts = {}
-    for pid, v in pairs(e.head) do parts[#parts + 1] = pid .. '=' .. v end
-    if #parts > 0 then set(key, 'h', table.concat(parts, ';')) else del(key, 'h') end
+    local text = serialise(e.head)
+    if text ~= '' then set(key, 'h', text) else del(key, 'h') end
     e.head_dirty = false
   end
   local sets, dels = {}, {}
@@ -96,52 +95,73 @@ local function flush(key)
   e.dirty = {}
 end
 
-local function combine(kind, a, b)
-  if kind == 'm' then
-    if tonumber(b) > tonumber(a) then return b end
-    return a
+local function parse(text, into)
+  if text then
+    for k, v in string.gmatch(text, '(%d+)=(%-?%d+)') do into[tonumber(k)] = tonumber(v) end
   end
-  return int(tonumber(a) + tonumber(b))
+  return into
 end
 
--- The head: contributions of the events at exactly time t, as 'pid=v;pid=v'.
+-- The head: contributions of the events at exactly time t ('pid=v;...' in Redis).
 local function head(key)
   local e = C[key]
-  if not e.head then
-    e.head = {}
-    local hs = get(key, 'h')
-    if hs then
-      for pid, v in string.gmatch(hs, '(%d+)=(%-?%d+)') do e.head[pid] = v end
-    end
-  end
+  if not e.head then e.head = parse(get(key, 'h'), {}) end
   return e.head
 end
 
-local function set_head(key, pid, v)
-  local e = C[key]
-  e.head[pid] = v
-  e.head_dirty = true
+local function add_head(key, pid, kind, v)
+  local h = head(key)
+  local cur = h[pid]
+  if cur == nil then
+    h[pid] = v
+  elseif kind == 'm' then
+    if v > cur then h[pid] = v end
+  else
+    h[pid] = cur + v
+  end
+  C[key].head_dirty = true
 end
 
--- Add v to bucket b of a primitive's 'b=v;b=v' list, dropping buckets below `bound`.
+-- Add v to bucket b of a primitive's bucket list and drop the buckets below bound. The list is
+-- 'b=v;b=v;...' newest first, so the common cases (the newest bucket grows, a new bucket starts,
+-- the oldest expires) touch only its two ends; a late event's bucket goes through a full parse.
 local function add_bucket(key, pid, kind, b, v, bound)
-  local cur = get(key, pid)
-  local out = {}
-  local merged = false
-  if cur then
-    for bs, bv in string.gmatch(cur, '(%d+)=(%-?%d+)') do
-      local n = tonumber(bs)
-      if n >= bound then
-        if n == b then
-          bv = combine(kind, bv, v)
-          merged = true
-        end
-        out[#out + 1] = bs .. '=' .. bv
+  local f = int(pid)
+  local cur = get(key, f) or ''
+  if b >= bound then
+    local eq = string.find(cur, '=', 1, true)
+    local first = eq and tonumber(string.sub(cur, 1, eq - 1))
+    if not first or b > first then
+      if cur == '' then cur = int(b) .. '=' .. int(v) else cur = int(b) .. '=' .. int(v) .. ';' .. cur end
+    elseif b == first then
+      local semi = string.find(cur, ';', eq, true)
+      local old = tonumber(string.sub(cur, eq + 1, (semi or 0) - 1))
+      if kind == 'm' then
+        if v > old then old = v end
+      else
+        old = old + v
       end
+      cur = int(b) .. '=' .. int(old) .. (semi and string.sub(cur, semi) or '')
+    else
+      local t = parse(cur, {})
+      local old = t[b]
+      if old == nil then t[b] = v elseif kind == 'm' then t[b] = math.max(old, v) else t[b] = old + v end
+      local order = {}
+      for k in pairs(t) do order[#order + 1] = k end
+      table.sort(order, function(x, y) return x > y end)
+      local parts = {}
+      for i, k in ipairs(order) do parts[i] = int(k) .. '=' .. int(t[k]) end
+      cur = table.concat(parts, ';')
     end
   end
-  if (not merged) and b >= bound then out[#out + 1] = int(b) .. '=' .. v end
-  if #out > 0 then set(key, pid, table.concat(out, ';')) else del(key, pid) end
+  while cur ~= '' do
+    local semi = string.match(cur, '^.*();')
+    local tail = semi and string.sub(cur, semi + 1) or cur
+    local eq = string.find(tail, '=', 1, true)
+    if tonumber(string.sub(tail, 1, eq - 1)) >= bound then break end
+    if semi then cur = string.sub(cur, 1, semi - 1) else cur = '' end
+  end
+  if cur == '' then del(key, f) else set(key, f, cur) end
 end
 
 -- Distinct values no window can reach are dropped every half horizon, in one scan, once the
@@ -207,18 +227,18 @@ local function apply(key, ent, ts, tsS, ttl, a, nops)
   local touched = tonumber(get(key, 't'))
   if touched and ts - touched >= ttl then
     redis.call('DEL', key)
-    C[key] = {f = {}, dirty = {}, complete = true, head = {}}
+    C[key] = fresh(true)
     touched = nil
   end
   local late = false
   if touched and ts > touched then
     local h = head(key)
-    for pid, v in pairs(h) do
-      local p = P[tonumber(pid)]
-      local bound = math.floor((ts - p.hor) / p.hop)
-      add_bucket(key, pid, p.k, math.floor(touched / p.hop), v, bound)
-    end
     if next(h) then
+      for pid, v in pairs(h) do
+        local p = P[pid]
+        local bound = math.floor((ts - p.hor) / p.hop)
+        add_bucket(key, pid, p.k, math.floor(touched / p.hop), v, bound)
+      end
       C[key].head = {}
       C[key].head_dirty = true
     end
@@ -233,13 +253,12 @@ local function apply(key, ent, ts, tsS, ttl, a, nops)
     local p = P[pid]
     local kind = p.k
     if kind == 'c' or kind == 's' or kind == 'm' then
-      local pids = ARGV[a - 2]
+      local v = tonumber(arg)
       if late then
-        add_bucket(key, pids, kind, math.floor(ts / p.hop), arg, math.floor((touched - p.hor) / p.hop))
+        local bound = math.floor((touched - p.hor) / p.hop)
+        add_bucket(key, pid, kind, math.floor(ts / p.hop), v, bound)
       else
-        local h = head(key)
-        local cur = h[pids]
-        if cur then set_head(key, pids, combine(kind, cur, arg)) else set_head(key, pids, arg) end
+        add_head(key, pid, kind, v)
       end
     elseif kind == 'd' then
       times(key, 'd' .. pid .. ':' .. arg, ts, tsS)

@@ -28,9 +28,7 @@ def _missing(v: Any) -> bool:
 
 
 def reference_features(plan: SpecPlan, log: pd.DataFrame) -> pd.DataFrame:
-    events = [
-        {k: v for k, v in row.items() if not _missing(v)} for row in log.to_dict("records")
-    ]
+    events = [{k: v for k, v in row.items() if not _missing(v)} for row in log.to_dict("records")]
     out = []
     for i, e in enumerate(events):
         q = e["ts"]
@@ -47,15 +45,24 @@ def reference_features(plan: SpecPlan, log: pd.DataFrame) -> pd.DataFrame:
                 a = values[d.a] if d.a in values else e.get(d.a)
                 b = values[d.b] if d.b in values else e.get(d.b)
                 if f.kind == "ratio":
-                    an, bn = _num(a) if not _missing(a) else math.nan, _num(b) if not _missing(b) else math.nan
+                    an, bn = (
+                        _num(a) if not _missing(a) else math.nan,
+                        _num(b) if not _missing(b) else math.nan,
+                    )
                     values[f.name] = an / bn if bn != 0 and not math.isnan(bn) else math.nan
                 elif f.kind == "in":
                     ea = encode_value(a) if not _missing(a) else None
-                    values[f.name] = math.nan if ea is None else float(ea in {encode_value(v) for v in d.values})
+                    values[f.name] = (
+                        math.nan if ea is None else float(ea in {encode_value(v) for v in d.values})
+                    )
                 else:
                     ea = encode_value(a) if not _missing(a) else None
                     eb = encode_value(b) if not _missing(b) else None
-                    values[f.name] = math.nan if ea is None or eb is None else float((ea == eb) == (d.op == "eq"))
+                    values[f.name] = (
+                        math.nan
+                        if ea is None or eb is None
+                        else float((ea == eb) == (d.op == "eq"))
+                    )
             else:
                 values[f.name] = _aggregate(plan, f, events, i)
         out.append([values[n] for n in plan.output])
@@ -78,9 +85,9 @@ def _aggregate(plan: SpecPlan, f: Any, events: list[dict], i: int) -> Any:
     touches = [j for j in range(i) if encode_value(events[j].get(key_field)) == key]
     ttl = plan.entity_ttl[d.entity]
     # State starts over after an idle ttl: only touches after the last such gap count.
-    epoch = None
+    epoch, prev_t = None, None
     for j in touches:
-        if epoch is None or events[j]["ts"] - prev_t >= ttl:
+        if prev_t is None or events[j]["ts"] - prev_t >= ttl:
             epoch = events[j]["ts"]
         prev_t = events[j]["ts"]
     if not touches or q - events[touches[-1]]["ts"] >= ttl:
@@ -99,7 +106,9 @@ def _aggregate(plan: SpecPlan, f: Any, events: list[dict], i: int) -> Any:
     if f.window:
         start = ((q - f.window) // f.hop) * f.hop
         base = [j for j in base if events[j]["ts"] >= start]
-    numeric = [j for j in base if d.field and not math.isnan(_num(events[j].get(d.field, math.nan)))]
+    numeric = [
+        j for j in base if d.field and not math.isnan(_num(events[j].get(d.field, math.nan)))
+    ]
     scale = plan.scale
     if f.kind == "count":
         return float(len(base))
@@ -109,7 +118,11 @@ def _aggregate(plan: SpecPlan, f: Any, events: list[dict], i: int) -> Any:
         total = sum(round(_num(events[j][d.field]) * scale) for j in numeric) / scale
         return total / len(numeric) if numeric else math.nan
     if f.kind == "max":
-        return max(round(_num(events[j][d.field]) * scale) for j in numeric) / scale if numeric else math.nan
+        return (
+            max(round(_num(events[j][d.field]) * scale) for j in numeric) / scale
+            if numeric
+            else math.nan
+        )
     if f.kind == "distinct":
         return float(len({encode_value(events[j][d.field]) for j in base if d.field in events[j]}))
     if f.kind == "share":

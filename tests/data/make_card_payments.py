@@ -26,25 +26,43 @@ def main() -> None:
     merchants = [f"m{i:02d}" for i in range(8)]
     home = {c: str(rng.choice(["DE", "FR", "NL"])) for c in customers}
     for i, c in enumerate(customers):
-        events.append({"type": "signup", "t": int(rng.integers(0, 5 * 86_400_000)),
-                       "customer_id": c, "country": home[c], "device_id": f"d{i:03d}"})
+        events.append(
+            {
+                "type": "signup",
+                "t": int(rng.integers(0, 5 * 86_400_000)),
+                "customer_id": c,
+                "country": home[c],
+                "device_id": f"d{i:03d}",
+            }
+        )
     fraudsters = set(customers[:4])
     for _ in range(360):
         c = str(rng.choice(customers))
         bad = c in fraudsters and rng.random() < 0.6
         t = int(rng.integers(5 * 86_400_000, 60 * 86_400_000))
         amount = round(float(rng.lognormal(5.5 if bad else 3.5, 0.6)), 2)
-        events.append({
-            "type": "authorization", "t": t, "customer_id": c,
-            "merchant_id": str(rng.choice(merchants)), "amount": amount,
-            "country": "RU" if bad and rng.random() < 0.7 else home[c],
-            "channel": str(rng.choice(["online", "pos", "phone"])),
-            "approved": bool(rng.random() > (0.3 if bad else 0.03)),
-            "device_id": "d666" if bad else f"d{customers.index(c):03d}",
-        })
+        events.append(
+            {
+                "type": "authorization",
+                "t": t,
+                "customer_id": c,
+                "merchant_id": str(rng.choice(merchants)),
+                "amount": amount,
+                "country": "RU" if bad and rng.random() < 0.7 else home[c],
+                "channel": str(rng.choice(["online", "pos", "phone"])),
+                "approved": bool(rng.random() > (0.3 if bad else 0.03)),
+                "device_id": "d666" if bad else f"d{customers.index(c):03d}",
+            }
+        )
         if bad and rng.random() < 0.8:
-            events.append({"type": "fraud_report", "t": t + int(rng.integers(14, 40)) * 86_400_000,
-                           "customer_id": c, "merchant_id": events[-1]["merchant_id"]})
+            events.append(
+                {
+                    "type": "fraud_report",
+                    "t": t + int(rng.integers(14, 40)) * 86_400_000,
+                    "customer_id": c,
+                    "merchant_id": events[-1]["merchant_id"],
+                }
+            )
     events.sort(key=lambda e: e["t"])
     out = Path(__file__).with_name("card_payments.jsonl")
     with out.open("w") as handle:

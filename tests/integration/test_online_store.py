@@ -115,7 +115,7 @@ def test_redis_losing_its_scripts_is_survived(redis_client):
 def test_an_unreachable_redis_raises_feature_store_unavailable():
     client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     store = OnlineStore(client, PLATFORM)
-    with pytest.raises(FeatureStoreUnavailable, match="Redis: .*(refused|connect)"):
+    with pytest.raises(FeatureStoreUnavailable, match=r"Redis: .*(refused|connect)"):
         store.read(payment(0, T0))
 
 
@@ -124,9 +124,18 @@ def test_the_generic_spec_works_online_too(redis_client):
     store.apply({"event_id": "s", "type": "signup", "ts": T0, "customer_id": "c1",
                  "country": "DE", "device_id": "d1"})  # fmt: skip
     features, _ = store.read_and_apply(
-        {"event_id": "a", "type": "authorization", "ts": T0 + HOUR, "customer_id": "c1",
-         "merchant_id": "m1", "amount": 90.0, "country": "RU", "channel": "online",
-         "approved": True, "device_id": "d1"}  # fmt: skip
+        {
+            "event_id": "a",
+            "type": "authorization",
+            "ts": T0 + HOUR,
+            "customer_id": "c1",
+            "merchant_id": "m1",
+            "amount": 90.0,
+            "country": "RU",
+            "channel": "online",
+            "approved": True,
+            "device_id": "d1",
+        }
     )
     assert features["foreign_payment"] == 1.0
     assert features["customer_tenure"] == 3600.0

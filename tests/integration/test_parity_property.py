@@ -12,9 +12,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.offline import build_features
 from features.online import OnlineStore
 from features.parity import compare, replay
-from features.offline import build_features
 from features.spec import load_spec
 from tests.conftest import DATA
 

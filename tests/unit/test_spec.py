@@ -53,7 +53,9 @@ def test_an_invalid_entry_is_refused_with_its_name(changes, message):
 def test_a_reference_to_a_later_feature_is_refused():
     raw = copy.deepcopy(RAW)
     raw["features"].insert(1, {"name": "early", "kind": "ratio", "a": "amount", "b": "account_age"})
-    with pytest.raises(InvalidSpec, match=r"features\[1\] 'early': refers to 'account_age'.*defined later"):
+    with pytest.raises(
+        InvalidSpec, match=r"features\[1\] 'early': refers to 'account_age'.*defined later"
+    ):
         parse_spec(raw)
 
 
