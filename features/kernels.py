@@ -16,7 +16,7 @@ from numba import njit
 I64 = npt.NDArray[np.int64]
 
 
-@njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+@njit(cache=True, nogil=True)
 def distinct_sweep(values: I64, lo: I64, hi: I64, order: I64) -> I64:  # pragma: no cover
     out = np.zeros(len(lo), dtype=np.int64)
     counts = np.zeros(values.max() + 1 if len(values) else 1, dtype=np.int64)
@@ -50,7 +50,7 @@ def distinct_sweep(values: I64, lo: I64, hi: I64, order: I64) -> I64:  # pragma:
     return out
 
 
-@njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+@njit(cache=True, nogil=True)
 def max_sweep(values: I64, lo: I64, hi: I64, order: I64) -> I64:  # pragma: no cover
     out = np.zeros(len(lo), dtype=np.int64)
     deque = np.empty(len(values) + 1, dtype=np.int64)

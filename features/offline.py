@@ -47,12 +47,14 @@ def encode_column(column: pd.Series) -> np.ndarray:
     """`encode_value` of every value (object array, None where missing), via the uniques."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     encoded = np.array([encode_value(v) for v in uniques] + [None], dtype=object)
-    return encoded[codes]
+    out: np.ndarray = encoded[codes]
+    return out
 
 
 def numeric(column: pd.Series) -> F64:
     """Float values of a numeric or boolean column, NaN where missing or not a number."""
-    return pd.to_numeric(column.astype(object), errors="coerce").to_numpy(dtype=np.float64)
+    values: F64 = pd.to_numeric(column.astype(object), errors="coerce").to_numpy(dtype=np.float64)
+    return values
 
 
 def scaled(values: F64, scale: int) -> I64:
@@ -204,15 +206,16 @@ class OfflineBuilder:
         prims = [self.plan.primitives[i] for i in f.prims]
         if f.kind == "field":
             return self._numeric_ref(d.field or "", {})
-        if f.kind == "hour_of_day":
-            return ((self.ts // 3_600_000) % 24).astype(np.float64)
-        if f.kind == "day_of_week":  # Monday = 0; 1970-01-01 was a Thursday
-            return ((self.ts // 86_400_000 + 3) % 7).astype(np.float64)
+        if f.kind in ("hour_of_day", "day_of_week"):
+            hours: I64 = self.ts // 3_600_000
+            # day_of_week: Monday = 0; 1970-01-01 was a Thursday
+            moment = hours % 24 if f.kind == "hour_of_day" else (hours // 24 + 3) % 7
+            return np.asarray(moment, dtype=np.float64)
         if f.kind in ("compare", "in"):
             a = self._encoded_ref(d.a or "", values)
             missing = pd.isna(a)
             if f.kind == "in":
-                hit = np.isin(a, [encode_value(v) for v in d.values])
+                hit = np.isin(a, np.array([encode_value(v) for v in d.values], dtype=object))
             else:
                 b = self._encoded_ref(d.b or "", values)
                 missing |= pd.isna(b)
@@ -264,7 +267,8 @@ class OfflineBuilder:
         if f.kind == "last_value":
             column = self.encoded(p.field or "")
             picked = column[pos[np.maximum(hi - 1, 0)]] if len(pos) else np.full(len(hi), None)
-            return np.where(has, picked, None)
+            out: np.ndarray = np.where(has, picked, np.array(None, dtype=object))
+            return out
         raise AssertionError(f"unhandled kind {f.kind}")
 
     def _sum(self, p: Primitive, lo: I64, hi: I64) -> F64:

@@ -305,18 +305,21 @@ class OnlineStore:
             return float((q // 3_600_000) % 24)
         if f.kind == "day_of_week":
             return float((q // 86_400_000 + 3) % 7)
-        if f.kind in ("compare", "in"):
-            a = encode_value(values[d.a] if d.a in values else event.get(d.a or ""))
+        if f.kind in ("compare", "in", "ratio"):
+            # a and b name an earlier feature or, failing that, an event field.
+            ref_a, ref_b = d.a or "", d.b or ""
+            raw_a = values[ref_a] if ref_a in values else event.get(ref_a)
+            raw_b = values[ref_b] if ref_b in values else event.get(ref_b)
+            if f.kind == "ratio":
+                a_num, b_num = numeric(raw_a), numeric(raw_b)
+                return a_num / b_num if b_num != 0 and b_num == b_num else math.nan
+            a = encode_value(raw_a)
             if f.kind == "in":
                 return math.nan if a is None else float(a in {encode_value(v) for v in d.values})
-            b = encode_value(values[d.b] if d.b in values else event.get(d.b or ""))
+            b = encode_value(raw_b)
             if a is None or b is None:
                 return math.nan
             return float((a == b) == (d.op == "eq"))
-        if f.kind == "ratio":
-            a_num = numeric(values[d.a] if d.a in values else event.get(d.a or ""))
-            b_num = numeric(values[d.b] if d.b in values else event.get(d.b or ""))
-            return a_num / b_num if b_num != 0 and b_num == b_num else math.nan
         state = states.get(d.entity or "")
         if state is None:
             return None if f.kind == "last_value" else math.nan

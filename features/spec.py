@@ -281,9 +281,9 @@ def compile_spec(model: SpecModel) -> SpecPlan:
         for pid, sig in enumerate(sigs)
     )
     ttl: dict[str, int] = {}
-    for name, ent in model.entities.items():
+    for name, entity_def in model.entities.items():
         try:
-            ttl[name] = parse_duration(ent.ttl)
+            ttl[name] = parse_duration(entity_def.ttl)
         except ValueError as exc:
             raise InvalidSpec(f"feature spec: entities.{name}.ttl: {exc}") from None
     for p in primitives:

@@ -132,7 +132,8 @@ local function add_bucket(key, pid, kind, b, v, bound)
     local eq = string.find(cur, '=', 1, true)
     local first = eq and tonumber(string.sub(cur, 1, eq - 1))
     if not first or b > first then
-      if cur == '' then cur = int(b) .. '=' .. int(v) else cur = int(b) .. '=' .. int(v) .. ';' .. cur end
+      local item = int(b) .. '=' .. int(v)
+      if cur == '' then cur = item else cur = item .. ';' .. cur end
     elseif b == first then
       local semi = string.find(cur, ';', eq, true)
       local old = tonumber(string.sub(cur, eq + 1, (semi or 0) - 1))
@@ -145,7 +146,13 @@ local function add_bucket(key, pid, kind, b, v, bound)
     else
       local t = parse(cur, {})
       local old = t[b]
-      if old == nil then t[b] = v elseif kind == 'm' then t[b] = math.max(old, v) else t[b] = old + v end
+      if old == nil then
+        t[b] = v
+      elseif kind == 'm' then
+        t[b] = math.max(old, v)
+      else
+        t[b] = old + v
+      end
       local order = {}
       for k in pairs(t) do order[#order + 1] = k end
       table.sort(order, function(x, y) return x > y end)
