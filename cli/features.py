@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Future, ThreadPoolExecutor
 import math
 import time
 from pathlib import Path
@@ -99,10 +100,18 @@ def ingest(
         TimeRemainingColumn(), console=console, transient=True,
     ) as progress:  # fmt: skip
         task = progress.add_task("ingest", total=len(records))
-        for i in range(0, len(records), batch):
-            chunk = records[i : i + batch]
-            applied += store.apply_many(chunk)
-            progress.advance(task, len(chunk))
+        # Prepare chunk i+1 while chunk i is applied: Python and Redis each keep a core busy.
+        with ThreadPoolExecutor(max_workers=1) as sender:
+            pending: Future[int] | None = None
+            for i in range(0, len(records), batch):
+                chunk = records[i : i + batch]
+                calls = store.prepare(chunk)
+                if pending is not None:
+                    applied += pending.result()
+                pending = sender.submit(store.send, calls)
+                progress.advance(task, len(chunk))
+            if pending is not None:
+                applied += pending.result()
     elapsed = time.perf_counter() - started
     console.print(
         f"{applied:,} events applied, {len(records) - applied:,} already known, "

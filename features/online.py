@@ -217,11 +217,21 @@ class OnlineStore:
 
     def apply_many(self, events: Iterable[Mapping[str, Any]], *, dedupe: bool = True) -> int:
         """Apply a batch in one pipeline (in order); returns how many were new."""
+        return self.send(self.prepare(events, dedupe=dedupe))
+
+    def prepare(
+        self, events: Iterable[Mapping[str, Any]], *, dedupe: bool = True
+    ) -> list[list[str]]:
+        """The script calls that apply `events` in order (CPU only; see `send`)."""
         enriched = [self.enrich(event) for event in events]
-        calls = [
+        return [
             self._batch(enriched[i : i + self.batch_size], dedupe)
             for i in range(0, len(enriched), self.batch_size)
         ]
+
+    def send(self, calls: Sequence[list[str]]) -> int:
+        """Run prepared calls in one pipeline; returns how many events were new. Bulk loaders
+        prepare the next chunk while this one is in flight (the socket wait frees the GIL)."""
 
         def fill(pipe: Any) -> None:
             for call in calls:
