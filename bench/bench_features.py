@@ -182,7 +182,8 @@ def main() -> None:
         doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
         block = f"{START}\n{text}\n{END}"
         if START in doc:
-            doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
+            pattern = re.escape(START) + ".*?" + re.escape(END)
+            doc = re.sub(pattern, lambda _: block, doc, flags=re.S)
         else:
             doc += f"\n## Features (issue 2)\n\n{block}\n"
         DOC.write_text(doc)
