@@ -246,6 +246,9 @@ def validate_frame(frame: pd.DataFrame) -> None:
             present = column.notna().to_numpy()
             if spec.required and (of_kind & ~present).any():
                 fail(of_kind & ~present, name, "is required")
+            rows = of_kind & present
+            if rows.any():
+                _check_column_type(column, rows, name, spec, fail)
             if spec.choices:
                 bad = of_kind & present & ~column.isin(spec.choices).to_numpy()
                 if bad.any():
@@ -257,3 +260,45 @@ def validate_frame(frame: pd.DataFrame) -> None:
                 bad = of_kind & present & ((values < low) | (values > high))
                 if bad.any():
                     fail(bad, name, f"must be within [{low:g}, {high:g}]")
+
+
+_TYPE_NAMES = {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number"}
+_INFERRED = {
+    "str": ("string",),
+    "bool": ("boolean",),
+    "int": ("integer",),
+    "float": ("floating", "integer", "mixed-integer-float", "decimal"),
+}
+
+
+def _check_column_type(
+    column: pd.Series, rows: np.ndarray, name: str, spec: Field, fail: Any
+) -> None:
+    """The present values of one event type's field have the field's type and length."""
+    values = column[rows]
+    if pd.api.types.infer_dtype(values, skipna=True) not in _INFERRED[spec.kind]:
+        if spec.kind == "str":
+            ok = values.map(lambda v: isinstance(v, str))
+        elif spec.kind == "bool":
+            ok = values.map(lambda v: isinstance(v, bool | np.bool_))
+        else:
+            ok = values.map(
+                lambda v: (
+                    isinstance(v, int | float | np.integer | np.floating)
+                    and not isinstance(v, bool | np.bool_)
+                )
+            )
+        bad = np.zeros(len(column), dtype=bool)
+        bad[np.flatnonzero(rows)] = ~ok.to_numpy(dtype=bool)
+        if bad.any():
+            fail(bad, name, f"must be {_TYPE_NAMES[spec.kind]}")
+    if spec.kind == "str":
+        lengths = values.str.len().to_numpy()
+        if spec.length is not None:
+            wrong, why = lengths != spec.length, f"must be {spec.length} characters"
+        else:
+            wrong, why = (lengths < 1) | (lengths > MAX_STR), f"must be 1..{MAX_STR} characters"
+        if wrong.any():
+            bad = np.zeros(len(column), dtype=bool)
+            bad[np.flatnonzero(rows)[wrong]] = True
+            fail(bad, name, why)

@@ -59,3 +59,10 @@ def test_a_log_is_checked_column_by_column_and_names_the_first_bad_event():
     frame.loc[1, "event_id"] = "ev1"
     with pytest.raises(InvalidEvent, match=r"event ev1 \(sms\): field 'event_id' is a duplicate"):
         validate_frame(frame)
+
+
+def test_a_log_with_a_value_of_the_wrong_type_is_refused():
+    login = {"event_id": "ev9", "type": "login", "ts": 1_793_527_200_000, "account_id": "a1",
+             "ip": "31.10.0.1", "success": "maybe"}  # fmt: skip
+    with pytest.raises(InvalidEvent, match=r"event ev9 \(login\): field 'success' must be true"):
+        validate_frame(pd.DataFrame([login]))
