@@ -27,80 +27,16 @@ than its entity's latest is added to its bucket, but its own read sees the entit
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver
-from features.spec import Feature, Primitive, SpecPlan, encode_value
+from features.spec import Primitive, SpecPlan, encode_value
+from features.state import EMPTY, FeatureComputer, numeric, parse_state
 from features.store_script import render_script
-
-SEP = "\x1f"
-
-
-def numeric(value: Any) -> float:
-    """Mirror of the offline `numeric`: bools and numbers as floats, numeric text parsed."""
-    if isinstance(value, bool | int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return math.nan
-    return math.nan
-
-
-@dataclass
-class EntityState:
-    """A parsed entity hash."""
-
-    touched: int | None = None
-    buckets: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    head: dict[int, int] = field(default_factory=dict)
-    distinct: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
-    last: dict[int, tuple[int, int | None]] = field(default_factory=dict)
-    first: dict[int, int] = field(default_factory=dict)
-    value: dict[int, tuple[int, str, int | None, str | None]] = field(default_factory=dict)
-
-
-def _pair(text: str) -> tuple[int, int | None]:
-    last, _, prev = text.partition(",")
-    return int(last), int(prev) if prev else None
-
-
-def _pair_eq(text: str) -> tuple[int, int]:
-    left, _, right = text.partition("=")
-    return int(left), int(right)
-
-
-def parse_state(raw: Mapping[bytes, bytes]) -> EntityState:
-    state = EntityState()
-    for k, v in raw.items():
-        name = k.decode()
-        head = name[0]
-        if head.isdigit():
-            state.buckets[int(name)] = [_pair_eq(item) for item in v.decode().split(";")]
-        elif head == "t":
-            state.touched = int(v)
-        elif name == "h":
-            state.head = dict(_pair_eq(item) for item in v.decode().split(";"))
-        elif head == "d":
-            pid, _, _value = name[1:].partition(":")
-            state.distinct.setdefault(int(pid), []).append(_pair(v.decode()))
-        elif head == "l":
-            state.last[int(name[1:])] = _pair(v.decode())
-        elif head == "f":
-            state.first[int(name[1:])] = int(v)
-        elif head == "v":
-            parts = v.decode().split(SEP)
-            prev_t = int(parts[2]) if len(parts) > 2 else None
-            prev_v = parts[3] if len(parts) > 2 else None
-            state.value[int(name[1:])] = (int(parts[0]), parts[1], prev_t, prev_v)
-    return state
 
 
 class OnlineStore:
@@ -123,6 +59,8 @@ class OnlineStore:
         self._entity_index = {e: str(i + 1) for i, e in enumerate(self._entities)}
         self.batch_size = batch_size
         self._keys = plan.entity_keys
+        self._ttl = plan.entity_ttl
+        self._computer = FeatureComputer(plan)
         self._source = render_script(plan)
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
         # Per entity, primitives grouped by filter: a filter is checked once per event.
@@ -260,8 +198,27 @@ class OnlineStore:
         """All features of `event` as of just before it: one round trip."""
         event = self.enrich(event)
         entities = self._entities_of(event)
-        raw = self._execute(lambda pipe: self._queue_reads(pipe, event))
-        return self.compute(event, dict(zip(entities, raw, strict=True)))
+        keys = [self.key(e, event[self._keys[e]]) for e in entities]
+        return self.compute(event, dict(zip(entities, self._hgetall_many(keys), strict=True)))
+
+    def _hgetall_many(self, keys: Sequence[str]) -> list[Any]:
+        """HGETALL of each key, pipelined on one connection (the hot path: redis-py's pipeline
+        object and its reply callbacks cost more than Redis itself here). Replies stay flat
+        lists; `parse_state` reads them."""
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        try:
+            packed = conn.pack_commands([("HGETALL", k) for k in keys])  # type: ignore[no-untyped-call]
+            conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
+            return [conn.read_response() for _ in keys]
+        except redis.RedisError as exc:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        finally:
+            pool.release(conn)
 
     def read_and_apply(self, event: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Features as of just before `event`, then `event` applied: one round trip."""
@@ -288,110 +245,11 @@ class OnlineStore:
 
     # -- computing features from entity states --------------------------------------------------
     def compute(self, event: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The features of `event` from the HGETALL replies of its entities."""
         q = int(event["ts"])
-        states: dict[str, EntityState | None] = {}
-        for entity, hash_ in raw.items():
-            state = parse_state(hash_)
-            ttl = self.plan.entity_ttl[entity]
-            alive = state.touched is not None and q - state.touched < ttl
-            states[entity] = state if alive else EntityState()
-        values: dict[str, Any] = {}
-        for f in self.plan.features:
-            values[f.name] = self._feature(f, event, q, states, values)
-        return values
-
-    def _feature(
-        self,
-        f: Feature,
-        event: Mapping[str, Any],
-        q: int,
-        states: Mapping[str, EntityState | None],
-        values: Mapping[str, Any],
-    ) -> Any:
-        d = f.definition
-        if f.kind == "field":
-            return numeric(event.get(d.field or ""))
-        if f.kind == "hour_of_day":
-            return float((q // 3_600_000) % 24)
-        if f.kind == "day_of_week":
-            return float((q // 86_400_000 + 3) % 7)
-        if f.kind in ("compare", "in", "ratio"):
-            # a and b name an earlier feature or, failing that, an event field.
-            ref_a, ref_b = d.a or "", d.b or ""
-            raw_a = values[ref_a] if ref_a in values else event.get(ref_a)
-            raw_b = values[ref_b] if ref_b in values else event.get(ref_b)
-            if f.kind == "ratio":
-                a_num, b_num = numeric(raw_a), numeric(raw_b)
-                return a_num / b_num if b_num != 0 and b_num == b_num else math.nan
-            a = encode_value(raw_a)
-            if f.kind == "in":
-                return math.nan if a is None else float(a in {encode_value(v) for v in d.values})
-            b = encode_value(raw_b)
-            if a is None or b is None:
-                return math.nan
-            return float((a == b) == (d.op == "eq"))
-        state = states.get(d.entity or "")
-        if state is None:
-            return None if f.kind == "last_value" else math.nan
-        return _aggregate(f, state, q, self.plan.scale)
-
-
-def _window_total(
-    state: EntityState, pid: int, q: int, window: int, hop: int, agg: str
-) -> int | None:
-    """Sum (or max) of a bucketed primitive over the window ending strictly before q."""
-    first_bucket = (q - window) // hop
-    parts = [v for b, v in state.buckets.get(pid, ()) if b >= first_bucket]
-    t = state.touched
-    if pid in state.head and t is not None and t < q and t // hop >= first_bucket:
-        parts.append(state.head[pid])
-    if agg == "max":
-        return max(parts) if parts else None
-    return sum(parts)
-
-
-def _eff(pair: tuple[int, int | None], q: int) -> int | None:
-    last, prev = pair
-    return last if last < q else prev
-
-
-def _aggregate(f: Feature, state: EntityState, q: int, scale: int) -> Any:
-    pids = f.prims
-    w, hop = f.window, f.hop
-    if f.kind == "count":
-        return float(_window_total(state, pids[0], q, w, hop, "sum") or 0)
-    if f.kind == "sum":
-        return (_window_total(state, pids[0], q, w, hop, "sum") or 0) / scale
-    if f.kind == "mean":
-        count = _window_total(state, pids[1], q, w, hop, "sum") or 0
-        total = (_window_total(state, pids[0], q, w, hop, "sum") or 0) / scale
-        return total / count if count else math.nan
-    if f.kind == "max":
-        best = _window_total(state, pids[0], q, w, hop, "max")
-        return best / scale if best is not None else math.nan
-    if f.kind == "share":
-        hits = _window_total(state, pids[0], q, w, hop, "sum") or 0
-        base = _window_total(state, pids[1], q, w, hop, "sum") or 0
-        return hits / base if base else math.nan
-    if f.kind == "distinct":
-        start = ((q - w) // hop) * hop
-        seen = (_eff(pair, q) for pair in state.distinct.get(pids[0], ()))
-        return float(sum(1 for t in seen if t is not None and t >= start))
-    if f.kind == "time_since_last":
-        pair = state.last.get(pids[0])
-        t = _eff(pair, q) if pair else None
-        return (q - t) / 1000.0 if t is not None else math.nan
-    if f.kind == "time_since_first":
-        first = state.first.get(pids[0])
-        return (q - first) / 1000.0 if first is not None and first < q else math.nan
-    if f.kind == "last_value":
-        item = state.value.get(pids[0])
-        if item is None:
-            return None
-        last_t, last_v, _prev_t, prev_v = item
-        return last_v if last_t < q else prev_v
-    raise AssertionError(f"unhandled kind {f.kind}")
-
-
-def feature_names(plan: SpecPlan) -> Sequence[str]:
-    return plan.output
+        states = {}
+        for entity, reply in raw.items():
+            state = parse_state(reply)
+            alive = state.touched is not None and q - state.touched < self._ttl[entity]
+            states[entity] = state if alive else EMPTY
+        return self._computer.compute(event, q, states)

@@ -8,8 +8,9 @@ import redis
 from redis.crc import key_slot
 
 from features.errors import FeatureStoreUnavailable
-from features.online import OnlineStore, parse_state
+from features.online import OnlineStore
 from features.spec import load_spec
+from features.state import parse_state
 from tests.conftest import DATA, ROOT
 
 PLATFORM = load_spec(ROOT / "config" / "features.yaml")
@@ -18,25 +19,14 @@ T0 = 1_790_000_000_000
 HOUR = 3_600_000
 
 
-class CountingRedis(redis.Redis):
-    """A real client that counts round trips (single commands and pipeline executions)."""
+class CountingConnection(redis.Connection):
+    """A real connection that counts what it sends: one send is one round trip."""
 
-    round_trips = 0
+    sends = 0
 
-    def execute_command(self, *args, **kwargs):
-        CountingRedis.round_trips += 1
-        return super().execute_command(*args, **kwargs)
-
-    def pipeline(self, transaction=True, shard_hint=None):
-        pipe = super().pipeline(transaction, shard_hint)
-        original = pipe.execute
-
-        def execute(raise_on_error=True):
-            CountingRedis.round_trips += 1
-            return original(raise_on_error)
-
-        pipe.execute = execute
-        return pipe
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sends += 1
+        return super().send_packed_command(command, check_health)
 
 
 def payment(i: int, ts: int, **extra) -> dict:
@@ -50,16 +40,17 @@ def payment(i: int, ts: int, **extra) -> dict:
 
 
 def test_a_read_and_a_read_with_write_each_take_one_round_trip(redis_client):
-    client = CountingRedis(connection_pool=redis_client.connection_pool)
-    store = OnlineStore(client, PLATFORM)
+    kwargs = redis_client.connection_pool.connection_kwargs
+    pool = redis.ConnectionPool(connection_class=CountingConnection, **kwargs)
+    store = OnlineStore(redis.Redis(connection_pool=pool), PLATFORM)
     store.apply(payment(0, T0))  # loads the script
-    CountingRedis.round_trips = 0
+    CountingConnection.sends = 0
     features = store.read(payment(1, T0 + 1000))
-    assert CountingRedis.round_trips == 1
+    assert CountingConnection.sends == 1
     assert features["account_payments_1h"] == 1.0
-    CountingRedis.round_trips = 0
+    CountingConnection.sends = 0
     features, applied = store.read_and_apply(payment(2, T0 + 2000))
-    assert CountingRedis.round_trips == 1
+    assert CountingConnection.sends == 1
     assert applied and features["account_payments_1h"] == 1.0
     assert store.read(payment(3, T0 + 3000))["account_payments_1h"] == 2.0
 
