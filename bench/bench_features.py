@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import redis
 
-from features.log import frame_records, read_log
+from features.log import frame_records, read_log, write_parquet
 from features.offline import build_features
 from features.online import OnlineStore
 from features.spec import load_spec
@@ -58,9 +58,10 @@ def world(accounts: int, days: int) -> Path:
     return out / "events.parquet"
 
 
-def ingest_cli(log: Path, url: str) -> tuple[int, float, float]:
+def ingest_cli(log: Path, url: str, flush: bool = True) -> tuple[int, float, float]:
     """(events, wall seconds of the whole command, the command's own events/s)."""
-    redis.Redis.from_url(url).flushdb()
+    if flush:
+        redis.Redis.from_url(url).flushdb()
     env = {**os.environ, "ARBITER_REDIS_URL": url}
     began = time.perf_counter()
     done = subprocess.run(
@@ -138,17 +139,30 @@ def main() -> None:
     args = parser.parse_args()
 
     log_path = world(args.accounts, args.days)
+    # A fresh store: `arbiter ingest` bulk-loads.
     n, wall, rate = ingest_cli(log_path, args.redis_url)
+    # A store that already holds the first half: the second half is streamed event by event.
     log = read_log(log_path)
+    half = len(log) // 2
+    first, second = log_path.with_name("first-half.parquet"), log_path.with_name("second.parquet")
+    write_parquet(log.iloc[:half], first)
+    write_parquet(log.iloc[half:], second)
+    ingest_cli(first, args.redis_url)
+    n_stream, wall_stream, rate_stream = ingest_cli(second, args.redis_url, flush=False)
     p50, p99, p999 = reads(log, args.redis_url, args.reads)
     mem = memory(args.redis_url, n)
     big_path = world(args.offline_accounts, args.days)
     big_n, big_read, big_build = offline(big_path)
 
     rows = [
-        ("CLI ingestion (`arbiter ingest`, whole command)", f"{n / wall:,.0f} events/s",
-         ">= 50,000 events/s", n / wall >= 50_000),
-        ("  of which applying to Redis (as the command reports)", f"{rate:,.0f} events/s", "",
+        ("CLI ingestion into a fresh store (bulk load), whole command",
+         f"{n / wall:,.0f} events/s", ">= 50,000 events/s", n / wall >= 50_000),
+        ("  of which loading Redis (as the command reports)", f"{rate:,.0f} events/s", "",
+         None),
+        (f"CLI ingestion streamed into a live store ({n_stream:,} events), whole command",
+         f"{n_stream / wall_stream:,.0f} events/s", ">= 50,000 events/s",
+         n_stream / wall_stream >= 50_000),
+        ("  of which applying (as the command reports)", f"{rate_stream:,.0f} events/s", "",
          None),
         ("Feature read, one request (p50 / p99 / p99.9)", f"{p50:.3f} / {p99:.3f} / {p999:.3f} ms",
          "p99 <= 0.5 ms", p99 <= 0.5),

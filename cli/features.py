@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from engine.settings import Settings, load_settings
+from features.bulk import BulkLoader
 from features.errors import FeatureError
 from features.events import parse_ts, validate_frame
 from features.log import frame_records, read_log, write_parquet
@@ -86,14 +87,37 @@ def ingest(
     spec: SpecOpt = None,
     batch: Annotated[int, typer.Option(help="Events per Redis round trip")] = 2000,
     validate: Annotated[bool, typer.Option(help="Check events against the platform schema")] = True,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="auto: bulk when Redis holds none of the log's entities or events, else stream; "
+            "stream: event by event through the apply script; bulk: refuse unless fresh"
+        ),
+    ] = "auto",
 ) -> None:
     """Apply an event log to the online store (idempotent by event_id)."""
+    if mode not in ("auto", "stream", "bulk"):
+        raise typer.BadParameter("must be auto, stream or bulk", param_hint="--mode")
     settings = _settings()
     plan = _spec(spec, settings)
     frame = _load(log, platform=validate)
     store = store_for(settings, plan)
-    records = list(frame_records(frame))
     started = time.perf_counter()
+    if mode != "stream":
+        loader = BulkLoader(store)
+        if loader.is_fresh(frame):
+            loaded = loader.load(frame)
+            elapsed = time.perf_counter() - started
+            console.print(
+                f"{loaded:,} events applied, 0 already known, in {elapsed:.1f} s "
+                f"({loaded / elapsed:,.0f} events/s, bulk load); spec {plan.version}"
+            )
+            return
+        if mode == "bulk":
+            console.print("[red]Redis already holds entities or events of this log; use "
+                          "--mode stream (or auto) to apply it event by event[/red]")  # fmt: skip
+            raise typer.Exit(2)
+    records = list(frame_records(frame))
     applied = 0
     with Progress(
         TextColumn("ingest"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
@@ -115,7 +139,8 @@ def ingest(
     elapsed = time.perf_counter() - started
     console.print(
         f"{applied:,} events applied, {len(records) - applied:,} already known, "
-        f"in {elapsed:.1f} s ({len(records) / elapsed:,.0f} events/s); spec {plan.version}"
+        f"in {elapsed:.1f} s ({len(records) / elapsed:,.0f} events/s, streamed); "
+        f"spec {plan.version}"
     )
 
 

@@ -67,10 +67,12 @@ class _EntityIndex:
     """One entity: events sorted by (key, ts, position), and each event's epoch start."""
 
     codes: I64  # per event, -1 where the event has no key
+    uniques: np.ndarray  # the key value of each code
     order: I64  # event positions sorted by (code, ts, position), keyed events only
     composite: I64  # code * span + (ts - t0), in `order`
     alive: np.ndarray  # per event: the entity had state before it (and within ttl)
     epoch_start: I64  # per event: earliest time the entity's state reaches back to
+    epoch_after: I64  # in `order`: the same, once that event has been applied
 
 
 class OfflineBuilder:
@@ -109,9 +111,10 @@ class OfflineBuilder:
         key = self.plan.entity_keys[name]
         n = len(self.log)
         if key in self.log.columns:
-            codes = pd.factorize(self.log[key], use_na_sentinel=True)[0].astype(np.int64)
+            factorized, uniques = pd.factorize(self.log[key], use_na_sentinel=True)
+            codes = factorized.astype(np.int64)
         else:
-            codes = np.full(n, -1, dtype=np.int64)
+            codes, uniques = np.full(n, -1, dtype=np.int64), np.array([], dtype=object)
         keyed = np.flatnonzero(codes >= 0)
         order = keyed[np.argsort(codes[keyed], kind="stable")]
         t = self.ts[order]
@@ -123,7 +126,6 @@ class OfflineBuilder:
         gap[1:] = t[1:] - t[:-1]
         ttl = self.plan.entity_ttl[name]
         starts = ~same | (gap >= ttl)
-        start_time = np.where(starts, t, 0)
         start_idx = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
         start_time = t[start_idx]
         alive = np.zeros(n, dtype=bool)
@@ -135,7 +137,9 @@ class OfflineBuilder:
         prev_epoch = np.zeros(len(order), dtype=np.int64)
         prev_epoch[1:] = start_time[:-1]
         epoch[order] = np.where(prev_alive, prev_epoch, 0)
-        index = _EntityIndex(codes, order, composite, alive, epoch)
+        index = _EntityIndex(
+            codes, np.asarray(uniques, dtype=object), order, composite, alive, epoch, start_time
+        )
         self._entities[name] = index
         return index
 
