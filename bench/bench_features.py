@@ -70,7 +70,7 @@ def ingest_cli(log: Path, url: str, flush: bool = True) -> tuple[int, float, flo
     )  # fmt: skip
     wall = time.perf_counter() - began
     text = " ".join(done.stdout.split())
-    match = re.search(r"([\d,]+) events applied.*\(([\d,]+) events/s\)", text)
+    match = re.search(r"([\d,]+) events applied.*\(([\d,]+) events/s", text)
     if not match:
         raise SystemExit(f"unexpected ingest output: {text}")
     return int(match.group(1).replace(",", "")), wall, float(match.group(2).replace(",", ""))
