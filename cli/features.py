@@ -117,7 +117,9 @@ def ingest(
             console.print("[red]Redis already holds entities or events of this log; use "
                           "--mode stream (or auto) to apply it event by event[/red]")  # fmt: skip
             raise typer.Exit(2)
-    records = list(frame_records(frame))
+    known = store.seen(list(frame["event_id"].astype(str)), list(frame["ts"]))
+    fresh = frame[[not k for k in known]]
+    records = list(frame_records(fresh))
     applied = 0
     with Progress(
         TextColumn("ingest"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
@@ -138,8 +140,8 @@ def ingest(
                 applied += pending.result()
     elapsed = time.perf_counter() - started
     console.print(
-        f"{applied:,} events applied, {len(records) - applied:,} already known, "
-        f"in {elapsed:.1f} s ({len(records) / elapsed:,.0f} events/s, streamed); "
+        f"{applied:,} events applied, {len(frame) - applied:,} already known, "
+        f"in {elapsed:.1f} s ({len(frame) / elapsed:,.0f} events/s, streamed); "
         f"spec {plan.version}"
     )
 

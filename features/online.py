@@ -149,6 +149,28 @@ class OnlineStore:
         return [str(len(keys)), *keys, *args]
 
     # -- public API ----------------------------------------------------------------------------
+    def seen(self, event_ids: Sequence[str], ts: Sequence[int]) -> list[bool]:
+        """Whether each event was applied already (its dedupe marker is still kept)."""
+        by_hour: dict[str, list[int]] = {}
+        for i, t in enumerate(ts):
+            by_hour.setdefault(self.seen_key(int(t)), []).append(i)
+        out = [False] * len(event_ids)
+        pipe = self.client.pipeline(transaction=False)
+        slots = []
+        for key, rows in by_hour.items():
+            for j in range(0, len(rows), 10_000):
+                chunk = rows[j : j + 10_000]
+                pipe.hmget(key, [str(event_ids[i]) for i in chunk])
+                slots.append(chunk)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        for chunk, reply in zip(slots, replies, strict=True):
+            for i, mark in zip(chunk, reply, strict=True):
+                out[i] = mark is not None
+        return out
+
     def apply(self, event: Mapping[str, Any], *, dedupe: bool = True) -> bool:
         """Apply one (validated) event; False when its event_id was applied before."""
         return self.apply_many([event], dedupe=dedupe) == 1
