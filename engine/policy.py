@@ -1,0 +1,269 @@
+"""The ops policy: thresholds, segments, allow and deny lists, hard rules, re-score triggers.
+
+`load_policy(path)` validates `config/policy.yaml` into a frozen `Policy` with a `version` (a
+hash of the validated content) or raises `InvalidPolicy` naming the entry at fault.
+`Policy.decide` turns a score and the request's facts into an action with its reasons, in this
+order: allow lists, deny lists, hard rules, then the score against the (segment's) thresholds.
+An action never gets milder on the way: rules and deny lists can only make it stricter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Action = Literal["allow", "review", "decline", "suspend_account"]
+SEVERITY: dict[str, int] = {"allow": 0, "review": 1, "decline": 2, "suspend_account": 3}
+
+
+class InvalidPolicy(Exception):
+    code = "invalid_policy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    review: float = Field(ge=0, le=1)
+    decline: float = Field(ge=0, le=1)
+    suspend_account: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.review <= self.decline <= self.suspend_account:
+            raise ValueError("must be ordered: review <= decline <= suspend_account")
+        return self
+
+
+class SegmentWhen(_Strict):
+    account_age_days_below: float | None = None
+    plan: list[str] | None = None
+    country: list[str] | None = None
+    trial: bool | None = None
+
+
+class Segment(_Strict):
+    name: str
+    when: SegmentWhen
+    thresholds: Thresholds
+
+
+class Lists(_Strict):
+    account: list[str] = []
+    ip: list[str] = []
+    card: list[str] = []
+    bin_country: list[str] = []
+    destination_prefix: list[str] = []
+
+
+class AllowDeny(_Strict):
+    allow: Lists = Lists()
+    deny: Lists = Lists()
+
+
+class Condition(_Strict):
+    feature: str
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Condition:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of 'above' or 'below'")
+        return self
+
+    def holds(self, features: Mapping[str, Any]) -> bool:
+        value = features.get(self.feature)
+        if value is None or value != value:
+            return False
+        if self.above is not None:
+            return bool(value > self.above)
+        return self.below is not None and bool(value < self.below)
+
+
+class Rule(_Strict):
+    name: str
+    when: Condition
+    action: Literal["review", "decline", "suspend_account"]
+    reason: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,47}$")
+
+
+class PolicyModel(_Strict):
+    name: str
+    thresholds: Thresholds
+    segments: list[Segment] = []
+    lists: AllowDeny = AllowDeny()
+    rules: list[Rule] = []
+    triggers: list[Condition] = []
+    degraded_action: Literal["allow", "review", "decline"] = "review"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the policy looks at besides the score (any may be missing)."""
+
+    account_id: str | None = None
+    ip: str | None = None
+    card_fp: str | None = None
+    bin_country: str | None = None
+    destination_prefix: str | None = None
+    plan: str | None = None
+    country: str | None = None
+    trial: bool | None = None
+    account_age_days: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reasons: tuple[str, ...]  # reason codes, rules and lists first
+    rules_fired: tuple[str, ...]
+    segment: str | None
+    thresholds: Thresholds
+
+
+class Policy:
+    def __init__(self, model: PolicyModel, version: str) -> None:
+        self.model = model
+        self.version = version
+        self._allow_nets = _networks(model.lists.allow.ip, "lists.allow.ip")
+        self._deny_nets = _networks(model.lists.deny.ip, "lists.deny.ip")
+
+    def thresholds_for(self, facts: Facts) -> tuple[str | None, Thresholds]:
+        for segment in self.model.segments:
+            w = segment.when
+            if w.account_age_days_below is not None and not (
+                facts.account_age_days is not None
+                and facts.account_age_days < w.account_age_days_below
+            ):
+                continue
+            if w.plan is not None and facts.plan not in w.plan:
+                continue
+            if w.country is not None and facts.country not in w.country:
+                continue
+            if w.trial is not None and facts.trial is not w.trial:
+                continue
+            return segment.name, segment.thresholds
+        return None, self.model.thresholds
+
+    def decide(self, score: float | None, features: Mapping[str, Any], facts: Facts) -> Verdict:
+        """`score` None means the model was not consulted (degraded or listed)."""
+        segment, limits = self.thresholds_for(facts)
+        allow, deny = self.model.lists.allow, self.model.lists.deny
+        if (
+            facts.account_id in allow.account
+            or facts.card_fp in allow.card
+            or _in_networks(facts.ip, self._allow_nets)
+        ):
+            return Verdict("allow", ("ALLOW_LISTED",), (), segment, limits)
+        reasons: list[str] = []
+        fired: list[str] = []
+        action: Action = "allow"
+
+        def escalate(to: Action) -> None:
+            nonlocal action
+            if SEVERITY[to] > SEVERITY[action]:
+                action = to
+
+        listed = [
+            ("DENY_LISTED_ACCOUNT", facts.account_id in deny.account),
+            ("DENY_LISTED_CARD", facts.card_fp in deny.card),
+            ("DENY_LISTED_IP", _in_networks(facts.ip, self._deny_nets)),
+            ("DENY_LISTED_BIN_COUNTRY", facts.bin_country in deny.bin_country),
+            ("DENY_LISTED_DESTINATION", _prefixed(facts.destination_prefix, deny)),
+        ]
+        for code, hit in listed:
+            if hit:
+                reasons.append(code)
+                escalate("decline")
+        for rule in self.model.rules:
+            if rule.when.holds(features):
+                fired.append(rule.name)
+                reasons.append(rule.reason)
+                escalate(rule.action)
+        if score is not None:
+            escalate(score_action(score, limits))
+        return Verdict(action, tuple(reasons), tuple(fired), segment, limits)
+
+    def unknown_features(self, names: set[str]) -> list[str]:
+        """Features the rules and triggers name that the feature spec does not provide."""
+        wanted = [r.when.feature for r in self.model.rules] + [
+            t.feature for t in self.model.triggers
+        ]
+        return sorted(set(wanted) - names)
+
+    def triggered(self, features: Mapping[str, Any]) -> list[str]:
+        """The trigger conditions an account's features meet (re-score it if any)."""
+        return [f"{t.feature}>{t.above}" if t.above is not None else f"{t.feature}<{t.below}"
+                for t in self.model.triggers if t.holds(features)]  # fmt: skip
+
+
+def score_action(score: float, limits: Thresholds) -> Action:
+    if score >= limits.suspend_account:
+        return "suspend_account"
+    if score >= limits.decline:
+        return "decline"
+    if score >= limits.review:
+        return "review"
+    return "allow"
+
+
+def _networks(cidrs: list[str], where: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for i, cidr in enumerate(cidrs):
+        try:
+            out.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise InvalidPolicy(f"policy: {where}[{i}]: {cidr!r} is not an IP or CIDR") from None
+    return out
+
+
+def _in_networks(ip: str | None, nets: list[Any]) -> bool:
+    if not ip or not nets:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in nets)
+
+
+def _prefixed(prefix: str | None, deny: Lists) -> bool:
+    return prefix is not None and any(prefix.startswith(p) for p in deny.destination_prefix)
+
+
+def parse_policy(raw: Any, source: str = "policy") -> Policy:
+    if not isinstance(raw, dict):
+        raise InvalidPolicy(f"{source}: expected a mapping with name and thresholds")
+    try:
+        model = PolicyModel.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        entry = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise InvalidPolicy(f"{source}: {entry}: {err['msg']}") from None
+    payload = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return Policy(model, hashlib.sha256(payload.encode()).hexdigest()[:16])
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InvalidPolicy(f"policy {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidPolicy(f"policy {path} is not valid YAML: {exc}") from exc
+    return parse_policy(raw, str(path))

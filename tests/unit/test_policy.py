@@ -1,0 +1,89 @@
+"""The ops policy: validation names the entry, decisions follow lists, rules and thresholds."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from engine.policy import Facts, InvalidPolicy, load_policy, parse_policy
+from features.spec import load_spec
+from tests.conftest import ROOT
+
+RAW = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+POLICY = load_policy(ROOT / "config" / "policy.yaml")
+QUIET = {"account_cards_24h": 1.0, "card_declines_24h": 0.0}
+
+
+def test_the_shipped_policy_is_valid_and_names_only_known_features():
+    plan = load_spec(ROOT / "config" / "features.yaml")
+    assert POLICY.unknown_features(set(plan.output)) == []
+    assert len(POLICY.version) == 16
+
+
+@pytest.mark.parametrize(
+    ("score", "action"),
+    [
+        (0.10, "allow"),
+        (0.35, "review"),
+        (0.69, "review"),
+        (0.70, "decline"),
+        (0.95, "suspend_account"),
+    ],
+)
+def test_the_score_meets_the_thresholds(score, action):
+    verdict = POLICY.decide(score, QUIET, Facts(account_id="a1", account_age_days=400))
+    assert verdict.action == action
+    assert verdict.segment is None and verdict.reasons == ()
+
+
+def test_a_segment_tightens_thresholds_for_new_accounts():
+    verdict = POLICY.decide(0.30, QUIET, Facts(account_age_days=2))
+    assert (verdict.action, verdict.segment) == ("review", "new_accounts")
+
+
+def test_rules_fire_with_their_reason_and_never_soften_the_score():
+    features = {**QUIET, "account_cards_24h": 25.0}
+    low = POLICY.decide(0.05, features, Facts(account_age_days=400))
+    assert (low.action, low.reasons, low.rules_fired) == (
+        "decline",
+        ("MANY_CARDS",),
+        ("many_cards",),
+    )
+    high = POLICY.decide(0.99, features, Facts(account_age_days=400))
+    assert high.action == "suspend_account" and high.reasons == ("MANY_CARDS",)
+
+
+def test_lists_allow_and_deny_by_cidr():
+    assert POLICY.decide(0.01, QUIET, Facts(ip="199.10.3.4")).reasons == ("DENY_LISTED_IP",)
+    raw = copy.deepcopy(RAW)
+    raw["lists"]["allow"]["ip"] = ["31.10.0.0/24"]
+    allowing = parse_policy(raw)
+    assert allowing.decide(0.99, QUIET, Facts(ip="31.10.0.9")).action == "allow"
+    assert allowing.version != POLICY.version
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r["thresholds"].update(decline=0.2), r"thresholds: .*must be ordered"),
+        (
+            lambda r: r["lists"]["deny"]["ip"].append("not-an-ip"),
+            r"lists.deny.ip\[1\]: 'not-an-ip'",
+        ),
+        (lambda r: r["rules"][0].update(action="explode"), r"rules\.0\.action"),
+        (lambda r: r["rules"][0]["when"].update(below=3), r"rules\.0\.when.*exactly one of"),
+        (lambda r: r.update(colour="red"), r"colour: Extra inputs are not permitted"),
+    ],
+)
+def test_an_invalid_policy_is_refused_naming_the_entry(edit, message):
+    raw = copy.deepcopy(RAW)
+    edit(raw)
+    with pytest.raises(InvalidPolicy, match=message):
+        parse_policy(raw)
+
+
+def test_triggers_name_what_crossed():
+    assert POLICY.triggered({"account_sms_10m": 80.0}) == ["account_sms_10m>60.0"]
+    assert POLICY.triggered({"account_sms_10m": 10.0}) == []
