@@ -12,6 +12,7 @@ import typer
 
 from cli import features as features_cmds
 from cli import simulate as simulate_cmds
+from cli import train as train_cmds
 
 app = typer.Typer(
     name="arbiter",
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 simulate_cmds.register(app)
 features_cmds.register(app)
+train_cmds.register(app)
 
 
 def main() -> None:

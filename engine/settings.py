@@ -21,6 +21,13 @@ class Settings(BaseSettings):
     feature_spec: Path = Path("config/features.yaml")
     data_dir: Path = Path("var")
     dedupe_ttl_hours: int = 48
+    # Decision store (SQLAlchemy URL): embedded SQLite by default, PostgreSQL in production.
+    database_url: str = "sqlite:///var/arbiter.db"
+    # MLflow tracking store and model registry (one URI for both); any MLflow URI works.
+    mlflow_tracking_uri: str = "sqlite:///var/mlflow/mlflow.db"
+    mlflow_artifacts: Path = Path("var/mlflow/artifacts")
+    model_name: str = "arbiter-fraud"
+    training_config: Path = Path("config/training.yaml")
 
     @field_validator("dedupe_ttl_hours")
     @classmethod

@@ -252,7 +252,7 @@ class OfflineBuilder:
                 return np.where(keyed & (count > 0), total / count, nan)
         if f.kind == "max":
             pos, _ = self.contributions(p)
-            units = scaled(numeric(self.log[p.field].iloc[pos]), self.plan.scale)
+            units = self._units(p, pos)
             best = max_sweep(units, lo, hi, self.entity(p.entity).order)
             return np.where(keyed & (count > 0), best / self.plan.scale, nan)
         if f.kind == "share":
@@ -275,9 +275,15 @@ class OfflineBuilder:
             return out
         raise AssertionError(f"unhandled kind {f.kind}")
 
+    def _units(self, p: Primitive, pos: I64) -> I64:
+        """The contributions' field values in exact integer units (none when no column)."""
+        if not len(pos):
+            return np.zeros(0, dtype=np.int64)
+        return scaled(numeric(self.log[p.field].iloc[pos]), self.plan.scale)
+
     def _sum(self, p: Primitive, lo: I64, hi: I64) -> F64:
         pos, _ = self.contributions(p)
-        units = scaled(numeric(self.log[p.field].iloc[pos]), self.plan.scale)
+        units = self._units(p, pos)
         prefix = np.zeros(len(units) + 1, dtype=np.int64)
         np.cumsum(units, out=prefix[1:])
         return np.asarray((prefix[hi] - prefix[lo]) / self.plan.scale, dtype=np.float64)

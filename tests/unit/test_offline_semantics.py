@@ -61,3 +61,16 @@ def test_offline_builder_matches_the_naive_reference_on_random_sequences(rows):
     log = pd.DataFrame(records)
     built = build_features(PROPERTY_SPEC, log.copy())
     assert compare(reference_features(PROPERTY_SPEC, log), built) == []
+
+
+def test_a_log_without_a_summed_field_gives_empty_aggregates():
+    log = pd.DataFrame(
+        [
+            {"event_id": "e1", "type": "a", "ts": 1_790_000_000_000, "user": "u1"},
+            {"event_id": "e2", "type": "a", "ts": 1_790_000_001_000, "user": "u1"},
+        ]
+    )
+    built = build_features(PROPERTY_SPEC, log.copy())
+    assert list(built["sum_amt"]) == [0.0, 0.0]
+    assert built["max_amt"].isna().all() and built["mean_amt"].isna().all()
+    assert list(built["cnt"]) == [0.0, 1.0]
