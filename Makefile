@@ -11,13 +11,15 @@ WORLD := var/world
 ACCOUNTS ?= 2000
 DAYS ?= 30
 
-.PHONY: help venv redis world run test test-unit test-integration lint format typecheck \
-        bench-features bench clean
+.PHONY: help venv redis world run train promote test test-unit test-integration lint format \
+        typecheck bench-features bench-training bench clean
 
 help:
 	@echo "make run    - set up, start Redis if needed, simulate a world, load its features"
 	@echo "make test   - set up, start Redis if needed, run the unit and integration tests"
-	@echo "make lint | typecheck | bench-features | clean"
+	@echo "make train  - train on the simulated world, register a challenger in MLflow"
+	@echo "make promote - promote the challenger to champion if it passes the gate"
+	@echo "make lint | typecheck | bench | bench-features | bench-training | clean"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found " + sys.version.split()[0] + ")")'
@@ -39,6 +41,12 @@ world: venv redis
 run: world
 	$(BIN)/arbiter ingest $(WORLD)/events.parquet
 	@scripts/show-world.sh $(WORLD)
+
+train: world
+	$(BIN)/arbiter train --events $(WORLD)/events.parquet --spec config/features.yaml
+
+promote: venv
+	$(BIN)/arbiter promote
 
 test: venv
 	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"
@@ -65,7 +73,10 @@ typecheck: venv
 bench-features: venv redis
 	$(BIN)/python bench/bench_features.py
 
-bench: bench-features
+bench-training: venv
+	$(BIN)/python bench/bench_training.py
+
+bench: bench-features bench-training
 
 clean:
 	rm -rf var build *.egg-info .pytest_cache .mypy_cache .ruff_cache
