@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 
+from cli import decisions as decisions_cmds
 from cli import features as features_cmds
 from cli import simulate as simulate_cmds
 from cli import train as train_cmds
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 simulate_cmds.register(app)
 features_cmds.register(app)
+decisions_cmds.register(app)
 train_cmds.register(app)
 
 

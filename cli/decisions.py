@@ -1,0 +1,76 @@
+"""`arbiter decisions ...`: look after the decision store (schema, hash chain)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+
+from engine.errors import StoreError
+from engine.settings import Settings, load_settings
+from engine.store import DecisionStore
+
+console = Console(highlight=False)
+decisions_app = typer.Typer(help="Look after the decision store: its schema and its hash chain.")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:
+        console.print(f"[red]settings: {exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: StoreError, url: str) -> typer.Exit:
+    console.print(f"[red]{exc.message} (ARBITER_DATABASE_URL={url})[/red]")
+    return typer.Exit(2)
+
+
+@decisions_app.command("verify-chain")
+def verify_chain() -> None:
+    """Recompute the hash chain of every decision; name the first broken record (exit 1)."""
+    settings = _settings()
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        console.print(f"[red]no decision store at {url.database} (ARBITER_DATABASE_URL)[/red]")
+        raise typer.Exit(2)
+    store = DecisionStore(settings.database_url)
+    try:
+        if (problem := store.schema_problem()) is not None:
+            console.print(f"[red]{problem}[/red]")
+            raise typer.Exit(2)
+        head = store.chain_head()
+        if head is None:
+            console.print("the chain is empty: no decision is stored")
+            return
+        seq, digest = head
+        broken = store.verify_chain(through_seq=seq)
+    except StoreError as exc:
+        raise _fail(exc, settings.database_url) from exc
+    finally:
+        store.close()
+    if broken is not None:
+        console.print(f"[red]chain broken at {broken}[/red]")
+        raise typer.Exit(1)
+    console.print(f"the chain of {seq:,} records is intact; head {digest}")
+
+
+@decisions_app.command("migrate")
+def migrate() -> None:
+    """Create or upgrade the decision store's schema (Alembic, to head)."""
+    settings = _settings()
+    store = DecisionStore(settings.database_url)
+    try:
+        store.migrate()
+    except StoreError as exc:
+        raise _fail(exc, settings.database_url) from exc
+    finally:
+        store.close()
+    console.print("the decision store's schema is up to date")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(decisions_app, name="decisions")

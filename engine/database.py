@@ -1,0 +1,131 @@
+"""Connections to the decision store's database: SQLite (embedded default) or PostgreSQL.
+
+SQLite runs in WAL mode with `synchronous=FULL`: a commit returns only once the WAL is on
+disk, so a decision is durable before the response that announces it (NORMAL would only
+guarantee that a crash leaves the database consistent, possibly without its last commits).
+The driver's own transaction handling is switched off and SQLAlchemy's `begin` emits
+`BEGIN IMMEDIATE` for write transactions (the database's write lock is taken at the start, so
+two writers never both read the chain head) and a plain `BEGIN` for reads (WAL readers do not
+block writers). On PostgreSQL, write transactions are ordinary READ COMMITTED transactions;
+the store takes the locks it needs explicitly.
+
+`migrate(engine)` applies the Alembic migrations of `engine/migrations` up to head; no
+alembic.ini is needed (the configuration is built here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, exc
+
+from engine.chain import canonical
+from engine.errors import StoreError, StoreUnavailable
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_WRITE = "arbiter_write"
+# Serializes concurrent `migrate` calls (several workers starting at once) on PostgreSQL.
+_MIGRATION_LOCK = 0x41524249  # "ARBI"
+
+
+def connect(url: str, *, busy_timeout_s: float = 10.0) -> sa.Engine:
+    """An engine for `url`; for SQLite the file's directory is created if missing."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, json_serializer=canonical, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url, json_serializer=canonical, connect_args={"timeout": busy_timeout_s}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, see _on_begin
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def is_sqlite(engine: sa.Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def writing(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write transaction: committed when the block ends, rolled back if it raises."""
+    with translated(), engine.execution_options(**{_WRITE: True}).begin() as conn:
+        yield conn
+
+
+@contextmanager
+def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    with translated(), engine.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn SQLAlchemy's and the driver's errors into the store's domain errors."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
+        detail = _detail(error)
+        message = f"the decision store is unavailable: {detail}"
+        raise StoreUnavailable(message, detail=detail) from error
+    except exc.SQLAlchemyError as error:
+        detail = _detail(error)
+        raise StoreError(f"the decision store failed: {detail}", detail=detail) from error
+
+
+def _detail(error: exc.SQLAlchemyError) -> str:
+    cause = error.orig if isinstance(error, exc.DBAPIError) else error
+    first = str(cause).strip().splitlines()
+    return first[0] if first else type(cause).__name__
+
+
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision`, in one transaction, safe to run from several workers."""
+    config = alembic_config()
+    with writing(engine) as conn:
+        if not is_sqlite(engine):  # SQLite: BEGIN IMMEDIATE already holds the write lock
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def head_revision() -> str | None:
+    """The newest revision in engine/migrations."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic's configuration, built in code; with a `url`, Alembic's own commands work too:
+    `command.revision(alembic_config(url), "message", autogenerate=True)`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    """The revision the database is at; None when it was never migrated."""
+    return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,61 @@
+"""Domain errors of the engine; they carry a stable machine `code` and know nothing of HTTP.
+
+    EngineError
+    ├── InvalidDecisionRecord   a record the store cannot keep (bad subject, non-finite value)
+    ├── InvalidAccountStatus    a status other than active or suspended
+    ├── DecisionNotFound        no decision with that id (or payment id)
+    ├── NotificationNotFound    no outbox entry with that id
+    ├── ContributionsConflict   different contributions for a decision that already has some
+    └── StoreError              the decision store failed a read or a write
+        └── StoreUnavailable    it cannot be reached, is locked, read-only, or has no schema
+
+The store translates SQLAlchemy's and the drivers' errors into these at its boundary
+(`raise StoreUnavailable(...) from exc`); the driver's own words stay in `detail` and the
+exception chain, for logs and the CLI, not for customers.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    code = "engine_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidDecisionRecord(EngineError):
+    code = "invalid_decision_record"
+
+
+class InvalidAccountStatus(EngineError):
+    code = "invalid_account_status"
+
+
+class DecisionNotFound(EngineError):
+    code = "decision_not_found"
+
+    def __init__(self, message: str, *, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
+
+
+class NotificationNotFound(EngineError):
+    code = "notification_not_found"
+
+
+class ContributionsConflict(EngineError):
+    code = "contributions_conflict"
+
+
+class StoreError(EngineError):
+    code = "store_error"
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class StoreUnavailable(StoreError):
+    code = "store_unavailable"

@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first: a revision is never edited once released."""

@@ -1,0 +1,354 @@
+"""The decision store: append-only, hash-chained decision records, with the account status
+changes and customer notifications that belong to them, on SQLAlchemy Core.
+
+`append_decision` writes in one transaction the decision (linked to the chain head), the
+account's suspension if the decision suspends it, and its notification in the outbox: all of
+it is durable when the call returns, or none of it is stored. Appends are serialized, so the
+chain never forks: on SQLite by the database write lock (`BEGIN IMMEDIATE`), on PostgreSQL by
+a transaction-scoped advisory lock keyed on the decisions table. A payment already decided is
+not decided twice: the first decision comes back (`replayed=True`) and nothing is written.
+
+Contributions of allow decisions, computed after the fact, go to `decision_contributions`
+bound to their decision's hash; the decision row is never updated. See docs/decisions.md.
+
+Every method takes plain arguments; errors are those of `engine.errors`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine import accounts, outbox
+from engine.accounts import AccountState, AccountStatus, SuspensionEvent
+from engine.chain import (
+    GENESIS,
+    ChainBreak,
+    Deferred,
+    Link,
+    contributions_hash,
+    decision_hash,
+    first_break,
+    to_json,
+)
+from engine.database import (
+    connect,
+    current_revision,
+    head_revision,
+    is_sqlite,
+    migrate,
+    reading,
+    writing,
+)
+from engine.errors import ContributionsConflict, DecisionNotFound, StoreError
+from engine.outbox import Notification
+from engine.records import FIELDS, DecisionRecord, StoredDecision
+from engine.schema import decision_contributions as contrib
+from engine.schema import decisions
+
+_CHAIN_LOCK = 0x41524243  # "ARBC": advisory lock class of chain appends
+_ENGINE_ACTOR = "engine"
+_DEFERRED = [
+    contrib.c.contributions.label("d_contributions"),
+    contrib.c.base_value.label("d_base_value"),
+    contrib.c.computed_at.label("d_computed_at"),
+    contrib.c.hash.label("d_hash"),
+]
+_SELECT = sa.select(decisions, *_DEFERRED).select_from(
+    decisions.outerjoin(contrib, contrib.c.decision_id == decisions.c.decision_id)
+)
+
+
+_INSERT = decisions.insert()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class DecisionStore:
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+        """`url`: a SQLAlchemy URL, e.g. `sqlite:///var/arbiter.db` or
+        `postgresql+psycopg://user@host/db`. Nothing is opened until first use."""
+        self.url = url
+        self._engine = connect(url, busy_timeout_s=busy_timeout_s)
+
+    @property
+    def backend(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (Alembic, to head); safe from several workers at once."""
+        migrate(self._engine)
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def append_decision(
+        self, record: DecisionRecord, *, suspend: bool, notification: Mapping[str, Any] | None
+    ) -> StoredDecision:
+        """Store `record` at the head of the chain, with the account's suspension (`suspend`)
+        and the customer `notification` (an outbox entry), in one transaction."""
+        fields = record.to_json()
+        with writing(self._engine) as conn:
+            self._lock_chain(conn)
+            # Checked under the lock, so two concurrent retries cannot both append. Retries are
+            # rare: a lock-free look first would cost every new payment a round trip.
+            if record.payment_id is not None:
+                first = self._one(conn, decisions.c.payment_id == record.payment_id)
+                if first is not None:
+                    return replace(first, replayed=True)
+            head = conn.execute(
+                sa.select(decisions.c.seq, decisions.c.hash)
+                .order_by(decisions.c.seq.desc())
+                .limit(1)
+            ).first()
+            seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS)
+            digest = decision_hash(fields, seq, prev_hash)
+            row = {**fields, "seq": seq, "prev_hash": prev_hash, "hash": digest}
+            conn.execute(_INSERT, row)  # parameters, not .values(): compiled once, cached
+            if suspend:
+                why = ", ".join(reason.code for reason in record.reasons) or record.action
+                accounts.change(
+                    conn, record.account_id, "suspended", actor=_ENGINE_ACTOR, reason=why,
+                    at=record.created_at, decision_id=record.decision_id,
+                )  # fmt: skip
+            if notification is not None:
+                outbox.enqueue(
+                    conn, account_id=record.account_id, decision_id=record.decision_id,
+                    payload=notification, at=record.created_at,
+                )  # fmt: skip
+        return StoredDecision(record, seq, prev_hash, digest)
+
+    def get_decision(self, decision_id: str) -> StoredDecision:
+        with reading(self._engine) as conn:
+            found = self._one(conn, decisions.c.decision_id == decision_id)
+        if found is None:
+            raise DecisionNotFound(f"no decision {decision_id}", decision_id=decision_id)
+        return found
+
+    def get_by_payment(self, payment_id: str) -> StoredDecision | None:
+        """The decision on `payment_id`, or None when the payment was never decided."""
+        with reading(self._engine) as conn:
+            return self._one(conn, decisions.c.payment_id == payment_id)
+
+    def decisions_since(self, since_ms: int) -> Iterator[StoredDecision]:
+        """Decisions made at or after `since_ms`, in chain order, streamed (for backtests)."""
+        query = _SELECT.where(decisions.c.created_at >= since_ms).order_by(decisions.c.seq)
+        with reading(self._engine) as conn:
+            rows = conn.execution_options(yield_per=1000).execute(query)
+            try:  # a server-side cursor on PostgreSQL: close it even if the caller stops early
+                yield from (_stored(row) for row in rows)
+            finally:
+                rows.close()
+
+    def store_contributions(
+        self,
+        decision_id: str,
+        contributions: Mapping[str, float],
+        base_value: float,
+        *,
+        computed_at: int | None = None,
+    ) -> Deferred:
+        """Keep the contributions computed after an allow decision, bound to its hash.
+
+        Storing the same values again (a retried worker) returns what is stored; different
+        values, or a decision that carries its own, raise `ContributionsConflict`."""
+        body = to_json(contributions, f"decision {decision_id}: contributions")
+        base = to_json(base_value, f"decision {decision_id}: base_value")
+        if not isinstance(body, dict) or not isinstance(base, float | int):
+            raise ContributionsConflict(f"decision {decision_id}: contributions must be numbers")
+        at = now_ms() if computed_at is None else computed_at
+        with writing(self._engine) as conn:
+            row = conn.execute(
+                sa.select(decisions.c.hash, decisions.c.contributions).where(
+                    decisions.c.decision_id == decision_id
+                )
+            ).first()
+            if row is None:
+                raise DecisionNotFound(f"no decision {decision_id}", decision_id=decision_id)
+            if row.contributions is not None:
+                raise ContributionsConflict(
+                    f"decision {decision_id} carries its contributions in its record"
+                )
+            digest = contributions_hash(decision_id, row.hash, body, float(base), at)
+            insert = (postgresql.insert if self.backend == "postgresql" else sqlite.insert)(contrib)
+            conn.execute(
+                insert.values(decision_id=decision_id, contributions=body, base_value=float(base),
+                              computed_at=at, hash=digest).on_conflict_do_nothing()
+            )  # fmt: skip
+            kept = conn.execute(
+                sa.select(contrib).where(contrib.c.decision_id == decision_id)
+            ).one()
+        if kept.contributions != body or kept.base_value != float(base):
+            raise ContributionsConflict(f"decision {decision_id} has other contributions stored")
+        return Deferred(kept.contributions, kept.base_value, kept.computed_at, kept.hash)
+
+    # --- the chain --------------------------------------------------------------------------
+
+    def chain_head(self) -> tuple[int, str] | None:
+        """The (seq, hash) of the newest record, or None when there is none."""
+        with reading(self._engine) as conn:
+            row = conn.execute(
+                sa.select(decisions.c.seq, decisions.c.hash)
+                .order_by(decisions.c.seq.desc())
+                .limit(1)
+            ).first()
+        return (row.seq, row.hash) if row else None
+
+    def verify_chain(self, *, through_seq: int | None = None) -> ChainBreak | None:
+        """Recompute the chain from the first record (up to `through_seq`); the first record
+        that breaks it, or None when it is intact."""
+        query = _SELECT.order_by(decisions.c.seq)
+        if through_seq is not None:
+            query = query.where(decisions.c.seq <= through_seq)
+        with reading(self._engine) as conn:
+            rows = conn.execution_options(yield_per=1000).execute(query)
+            try:
+                return first_break(_link(row) for row in rows)
+            finally:
+                rows.close()
+
+    # --- accounts ---------------------------------------------------------------------------
+
+    def account_status(self, account_id: str) -> AccountState:
+        """The account's status; an account never suspended is active (`since` None)."""
+        with reading(self._engine) as conn:
+            return accounts.read(conn, account_id)
+
+    def set_account_status(
+        self,
+        account_id: str,
+        status: AccountStatus,
+        *,
+        actor: str,
+        reason: str,
+        decision_id: str | None = None,
+        objection_id: str | None = None,
+        notification: Mapping[str, Any] | None = None,
+        at: int | None = None,
+    ) -> AccountState:
+        """Change the status (a reinstatement, an objection's outcome, a manual suspension),
+        recorded with who and why, with its notification, in one transaction."""
+        when = now_ms() if at is None else at
+        with writing(self._engine) as conn:
+            state, changed = accounts.change(
+                conn, account_id, status, actor=actor, reason=reason, at=when,
+                decision_id=decision_id, objection_id=objection_id,
+            )  # fmt: skip
+            if changed and notification is not None:
+                outbox.enqueue(conn, account_id=account_id, decision_id=decision_id,
+                               payload=notification, at=when)  # fmt: skip
+        return state
+
+    def suspension_events(self, account_id: str) -> list[SuspensionEvent]:
+        """Every status change of the account, oldest first."""
+        with reading(self._engine) as conn:
+            return accounts.history(conn, account_id)
+
+    # --- outbox -----------------------------------------------------------------------------
+
+    def pending_notifications(
+        self, now_ms: int, limit: int = 100, *, lease_ms: int = 30_000
+    ) -> list[Notification]:
+        """Due notifications, oldest first, each leased to the caller for `lease_ms` (0: just
+        look): other workers do not get them until the lease ends or they are marked."""
+        with writing(self._engine) as conn:
+            return outbox.claim(conn, now=now_ms, limit=limit, lease_ms=lease_ms)
+
+    def mark_delivered(self, notification_id: int, *, at: int | None = None) -> None:
+        with writing(self._engine) as conn:
+            outbox.mark_delivered(conn, notification_id, at=now_ms() if at is None else at)
+
+    def mark_failed(
+        self, notification_id: int, error: str, next_attempt_at: int, dead: bool
+    ) -> None:
+        """Record a failed attempt: retried from `next_attempt_at`, or given up if `dead`."""
+        with writing(self._engine) as conn:
+            outbox.mark_failed(
+                conn, notification_id, error=error, next_attempt_at=next_attempt_at, dead=dead
+            )
+
+    def notifications_for(self, decision_id: str) -> list[Notification]:
+        with reading(self._engine) as conn:
+            return outbox.for_decision(conn, decision_id)
+
+    # --- health -----------------------------------------------------------------------------
+
+    def schema_problem(self) -> str | None:
+        """Why the schema does not fit this code (not migrated, or to another revision)."""
+        with reading(self._engine) as conn:
+            return _schema_problem(conn)
+
+    def writable_problem(self) -> str | None:
+        """Why the store cannot take a decision now (for /readyz), or None when it can."""
+        try:
+            with writing(self._engine) as conn:
+                if not is_sqlite(self._engine) and conn.scalar(
+                    sa.text("SELECT current_setting('transaction_read_only')")
+                ) == "on":  # fmt: skip
+                    return "the database is read-only"
+                return _schema_problem(conn)
+        except StoreError as exc:
+            return exc.message
+
+    def is_writable(self) -> bool:
+        return self.writable_problem() is None
+
+    # --- rows -------------------------------------------------------------------------------
+
+    def _lock_chain(self, conn: sa.Connection) -> None:
+        if not is_sqlite(self._engine):  # SQLite: BEGIN IMMEDIATE already holds the write lock
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:cls, 'decisions'::regclass::oid::int)"),
+                {"cls": _CHAIN_LOCK},
+            )
+
+    @staticmethod
+    def _one(conn: sa.Connection, where: sa.ColumnElement[bool]) -> StoredDecision | None:
+        row = conn.execute(_SELECT.where(where)).first()
+        return _stored(row) if row else None
+
+
+def _schema_problem(conn: sa.Connection) -> str | None:
+    revision, head = current_revision(conn), head_revision()
+    if revision is None:
+        return "the decision store has no schema: run `arbiter decisions migrate`"
+    if revision != head:
+        return f"the decision store's schema is at revision {revision}, this code needs {head}"
+    return None
+
+
+def _deferred(row: sa.Row[Any]) -> Deferred | None:
+    if row.d_hash is None:
+        return None
+    return Deferred(row.d_contributions, row.d_base_value, row.d_computed_at, row.d_hash)
+
+
+def _stored(row: sa.Row[Any]) -> StoredDecision:
+    values = row._mapping
+    record = DecisionRecord.from_json(_fields(row))
+    return StoredDecision(
+        record, values["seq"], values["prev_hash"], values["hash"], _deferred(row)
+    )
+
+
+def _link(row: sa.Row[Any]) -> Link:
+    # The fields exactly as read back, not re-validated: verification must see any tampering.
+    values = row._mapping
+    return Link(
+        values["decision_id"], values["seq"], _fields(row), values["prev_hash"], values["hash"],
+        _deferred(row),
+    )  # fmt: skip
+
+
+def _fields(row: sa.Row[Any]) -> dict[str, Any]:
+    values = row._mapping
+    return {name: values[name] for name in FIELDS}
