@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 export ARBITER_REDIS_URL ?= redis://127.0.0.1:6379/0
 export ARBITER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export ARBITER_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 WORLD := var/world
 ACCOUNTS ?= 2000
 DAYS ?= 30
@@ -50,6 +51,7 @@ promote: venv
 
 test: venv
 	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"
+	@scripts/ensure-postgres.sh "$(ARBITER_TEST_POSTGRES_URL)"
 	$(BIN)/python -m pytest tests -q
 
 test-unit: venv
@@ -57,6 +59,7 @@ test-unit: venv
 
 test-integration: venv
 	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"
+	@scripts/ensure-postgres.sh "$(ARBITER_TEST_POSTGRES_URL)"
 	$(BIN)/python -m pytest tests/integration -q
 
 lint: venv
