@@ -8,20 +8,12 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 
+from cli.settings import settings_or_exit
 from engine.errors import StoreError
-from engine.settings import Settings, load_settings
 from engine.store import DecisionStore
 
 console = Console(highlight=False)
 decisions_app = typer.Typer(help="Look after the decision store: its schema and its hash chain.")
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValueError as exc:
-        console.print(f"[red]settings: {exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _fail(exc: StoreError, url: str) -> typer.Exit:
@@ -32,7 +24,7 @@ def _fail(exc: StoreError, url: str) -> typer.Exit:
 @decisions_app.command("verify-chain")
 def verify_chain() -> None:
     """Recompute the hash chain of every decision; name the first broken record (exit 1)."""
-    settings = _settings()
+    settings = settings_or_exit()
     url = sa.make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         console.print(f"[red]no decision store at {url.database} (ARBITER_DATABASE_URL)[/red]")
@@ -61,7 +53,7 @@ def verify_chain() -> None:
 @decisions_app.command("migrate")
 def migrate() -> None:
     """Create or upgrade the decision store's schema (Alembic, to head)."""
-    settings = _settings()
+    settings = settings_or_exit()
     store = DecisionStore(settings.database_url)
     try:
         store.migrate()

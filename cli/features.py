@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from engine.settings import Settings, load_settings
+from cli.settings import settings_or_exit
+from engine.settings import Settings
 from features.bulk import BulkLoader
 from features.errors import FeatureError
 from features.events import parse_ts, validate_frame
@@ -31,14 +32,6 @@ features_app = typer.Typer(
 )
 
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Feature spec (default: settings)")]
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValueError as exc:
-        console.print(f"[red]settings: {exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _spec(path: Path | None, settings: Settings) -> SpecPlan:
@@ -98,7 +91,7 @@ def ingest(
     """Apply an event log to the online store (idempotent by event_id)."""
     if mode not in ("auto", "stream", "bulk"):
         raise typer.BadParameter("must be auto, stream or bulk", param_hint="--mode")
-    settings = _settings()
+    settings = settings_or_exit()
     plan = _spec(spec, settings)
     frame = _load(log, platform=validate)
     store = store_for(settings, plan)
@@ -163,7 +156,7 @@ def show(
     spec: SpecOpt = None,
 ) -> None:
     """The online features of an account (and optionally an IP and card) as of a moment."""
-    settings = _settings()
+    settings = settings_or_exit()
     plan = _spec(spec, settings)
     store = store_for(settings, plan)
     ts = parse_ts(at) if at else int(time.time() * 1000)
@@ -191,7 +184,7 @@ def build(
     spec: SpecOpt = None,
 ) -> None:
     """The point-in-time feature matrix of every event of a log (offline builder)."""
-    settings = _settings()
+    settings = settings_or_exit()
     plan = _spec(spec, settings)
     frame = _load(log, platform=False)
     started = time.perf_counter()
@@ -219,7 +212,7 @@ def parity(
     limit: Annotated[int, typer.Option(help="Replay only the first N events")] = 0,
 ) -> None:
     """Replay a log through Redis and compare every feature with the offline builder."""
-    settings = _settings()
+    settings = settings_or_exit()
     plan = _spec(spec, settings)
     frame = _load(log, platform=False)
     if limit:

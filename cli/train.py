@@ -31,7 +31,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from engine.settings import Settings, load_settings
+from cli.settings import settings_or_exit
+from engine.settings import Settings
 from features.errors import FeatureError
 from training.config import TrainingConfig, load_training_config
 from training.errors import TrainingError
@@ -77,14 +78,6 @@ class RichSteps:
             self.task = None
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValueError as exc:
-        console.print(f"[red]settings: {exc}[/red]")
-        raise typer.Exit(2) from None
-
-
 def _config(path: Path | None, settings: Settings) -> tuple[TrainingConfig, Path]:
     chosen = path or settings.training_config
     try:
@@ -119,7 +112,7 @@ def train_command(
 
     from training.pipeline import Registry, load_source, train
 
-    settings = _settings()
+    settings = settings_or_exit()
     training_config, config_path = _config(config, settings)
     name = training_config.model_name or settings.model_name
     target = Registry(
@@ -220,7 +213,7 @@ def promote_command(
         raise typer.BadParameter(
             '--force needs --reason "..." (it is recorded)', param_hint="--reason"
         )
-    settings = _settings()
+    settings = settings_or_exit()
     training_config, _ = _config(config, settings)
     name = training_config.model_name or settings.model_name
     _quiet_mlflow()
@@ -272,7 +265,7 @@ def list_models(config: ConfigOpt = None) -> None:
 
     from training import registry, tracking
 
-    settings = _settings()
+    settings = settings_or_exit()
     training_config, _ = _config(config, settings)
     name = training_config.model_name or settings.model_name
     _quiet_mlflow()
