@@ -13,10 +13,11 @@ so Redis Cluster keeps an entity in one slot). Fields:
 
 Keeping the events at the latest timestamp apart is what makes ties exact: an event reads only
 what happened strictly before its own timestamp. Sums and maxima are integers in units of
-`10**-decimals`, so both sides add the same integers. Writes run in one Lua script per event
-(atomic, with the `event_id` dedupe marker), which folds the head into its bucket, trims
-buckets and distinct values no window can reach any more, applies the logical ttl (an entity
-idle for its ttl starts from nothing) and refreshes the key's Redis ttl.
+`10**-decimals`, so both sides add the same integers. Writes run in one Lua script call per
+batch of events (`features.store_script`; atomic, with the `event_id` dedupe markers), which
+folds the head into its bucket, trims buckets and distinct values no window can reach any more,
+applies the logical ttl (an entity idle for its ttl starts from nothing) and refreshes the key's
+Redis ttl. A store that holds none of a log's entities yet is loaded faster by `features.bulk`.
 
 `read` is one pipelined round trip (an HGETALL per entity); `read_and_apply` adds the write to
 the same round trip; `apply_many` pipelines a batch. Redis errors become
@@ -190,8 +191,9 @@ class OnlineStore:
         ]
 
     def send(self, calls: Sequence[list[str]]) -> int:
-        """Run prepared calls in one pipeline; returns how many events were new. Bulk loaders
-        prepare the next chunk while this one is in flight (the socket wait frees the GIL)."""
+        """Run prepared calls in one pipeline; returns how many events were new. A caller
+        streaming many events can prepare the next chunk while this one is in flight (the
+        socket wait frees the GIL): `arbiter ingest` does."""
 
         def fill(pipe: Any) -> None:
             for call in calls:
@@ -256,7 +258,8 @@ class OnlineStore:
         return self.compute(event, dict(zip(entities, raw, strict=True))), bool(applied)
 
     def vector(self, features: Mapping[str, Any]) -> list[float]:
-        return [float(features[name]) for name in self.plan.output]
+        """The model's input: the output features in spec order, missing values as NaN."""
+        return [numeric(features[name]) for name in self.plan.output]
 
     def _entities_of(self, event: Mapping[str, Any]) -> list[str]:
         return [e for e in self._entities if encode_value(event.get(self._keys[e])) is not None]
