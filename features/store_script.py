@@ -295,21 +295,21 @@ for _ = 1, n do
   local ts = tonumber(tsS)
   local nent = tonumber(ARGV[a + 3])
   a = a + 4
-  local fresh = true
+  local unseen = true
   if seen > 0 then
-    fresh = redis.call('HSETNX', KEYS[seen], event_id, '1') == 1
-    if fresh and not expired[seen] then
+    unseen = redis.call('HSETNX', KEYS[seen], event_id, '1') == 1
+    if unseen and not expired[seen] then
       redis.call('PEXPIRE', KEYS[seen], dedupe_ttl)
       expired[seen] = true
     end
   end
-  if fresh then applied = applied + 1 end
+  if unseen then applied = applied + 1 end
   for _ = 1, nent do
     local k = tonumber(ARGV[a])
     local ent = tonumber(ARGV[a + 1])
     local ttl = tonumber(ARGV[a + 2])
     local nops = tonumber(ARGV[a + 4])
-    if fresh then
+    if unseen then
       entry(KEYS[k])
       rttls[k] = ARGV[a + 3]
       a = apply(KEYS[k], ent, ts, tsS, ttl, a + 5, nops)
