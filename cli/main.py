@@ -12,6 +12,7 @@ import typer
 
 from cli import decisions as decisions_cmds
 from cli import features as features_cmds
+from cli import serve as serve_cmds
 from cli import simulate as simulate_cmds
 from cli import train as train_cmds
 
@@ -26,6 +27,7 @@ simulate_cmds.register(app)
 features_cmds.register(app)
 decisions_cmds.register(app)
 train_cmds.register(app)
+serve_cmds.register(app)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@
     ├── DecisionNotFound        no decision with that id (or payment id)
     ├── NotificationNotFound    no outbox entry with that id
     ├── ContributionsConflict   different contributions for a decision that already has some
+    ├── ModelNotLoaded          no model is loaded to score with (none promoted, or its load failed)
     └── StoreError              the decision store failed a read or a write
         └── StoreUnavailable    it cannot be reached, is locked, read-only, or has no schema
 
@@ -47,6 +48,10 @@ class NotificationNotFound(EngineError):
 
 class ContributionsConflict(EngineError):
     code = "contributions_conflict"
+
+
+class ModelNotLoaded(EngineError):
+    code = "model_not_loaded"
 
 
 class StoreError(EngineError):

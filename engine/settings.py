@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     mlflow_artifacts: Path = Path("var/mlflow/artifacts")
     model_name: str = "arbiter-fraud"
     training_config: Path = Path("config/training.yaml")
+    # The ops policy (thresholds, lists, rules) the scoring service decides with.
+    policy_path: Path = Path("config/policy.yaml")
 
     @field_validator("dedupe_ttl_hours")
     @classmethod

@@ -1,0 +1,42 @@
+"""What routes may ask for, as `Annotated` aliases (`service: ServiceDep`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+
+from engine.service import DecisionService
+from engine.settings import Settings
+from engine.store import DecisionStore
+
+
+@dataclass
+class Runtime:
+    """What the app built at startup. `problems` says why a part is missing (for /readyz)."""
+
+    settings: Settings
+    service: DecisionService
+    store: DecisionStore
+    redis: redis.Redis
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_service(request: Request) -> DecisionService:
+    return get_runtime(request).service
+
+
+def get_store(request: Request) -> DecisionStore:
+    return get_runtime(request).store
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ServiceDep = Annotated[DecisionService, Depends(get_service)]
+StoreDep = Annotated[DecisionStore, Depends(get_store)]

@@ -1,0 +1,129 @@
+"""Every error the API answers with, rendered one way:
+
+    {"error": {"code": "...", "message": "...", "request_id": "..."}}
+
+(validation errors add the `field` at fault). Domain errors carry their own stable `code`;
+`STATUS` maps them to HTTP in one table. Anything unexpected is a 500 with a generic message:
+the traceback goes to the log, never to the client. `RequestId` gives every request an id
+(the caller's `X-Request-ID` if sane, else a new one), echoed in the response header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.responses import OrjsonResponse
+from engine.errors import (
+    DecisionNotFound,
+    EngineError,
+    InvalidAccountStatus,
+    ModelNotLoaded,
+    StoreError,
+    StoreUnavailable,
+)
+from features.errors import FeatureError, FeatureStoreUnavailable, InvalidEvent
+
+log = logging.getLogger("arbiter.api")
+
+# Most specific first; the first class an error is an instance of decides.
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (InvalidEvent, 422),
+    (InvalidAccountStatus, 422),
+    (DecisionNotFound, 404),
+    (ModelNotLoaded, 503),
+    (StoreUnavailable, 503),
+    (FeatureStoreUnavailable, 503),
+    (StoreError, 500),
+)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, field: str | None = None
+) -> OrjsonResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
+    if field is not None:
+        body["field"] = field
+    return OrjsonResponse({"error": body}, status_code=status)
+
+
+async def _domain(request: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, EngineError | FeatureError)
+    status = next((s for cls, s in STATUS if isinstance(exc, cls)), 500)
+    if status == 500:
+        log.error("%s: %s", type(exc).__name__, exc.message, exc_info=exc)
+        return error_response(request, 500, "internal_error", "internal error")
+    field = exc.field if isinstance(exc, InvalidEvent) else None
+    return error_response(request, status, exc.code, exc.message, field)
+
+
+async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    field = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden":
+        message = f"field '{field}' is not allowed"
+    elif first.get("type") == "missing":
+        message = f"field '{field}' is required"
+    else:
+        what = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+        message = f"field '{field}': {what}" if field else what
+    return error_response(request, 422, "invalid_request", message, field)
+
+
+async def _http(request: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(request, exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> OrjsonResponse:
+    log.error("unexpected error (request %s)", request_id(request), exc_info=exc)
+    return error_response(request, 500, "internal_error", "internal error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(EngineError, _domain)
+    app.add_exception_handler(FeatureError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(RequestId)
+
+
+class RequestId:
+    """Pure ASGI (no per-request task, unlike `BaseHTTPMiddleware`): the hot path pays little."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

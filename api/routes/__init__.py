@@ -1,0 +1,1 @@
+"""One router per resource; each route is a few lines that call the engine."""

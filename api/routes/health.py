@@ -1,0 +1,56 @@
+"""`/healthz` (the process answers) and `/readyz` (it can decide: model loaded, Redis
+reachable, decision store writable, policy valid), with the detail of each check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from fastapi import APIRouter, Request
+
+from api.deps import Runtime, RuntimeDep
+from api.errors import request_id
+from api.responses import OrjsonResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
+    checks = _checks(runtime)
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    if not failing:
+        return OrjsonResponse({"ready": True, "checks": checks})
+    message = "; ".join(f"{name}: {checks[name]['problem']}" for name in failing)
+    error = {"code": "not_ready", "message": message, "request_id": request_id(request)}
+    return OrjsonResponse({"ready": False, "checks": checks, "error": error}, status_code=503)
+
+
+def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    service = runtime.service
+    model = service.model
+    checks: dict[str, dict[str, Any]] = {}
+    if model is None:
+        problem = runtime.problems.get("model", "no model loaded")
+        checks["model"] = {"ok": False, "problem": problem}
+    else:
+        checks["model"] = {"ok": True, "name": model.name, "version": model.version}
+    try:
+        runtime.redis.ping()
+        checks["redis"] = {"ok": True}
+    except redis.RedisError as exc:
+        checks["redis"] = {"ok": False, "problem": f"Redis does not answer: {exc}"}
+    store_problem = runtime.store.writable_problem()
+    checks["store"] = (
+        {"ok": True, "backend": runtime.store.backend}
+        if store_problem is None
+        else {"ok": False, "problem": store_problem}
+    )
+    policy = service.policy
+    checks["policy"] = {"ok": True, "name": policy.model.name, "version": policy.version}
+    return checks

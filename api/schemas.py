@@ -1,0 +1,81 @@
+"""Request and response bodies of the HTTP API. Requests are strict: unknown fields are
+refused, so a typo in a billing integration fails loudly instead of being ignored."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from features.events import MAX_TS_MS, MIN_TS_MS, parse_ts
+
+_ID = Field(min_length=1, max_length=128)
+_COUNTRY = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    payment_id: str = Field(min_length=1, max_length=120, description="idempotency key")
+    account_id: str = _ID
+    amount: float = Field(ge=0.01, le=1_000_000, allow_inf_nan=False)
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code")
+    card_fp: str = Field(min_length=1, max_length=128, description="card fingerprint")
+    bin_country: str = _COUNTRY
+    billing_country: str = _COUNTRY
+    ip: str = Field(min_length=2, max_length=45)
+    ts: int | None = Field(
+        default=None, description="epoch ms or ISO 8601 with a time zone; default: now"
+    )
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            return str(ip_address(value))
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address") from None
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        ts = parse_ts(value)
+        if not MIN_TS_MS <= ts < MAX_TS_MS:
+            raise ValueError("is outside 2000-01-01..2100-01-01 (epoch milliseconds?)")
+        return ts
+
+
+class ReasonOut(BaseModel):
+    code: str
+    text: str
+
+
+class ScoreResponse(BaseModel):
+    decision_id: str
+    action: Literal["allow", "review", "decline", "suspend_account"]
+    score: float | None = Field(description="probability of fraud; null if not scored")
+    reasons: list[ReasonOut]
+    model_version: str | None
+    policy_version: str
+    degraded: bool
+
+
+class AccountOut(BaseModel):
+    account_id: str
+    status: Literal["active", "suspended"]
+    since: str | None = Field(description="ISO 8601; null for an account never suspended")
+    decision_id: str | None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str | None
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

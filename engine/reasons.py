@@ -1,0 +1,56 @@
+"""Reason codes and their plain-language texts, as shown to billing, support and customers.
+
+Codes come from the policy (list hits, the hard rules' `reason`), from the service
+(`ACCOUNT_SUSPENDED`, `FEATURES_UNAVAILABLE`) and, for score-driven actions, from the model's
+strongest contributions (`FEATURE:<name>`). An unknown code still gets a text, never an error:
+ops may add a rule with a new reason before this table knows it. The full rationale (values,
+what would have changed the outcome) is the explanations package's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from engine.records import Reason
+
+FEATURE_PREFIX = "FEATURE:"
+
+TEXTS: dict[str, str] = {
+    "ALLOW_LISTED": "The account, card or IP address is on the allow list.",
+    "DENY_LISTED_ACCOUNT": "The account is on the deny list.",
+    "DENY_LISTED_CARD": "The card is on the deny list.",
+    "DENY_LISTED_IP": "The payment came from an IP address on the deny list.",
+    "DENY_LISTED_BIN_COUNTRY": "Cards issued in this country are not accepted.",
+    "DENY_LISTED_DESTINATION": "The destination number range is on the deny list.",
+    "MANY_CARDS": "Many different cards were used on the account within 24 hours.",
+    "CARD_DECLINE_BURST": "The card was declined many times within 24 hours.",
+    "ACCOUNT_SUSPENDED": "The account is suspended; its payments are declined.",
+    "FEATURES_UNAVAILABLE": (
+        "The account's recent activity could not be read, so the payment was decided without it."
+    ),
+    "SCORE": "The fraud model rated the payment as risky.",
+}
+
+
+def text_of(code: str, descriptions: Mapping[str, str] | None = None) -> str:
+    if code in TEXTS:
+        return TEXTS[code]
+    if code.startswith(FEATURE_PREFIX):
+        name = code[len(FEATURE_PREFIX) :]
+        what = (descriptions or {}).get(name) or name.replace("_", " ")
+        return f"This weighed towards fraud: {what[0].lower()}{what[1:]}."
+    return code.replace("_", " ").capitalize() + "."
+
+
+def reasons_of(codes: list[str], descriptions: Mapping[str, str] | None = None) -> list[Reason]:
+    """Reasons for codes, most important first, each code once."""
+    seen: dict[str, None] = dict.fromkeys(codes)
+    return [Reason(code, text_of(code, descriptions)) for code in seen]
+
+
+def top_features(contributions: Mapping[str, float], n: int = 2) -> list[str]:
+    """`FEATURE:<name>` codes of the `n` features that pushed the score up the most."""
+    ranked = sorted(
+        ((value, name) for name, value in contributions.items() if value > 0), reverse=True
+    )
+    return [f"{FEATURE_PREFIX}{name}" for _, name in ranked[:n]]

@@ -1,0 +1,134 @@
+"""Loading the serving model from the MLflow model registry.
+
+`load_model(tracking_uri, name, cache_dir)` resolves `models:/<name>@champion`, downloads the
+version's model artifact once into `cache_dir/<name>/<version>/` (later starts reuse it), reads
+the LightGBM flavor's model file named in its `MLmodel` file, and returns a `LoadedModel`: the
+version's identity, a `Scorer`, and the training feature distribution logged beside the model
+(`extra_files/feature_distribution.json`), if any.
+
+MLflow's errors become `ModelUnavailable` here, at the boundary. Imports nothing from the other
+Arbiter packages.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import yaml
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+
+from models.scorer import Scorer
+
+CHAMPION = "champion"
+DISTRIBUTION_FILE = "feature_distribution.json"
+
+
+class ModelUnavailable(Exception):
+    """No model can be served: none holds the alias, or its artifact cannot be read."""
+
+    code = "model_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    run_id: str
+    scorer: Scorer
+    distribution: dict[str, Any] | None
+
+
+def load_model(
+    tracking_uri: str, name: str, cache_dir: Path, *, alias: str = CHAMPION
+) -> LoadedModel:
+    """The version of `name` holding `alias`, loaded and ready to score."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        found = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ModelUnavailable(
+            f"model '{name}' has no version with the alias '{alias}' at {tracking_uri}: "
+            "train one (`arbiter train`) and promote it"
+        ) from exc
+    version = str(found.version)
+    folder = cache_dir / name / version
+    if not (folder / "MLmodel").is_file():
+        _download(client, tracking_uri, name, version, folder)
+    booster, features, distribution = _read(folder)
+    try:
+        scorer = Scorer(booster, features)
+    except ValueError as exc:
+        raise ModelUnavailable(f"model '{name}' version {version}: {exc}") from exc
+    return LoadedModel(name, version, str(found.run_id or ""), scorer, distribution)
+
+
+def _download(
+    client: MlflowClient, tracking_uri: str, name: str, version: str, folder: Path
+) -> None:
+    """Download into a temporary sibling, then rename: a crash never leaves half a model."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
+    try:
+        uri = client.get_model_version_download_uri(name, version)
+        download_artifacts(artifact_uri=uri, dst_path=str(tmp), tracking_uri=tracking_uri)
+        root = _model_root(tmp)
+        try:
+            root.rename(folder)
+        except OSError:  # another worker got there first: keep its copy
+            if not (folder / "MLmodel").is_file():
+                raise
+    except (MlflowException, OSError) as exc:
+        raise ModelUnavailable(
+            f"model '{name}' version {version} cannot be downloaded: {exc}"
+        ) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _model_root(folder: Path) -> Path:
+    """The folder holding `MLmodel` (download_artifacts may add a level)."""
+    found = sorted(folder.rglob("MLmodel"), key=lambda p: len(p.parts))
+    if not found:
+        raise ModelUnavailable(f"no MLmodel file in the downloaded model ({folder})")
+    return found[0].parent
+
+
+def _read(folder: Path) -> tuple[lgb.Booster, list[str], dict[str, Any] | None]:
+    try:
+        meta = yaml.safe_load((folder / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelUnavailable(f"the MLmodel file in {folder} cannot be read: {exc}") from exc
+    flavor = (meta.get("flavors") or {}).get("lightgbm")
+    if not isinstance(flavor, dict) or "data" not in flavor:
+        raise ModelUnavailable(f"the model in {folder} has no lightgbm flavor")
+    if not str(flavor.get("model_class", "")).endswith("Booster"):
+        raise ModelUnavailable(
+            f"the model in {folder} is a {flavor.get('model_class')}, not a LightGBM Booster"
+        )
+    try:
+        booster = lgb.Booster(model_file=str(folder / str(flavor["data"])))
+    except (lgb.basic.LightGBMError, OSError) as exc:
+        raise ModelUnavailable(f"the LightGBM model in {folder} cannot be read: {exc}") from exc
+    features = (meta.get("metadata") or {}).get("features") or booster.feature_name()
+    return booster, [str(f) for f in features], _distribution(folder, flavor)
+
+
+def _distribution(folder: Path, flavor: dict[str, Any]) -> dict[str, Any] | None:
+    for entry in flavor.get("extra_files") or []:
+        path = folder / str(entry.get("path", ""))
+        if path.name == DISTRIBUTION_FILE and path.is_file():
+            loaded: dict[str, Any] = json.loads(path.read_text())
+            return loaded
+    return None

@@ -1,0 +1,216 @@
+"""The scoring service end to end: a tiny real model trained into a temporary MLflow store and
+promoted, the real uvicorn server process (`api.app:create_app --factory`) on real Redis and
+SQLite, spoken to over HTTP. A second server whose Redis is unreachable decides degraded."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.store import DecisionStore
+from tests.conftest import ROOT, TEST_REDIS_URL
+from training import tracking
+from training.config import load_training_config
+from training.pipeline import Registry, load_source, train
+from training.promote import promote
+from training.simulator import SimConfig, simulate, write_world
+
+pytestmark = pytest.mark.integration
+
+NAME = "arbiter-fraud-e2e"
+WORLD = SimConfig(accounts=500, days=28, seed=2)  # the smallest world with positives everywhere
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Registry:
+    folder = tmp_path_factory.mktemp("e2e-mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        write_world(simulate(WORLD), folder, jsonl=False)
+        source = load_source(folder / "events.parquet", ROOT / "config" / "features.yaml")
+        config = load_training_config(ROOT / "config" / "training.yaml")
+        fast = config.model.model_copy(update={"num_boost_round": 80})
+        config = config.model_copy(update={"model": fast})
+        reg = Registry(f"sqlite:///{folder}/mlflow.db", folder / "artifacts", NAME, NAME)
+        train(source, config, reg)
+        outcome = promote(tracking.configure(reg.tracking_uri), NAME, config.promotion)
+    assert outcome.promoted
+    return reg
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, folder: Path, registry: Registry, redis_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "server.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
+        env.update(
+            ARBITER_REDIS_URL=redis_url,
+            ARBITER_DATABASE_URL=f"sqlite:///{folder}/arbiter.db",
+            ARBITER_MLFLOW_TRACKING_URI=registry.tracking_uri,
+            ARBITER_MODEL_NAME=NAME,
+            ARBITER_DATA_DIR=str(folder / "var"),
+            MLFLOW_DISABLE_TELEMETRY="true",
+            MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+        )
+        command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [*command, "--port", str(self.port), "--no-access-log"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.database_url = env["ARBITER_DATABASE_URL"]
+
+    def wait(self, path: str, timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code < 600:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail(f"the server did not answer {path} in {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def servers(registry, tmp_path_factory, redis_server):
+    live = Server(tmp_path_factory.mktemp("server"), registry, TEST_REDIS_URL)
+    cut_off = Server(tmp_path_factory.mktemp("degraded"), registry, "redis://127.0.0.1:1/0")
+    try:
+        live.wait("/healthz")
+        cut_off.wait("/healthz")
+        yield live, cut_off
+    finally:
+        live.stop()
+        cut_off.stop()
+
+
+@pytest.fixture
+def api(servers, redis_client):
+    with httpx.Client(base_url=servers[0].url, timeout=10.0) as client:
+        yield client
+
+
+def payment(**changes) -> dict:
+    body = {
+        "payment_id": f"pay-{uuid.uuid4().hex[:12]}",
+        "account_id": f"acct-{uuid.uuid4().hex[:8]}",
+        "amount": 25.0,
+        "currency": "USD",
+        "card_fp": f"card-{uuid.uuid4().hex[:8]}",
+        "bin_country": "US",
+        "billing_country": "US",
+        "ip": "73.12.40.9",
+    }
+    return {**body, **changes}
+
+
+def test_readyz_reports_every_check_with_its_detail(api):
+    response = api.get("/readyz")
+    assert response.status_code == 200, response.text
+    checks = response.json()["checks"]
+    assert checks["model"] == {"ok": True, "name": NAME, "version": "1"}
+    assert checks["redis"]["ok"] and checks["store"]["ok"] and checks["policy"]["ok"]
+    assert api.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_benign_payment_is_decided_and_recorded(api):
+    response = api.post("/v1/payments/score", json=payment())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["action"] in ("allow", "review") and not body["degraded"]
+    assert 0.0 <= body["score"] <= 1.0 and body["model_version"] == "1"
+    record = api.get(f"/v1/decisions/{body['decision_id']}").json()
+    assert record["action"] == body["action"] and record["policy_version"] == body["policy_version"]
+    assert record["model_name"] == NAME and record["seq"] >= 1 and len(record["hash"]) == 64
+
+
+def test_a_retry_returns_the_first_decision_and_the_payment_counts_once(api):
+    ts = int(time.time() * 1000) - 60_000
+    first = payment(ts=ts)
+    one = api.post("/v1/payments/score", json=first).json()
+    again = api.post("/v1/payments/score", json=first).json()
+    assert again == one
+    later = payment(account_id=first["account_id"], card_fp=first["card_fp"], ts=ts + 1000)
+    decided = api.post("/v1/payments/score", json=later).json()
+    features = api.get(f"/v1/decisions/{decided['decision_id']}").json()["features"]
+    assert features["account_payments_24h"] == 1
+
+
+def test_a_suspended_account_is_declined_without_scoring(api, servers):
+    store = DecisionStore(servers[0].database_url)
+    try:
+        store.set_account_status("acct-suspended", "suspended", actor="test", reason="e2e")
+    finally:
+        store.close()
+    body = api.post("/v1/payments/score", json=payment(account_id="acct-suspended")).json()
+    assert body["action"] == "decline" and body["score"] is None
+    assert [r["code"] for r in body["reasons"]] == ["ACCOUNT_SUSPENDED"]
+    assert api.get("/v1/accounts/acct-suspended").json()["status"] == "suspended"
+
+
+def test_a_deny_listed_ip_is_declined_with_its_reason(api):
+    body = api.post("/v1/payments/score", json=payment(ip="199.10.4.7")).json()
+    assert body["action"] in ("decline", "suspend_account")
+    assert "DENY_LISTED_IP" in [r["code"] for r in body["reasons"]]
+    assert all(r["text"] for r in body["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"), [({"amount": -5}, "amount"), ({"coupon": "X"}, "coupon")]
+)
+def test_an_invalid_body_is_refused_naming_the_field(api, changes, field):
+    response = api.post("/v1/payments/score", json=payment(**changes))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["field"] == field
+    assert field in error["message"] and error["request_id"]
+
+
+def test_an_unknown_decision_is_a_404_with_the_error_body(api):
+    response = api.get("/v1/decisions/no-such-decision", headers={"X-Request-ID": "req-42"})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "code": "decision_not_found",
+            "message": "no decision no-such-decision",
+            "request_id": "req-42",
+        }
+    }
+
+
+def test_without_redis_payments_are_decided_degraded(servers):
+    with httpx.Client(base_url=servers[1].url, timeout=10.0) as client:
+        response = client.post("/v1/payments/score", json=payment())
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["degraded"] is True and body["action"] == "review" and body["score"] is None
+        assert [r["code"] for r in body["reasons"]] == ["FEATURES_UNAVAILABLE"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and not ready.json()["checks"]["redis"]["ok"]
+        assert ready.json()["error"]["code"] == "not_ready"
