@@ -16,7 +16,7 @@ DAYS ?= 30
         typecheck bench-features bench-training bench clean
 
 help:
-	@echo "make run    - set up, start Redis if needed, simulate a world, load its features"
+	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
 	@echo "make test   - set up, start Redis if needed, run the unit and integration tests"
 	@echo "make train  - train on the simulated world, register a challenger in MLflow"
 	@echo "make promote - promote the challenger to champion if it passes the gate"
@@ -40,8 +40,7 @@ world: venv redis
 	fi
 
 run: world
-	$(BIN)/arbiter ingest $(WORLD)/events.parquet
-	@scripts/show-world.sh $(WORLD)
+	@scripts/run.sh $(WORLD)
 
 train: world
 	$(BIN)/arbiter train --events $(WORLD)/events.parquet --spec config/features.yaml

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make run`: a simulated world in Redis, a champion model in MLflow, the API on 127.0.0.1:8000.
+# Each step is skipped when its result is already there; the last one serves in the foreground.
+set -euo pipefail
+world="${1:-var/world}"
+bin=.venv/bin
+
+"$bin/arbiter" ingest "$world/events.parquet"
+if ! "$bin/arbiter" models list 2>/dev/null | grep -q champion; then
+  echo "no champion model yet: training one on $world and promoting it"
+  "$bin/arbiter" train --events "$world/events.parquet" --spec config/features.yaml
+  "$bin/arbiter" promote
+fi
+scripts/show-world.sh "$world" >/dev/null
+read -r account card ip country < <("$bin/python" - "$world" <<'PY'
+import sys
+import pandas as pd
+events = pd.read_parquet(f"{sys.argv[1]}/events.parquet")
+accounts = pd.read_parquet(f"{sys.argv[1]}/accounts.parquet")
+honest = set(accounts.loc[accounts["scenario"].isna(), "account_id"])
+paid = events[(events["type"] == "payment") & events["account_id"].isin(honest)
+              & (events["status"] == "approved")]
+last = paid.iloc[-1]
+print(last["account_id"], last["card_fp"], last["ip"], last["billing_country"])
+PY
+)
+cat <<MSG
+
+Arbiter is starting on http://127.0.0.1:8000 (interactive docs: http://127.0.0.1:8000/docs).
+An honest customer's usual top-up:
+
+  curl -s http://127.0.0.1:8000/v1/payments/score -H 'content-type: application/json' -d '{
+    "payment_id": "demo-ok-$$", "account_id": "$account", "amount": 20.0, "currency": "USD",
+    "card_fp": "$card", "bin_country": "$country", "billing_country": "$country", "ip": "$ip"}'
+
+A stolen card on the same account: a new card from abroad, through Tor, a large amount:
+
+  curl -s http://127.0.0.1:8000/v1/payments/score -H 'content-type: application/json' -d '{
+    "payment_id": "demo-bad-$$", "account_id": "$account", "amount": 950.0, "currency": "USD",
+    "card_fp": "ffffeeeeddddcccc", "bin_country": "NG", "billing_country": "$country",
+    "ip": "199.10.4.4"}'
+
+The decision record: curl -s http://127.0.0.1:8000/v1/decisions/<decision_id>
+Account status:      curl -s http://127.0.0.1:8000/v1/accounts/$account
+Readiness:           curl -s http://127.0.0.1:8000/readyz
+
+MSG
+exec "$bin/arbiter" serve --host 127.0.0.1 --port 8000
