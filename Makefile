@@ -10,7 +10,7 @@ export ARBITER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 export ARBITER_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 WORLD := var/world
 ACCOUNTS ?= 2000
-DAYS ?= 30
+DAYS ?= 60
 
 .PHONY: help venv redis world run train promote test test-unit test-integration lint format \
         typecheck bench-features bench-training bench clean
@@ -36,7 +36,7 @@ redis:
 
 world: venv redis
 	@if [ ! -f $(WORLD)/events.parquet ]; then \
-	  $(BIN)/arbiter simulate --accounts $(ACCOUNTS) --days $(DAYS) --end now --out $(WORLD); \
+	  $(BIN)/arbiter simulate --accounts $(ACCOUNTS) --days $(DAYS) --end now --no-jsonl --out $(WORLD); \
 	fi
 
 run: world

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 def simulate_command(
     accounts: Annotated[int, typer.Option(help="Number of accounts.")] = 2000,
-    days: Annotated[int, typer.Option(help="Length of the simulated window in days.")] = 30,
+    days: Annotated[int, typer.Option(help="Length of the simulated window in days.")] = 60,
     seed: Annotated[
         int, typer.Option(help="Random seed: the same arguments give the same world.")
     ] = 7,

@@ -26,7 +26,7 @@ from training.simulator import SimConfig, simulate, write_world
 pytestmark = pytest.mark.integration
 
 NAME = "arbiter-fraud-e2e"
-WORLD = SimConfig(accounts=500, days=28, seed=2)  # the smallest world with positives everywhere
+WORLD = SimConfig(accounts=500, days=45, seed=2)  # positives in every window at a 10d maturity
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from training.simulator import SimConfig, simulate, write_world
 
 # 500 accounts over 28 days: ~220k events and a few positives in every window (seed chosen so;
 # the fixture checks it rather than trusting it).
-WORLD = SimConfig(accounts=500, days=28, seed=2)
+WORLD = SimConfig(accounts=500, days=45, seed=2)
 NAME = "arbiter-fraud"
 CONFIG = load_training_config(ROOT / "config" / "training.yaml")
 PLOTS = ("pr_curve", "roc_curve", "threshold_curve", "calibration", "shap_summary")
@@ -129,7 +129,7 @@ def test_training_logs_a_run_with_every_artifact_metric_and_tag(first, source, s
     assert tags["feature_spec.version"] == source.plan.version
     assert tags["code.version"] and tags["data.start"] < tags["data.end"]
     assert set(tags) >= {"data.train_window", "data.validation_window", "data.test_window"}
-    assert run.data.params["labels.maturity"] == "5d"
+    assert run.data.params["labels.maturity"] == "10d"
     assert run.data.params["lightgbm.deterministic"] == "True"
 
 

@@ -68,7 +68,7 @@ def test_a_log_without_labels_is_refused(env):
 
 
 def test_a_log_too_short_for_the_split_is_refused(env):
-    events = [payment(i, i / 2) for i in range(20)]
+    events = [payment(i, i / 2) for i in range(40)]
     events.append(
         {"event_id": "l1", "type": "label", "ts": T0 + DAY, "account_id": "acct_1",
          "label": "fraud", "source": "chargeback", "target_event_id": "p0"}
@@ -76,7 +76,7 @@ def test_a_log_too_short_for_the_split_is_refused(env):
     log = write_log(env / "short.jsonl", sorted(events, key=lambda e: e["ts"]))
     code, out = run("train", "--events", log, "--spec", SPEC)
     assert code == 2
-    assert re.search(r"the split needs two gaps of the maturity \(5 days each\)", out)
+    assert re.search(r"the split needs two gaps of the maturity \(10 days each\)", out)
 
 
 def test_an_invalid_training_config_is_refused(env):

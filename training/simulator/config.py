@@ -48,7 +48,7 @@ class InvalidSimConfig(ValueError):
 @dataclass(frozen=True)
 class SimConfig:
     accounts: int = 2000
-    days: int = 30
+    days: int = 60
     seed: int = 7
     start_ms: int = parse_ts(DEFAULT_START)
 

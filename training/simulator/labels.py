@@ -1,13 +1,18 @@
 """Labels as they arrive in real life: late, incomplete and a little noisy.
 
-- Chargebacks: 70% of approved payments made with a card that was not the payer's draw one,
-  3-30 days later (`label=fraud`, `source=chargeback`, `target_event_id` = the payment). About 0.2%
-  of honest approved payments are disputed too (friendly fraud, services not recognised), also
-  as `fraud` chargebacks: the noise every chargeback feed carries.
+- Chargebacks: 70% of approved payments made with a card that was not the payer's draw one
+  (`label=fraud`, `source=chargeback`, `target_event_id` = the payment), 2 days plus a log-normal
+  delay later (median ~7 days, ~85% within 10 days, a tail to 45): the issuer's fraud report
+  (TC40 / SAFE) and the dispute reach the merchant days after the cardholder notices, a few
+  stragglers weeks later. About 0.2% of honest approved payments are disputed too (friendly
+  fraud, services not recognised), 5-45 days later, also as `fraud` chargebacks: the noise every
+  chargeback feed carries.
 - Reviews: analysts catch most fraud accounts 1-10 days after the fraud began (`source=review`,
   `label=fraud`, `reason` = the scenario, the first fraudulent payment as target when there is
-  one). They also look at honest accounts that merely look unusual (travellers, servers on
-  hosting networks, foreign cards, campaigns, agencies) and clear them (`not_fraud`).
+  one). A fraud chargeback on an account the analysts missed triggers a review of it 0.5-3 days
+  later, as it does in any fraud team. They also look at honest accounts that merely look
+  unusual (travellers, servers on hosting networks, foreign cards, campaigns, agencies) and
+  clear them (`not_fraud`).
 - A label whose time falls after the end of the window is not known yet and is not emitted.
 
 Labels are bookkeeping about events, not fraud activity: they carry no scenario in the truth.
@@ -22,6 +27,8 @@ from training.simulator.table import EventTable
 from training.simulator.world import NEVER, Population
 
 CHARGEBACK_P = 0.7
+# Days from a stolen-card payment to its chargeback: CHARGEBACK_MIN + log-normal, capped.
+CHARGEBACK_MIN, CHARGEBACK_MEDIAN, CHARGEBACK_SIGMA, CHARGEBACK_MAX = 2.0, 5.0, 0.6, 45.0
 FRIENDLY_P = 0.002
 REVIEW_P: dict[str, float] = {
     "stolen_card": 0.6,
@@ -42,20 +49,23 @@ DISPUTE_REASONS = np.array(
 def generate(pop: Population, config: SimConfig, table: EventTable) -> None:
     rng = config.rng("labels")
     payments = table.rows("payment")
-    _chargebacks(rng, table, payments)
-    _fraud_reviews(rng, pop, table, payments)
+    charged = _chargebacks(rng, table, payments)
+    _fraud_reviews(rng, pop, table, payments, charged)
     _clearances(rng, pop, config, table, payments)
 
 
 def _chargebacks(
     rng: np.random.Generator, table: EventTable, payments: dict[str, np.ndarray]
-) -> None:
+) -> np.ndarray:
+    """Add the chargebacks; returns the earliest fraud chargeback time per account (NEVER: none)."""
     n = len(payments["ts"])
     approved = payments["status"] == "approved"
     stolen = payments["_stolen"].astype(bool)
     fraud = stolen & approved & (rng.random(n) < CHARGEBACK_P)
     friendly = ~stolen & approved & (rng.random(n) < FRIENDLY_P)
-    delay = np.where(fraud, rng.uniform(3, 30, n), rng.uniform(5, 45, n)) * DAY_MS
+    fraud_days = CHARGEBACK_MIN + rng.lognormal(np.log(CHARGEBACK_MEDIAN), CHARGEBACK_SIGMA, n)
+    fraud_days = np.minimum(fraud_days, CHARGEBACK_MAX)
+    delay = np.where(fraud, fraud_days, rng.uniform(5, 45, n)) * DAY_MS
     reason = np.where(fraud, FRAUD_REASON, DISPUTE_REASONS[rng.integers(0, 3, n)])
     chosen = fraud | friendly
     table.add(
@@ -67,6 +77,10 @@ def _chargebacks(
         reason=reason[chosen].astype(object),
         _target=payments["key"][chosen],
     )
+    first = np.full(int(payments["account"].max(initial=-1)) + 1, NEVER, dtype=np.int64)
+    arrival = (payments["ts"] + delay.astype(np.int64))[fraud]
+    np.minimum.at(first, payments["account"][fraud], arrival)
+    return first
 
 
 def _first_payment(
@@ -86,15 +100,27 @@ def _first_payment(
 
 
 def _fraud_reviews(
-    rng: np.random.Generator, pop: Population, table: EventTable, payments: dict[str, np.ndarray]
+    rng: np.random.Generator,
+    pop: Population,
+    table: EventTable,
+    payments: dict[str, np.ndarray],
+    charged: np.ndarray,
 ) -> None:
     account, ts, _ = table.touched()
     first = np.full(pop.n, NEVER, dtype=np.int64)
     np.minimum.at(first, account, ts)
-    caught = np.flatnonzero(first < NEVER)
-    detect = np.array([REVIEW_P[SCENARIOS[s]] for s in pop.scenario[caught]])
-    caught = caught[rng.random(len(caught)) < detect]
-    review_ts = first[caught] + (rng.uniform(1, 10, len(caught)) * DAY_MS).astype(np.int64)
+    fraud = np.flatnonzero(first < NEVER)
+    detect = np.array([REVIEW_P[SCENARIOS[s]] for s in pop.scenario[fraud]])
+    found = rng.random(len(fraud)) < detect
+    found_ts = first[fraud] + (rng.uniform(1, 10, len(fraud)) * DAY_MS).astype(np.int64)
+    # A fraud chargeback sends an account the analysts missed to review.
+    chargeback = np.full(len(fraud), NEVER, dtype=np.int64)
+    has = fraud < len(charged)
+    chargeback[has] = charged[fraud[has]]
+    after = chargeback + (rng.uniform(0.5, 3, len(fraud)) * DAY_MS).astype(np.int64)
+    triggered = ~found & (chargeback < NEVER)
+    caught = fraud[found | triggered]
+    review_ts = np.where(found, found_ts, after)[found | triggered]
     target = _first_payment(payments, caught, True, review_ts)
     target = np.where(rng.random(len(caught)) < 0.5, target, -1)
     table.add(
