@@ -3,7 +3,8 @@
 The API takes care of HTTP (schemas, status codes, the error body) and delegates every
 decision to `engine.service.DecisionService`. At startup the lifespan builds what the service
 needs from the settings: the policy, the feature spec and the online store (Redis), the
-decision store (migrated to head) and the champion model. A missing champion does not stop
+decision store (migrated to head) and the champion model; a `PolicyWatcher` then reloads the
+policy file when it changes (docs/policy.md). A missing champion does not stop
 the app: it starts, `/readyz` says why it is not ready, and scoring answers 503
 `model_not_loaded` until one is there.
 """
@@ -26,7 +27,9 @@ from api.deps import Runtime
 from api.responses import OrjsonResponse
 from api.routes import accounts, decisions, health, payments
 from engine.errors import StoreError
-from engine.policy import load_policy
+from engine.notifier import NotifierThread, webhook_notifier
+from engine.policy import Policy
+from engine.policy_watch import PolicyWatcher
 from engine.service import DecisionService
 from engine.settings import Settings, load_settings
 from engine.store import DecisionStore
@@ -40,11 +43,16 @@ REDIS_TIMEOUT_S = 0.5
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    policy = load_policy(settings.policy_path)  # no last good policy yet: refuse to start
     plan = load_spec(settings.feature_spec)
-    unknown = policy.unknown_features(set(plan.output) | {f.name for f in plan.features})
-    if unknown:
-        log.warning("the policy names features the spec does not provide: %s", unknown)
+
+    def swap(new: Policy) -> None:
+        service.policy = new  # rebinding is atomic: a request in flight keeps the one it took
+
+    watcher = PolicyWatcher(
+        settings.policy_path, swap, features={f.name for f in plan.features},
+        interval_s=settings.policy_reload_seconds,
+    )  # fmt: skip
+    policy = watcher.load()  # no last good policy yet: an invalid file refuses to start
     client = redis.Redis.from_url(
         settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
@@ -73,7 +81,23 @@ def build_runtime(settings: Settings) -> Runtime:
         features=online, store=store, policy=policy, model=model,
         feature_spec_version=plan.version, descriptions=descriptions,
     )  # fmt: skip
-    return Runtime(settings, service, store, client, problems)
+    return Runtime(settings, service, store, client, problems, policy_watcher=watcher)
+
+
+def start_notifier(settings: Settings, store: DecisionStore) -> NotifierThread | None:
+    """Deliver the outbox from a background thread when a webhook is configured. Each uvicorn
+    worker runs one; the store's leases keep them from sending the same entry twice at once."""
+    if settings.webhook_url is None:
+        log.info("no ARBITER_WEBHOOK_URL: notifications stay in the outbox")
+        return None
+    notifier = webhook_notifier(
+        store, settings.webhook_url, timeout_s=settings.webhook_timeout_seconds,
+        max_attempts=settings.notify_max_attempts, backoff_s=settings.notify_backoff_seconds,
+    )  # fmt: skip
+    worker = NotifierThread(notifier)
+    worker.start()
+    log.info("delivering notifications to %s", settings.webhook_url)
+    return worker
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -81,9 +105,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings or load_settings())
         app.state.runtime = runtime
+        if runtime.policy_watcher is not None:
+            runtime.policy_watcher.start()
+        notifier = start_notifier(runtime.settings, runtime.store)
+        app.state.notifier = notifier.notifier if notifier else None  # counters, for /metrics
         try:
             yield
         finally:
+            # Waits at most one send for the delivery in flight; one cut short is retaken later.
+            if notifier and not notifier.stop(timeout=runtime.settings.webhook_timeout_seconds + 1):
+                log.warning("the notification worker did not stop in time")
+            if runtime.policy_watcher is not None:
+                runtime.policy_watcher.stop()
             runtime.store.close()
             runtime.redis.close()
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from engine.policy_watch import PolicyWatcher
 from engine.service import DecisionService
 from engine.settings import Settings
 from engine.store import DecisionStore
@@ -22,6 +23,7 @@ class Runtime:
     store: DecisionStore
     redis: redis.Redis
     problems: dict[str, str] = field(default_factory=dict)
+    policy_watcher: PolicyWatcher | None = None  # reloads the policy file (None: never)
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -120,6 +120,23 @@ def for_decision(conn: sa.Connection, decision_id: str) -> list[Notification]:
     return [Notification.from_row(row) for row in rows]
 
 
+def counts(conn: sa.Connection) -> dict[OutboxStatus, int]:
+    """How many entries have each status (every status present, zeros included)."""
+    found: dict[OutboxStatus, int] = {"pending": 0, "delivered": 0, "dead": 0}
+    rows = conn.execute(sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status))
+    for status, n in rows:
+        found[status] = int(n)
+    return found
+
+
+def with_status(conn: sa.Connection, status: OutboxStatus, *, limit: int) -> list[Notification]:
+    """Up to `limit` entries with `status`, newest first."""
+    rows = conn.execute(
+        sa.select(outbox).where(outbox.c.status == status).order_by(outbox.c.id.desc()).limit(limit)
+    )
+    return [Notification.from_row(row) for row in rows]
+
+
 def _update(conn: sa.Connection, notification_id: int, **values: Any) -> None:
     # Delivered is final: a late failure report from a slow worker does not undo it.
     result = conn.execute(

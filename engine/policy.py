@@ -1,7 +1,8 @@
 """The ops policy: thresholds, segments, allow and deny lists, hard rules, re-score triggers.
 
-`load_policy(path)` validates `config/policy.yaml` into a frozen `Policy` with a `version` (a
-hash of the validated content) or raises `InvalidPolicy` naming the entry at fault.
+`load_policy(path, features)` validates `config/policy.yaml` into a frozen `Policy` with a
+`version` (a hash of the validated content) or raises `InvalidPolicy` naming the entry at fault;
+given the feature spec's names, it also refuses rules and triggers on features the spec lacks.
 `Policy.decide` turns a score and the request's facts into an action with its reasons, in this
 order: allow lists, deny lists, hard rules, then the score against the (segment's) thresholds.
 An action never gets milder on the way: rules and deny lists can only make it stricter.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -205,6 +206,15 @@ class Policy:
         ]
         return sorted(set(wanted) - names)
 
+    def require_features(self, names: Collection[str], source: str = "policy") -> None:
+        """Raise `InvalidPolicy` when a rule or trigger names a feature not in `names`."""
+        unknown = self.unknown_features(set(names))
+        if unknown:
+            raise InvalidPolicy(
+                f"{source}: rules or triggers name features the feature spec does not provide: "
+                + ", ".join(unknown)
+            )
+
     def triggered(self, features: Mapping[str, Any]) -> list[str]:
         """The trigger conditions an account's features meet (re-score it if any)."""
         return [f"{t.feature}>{t.above}" if t.above is not None else f"{t.feature}<{t.below}"
@@ -258,12 +268,24 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
     return Policy(model, hashlib.sha256(payload.encode()).hexdigest()[:16])
 
 
-def load_policy(path: str | Path) -> Policy:
+def parse_policy_text(
+    text: str, source: str = "policy", features: Collection[str] | None = None
+) -> Policy:
+    """The policy in YAML `text`; with `features` (the spec's names), checked against them."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidPolicy(f"policy {source} is not valid YAML: {exc}") from exc
+    policy = parse_policy(raw, source)
+    if features is not None:
+        policy.require_features(features, source)
+    return policy
+
+
+def load_policy(path: str | Path, features: Collection[str] | None = None) -> Policy:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise InvalidPolicy(f"policy {path} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise InvalidPolicy(f"policy {path} is not valid YAML: {exc}") from exc
-    return parse_policy(raw, str(path))
+    return parse_policy_text(text, str(path), features)

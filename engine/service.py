@@ -28,6 +28,7 @@ from engine.reasons import reasons_of, top_features
 from engine.records import DecisionRecord, Reason, StoredDecision
 from features.errors import FeatureStoreUnavailable
 from features.events import format_ts, validate_event
+from features.state import numeric
 
 OBJECTION_WINDOW_DAYS = 30  # the privacy policy's answer time for a data-rights request
 _DAY_MS = 86_400_000
@@ -225,7 +226,7 @@ def facts_of(event: Mapping[str, Any], features: Mapping[str, Any]) -> Facts:
         bin_country=event.get("bin_country"),
         plan=plan if isinstance(plan, str) else None,
         country=country if isinstance(country, str) else None,
-        trial=bool(trial) if isinstance(trial, bool | int | float) and trial == trial else None,
+        trial=None if numeric(trial) != numeric(trial) else numeric(trial) == 1.0,
         account_age_days=age / 86_400 if isinstance(age, int | float) and _is_number(age) else None,
     )
 

@@ -30,12 +30,30 @@ class Settings(BaseSettings):
     training_config: Path = Path("config/training.yaml")
     # The ops policy (thresholds, lists, rules) the scoring service decides with.
     policy_path: Path = Path("config/policy.yaml")
+    # How often the service looks for a changed policy file (seconds).
+    policy_reload_seconds: float = 2.0
+    # Customer notifications (the outbox) are POSTed here; unset: nothing is delivered, the
+    # outbox keeps them. Failed deliveries retry after base * 2**attempt seconds (capped).
+    webhook_url: str | None = None
+    webhook_timeout_seconds: float = 5
+    notify_max_attempts: int = 8
+    notify_backoff_seconds: float = 2
 
-    @field_validator("dedupe_ttl_hours")
+    @field_validator(
+        "dedupe_ttl_hours", "webhook_timeout_seconds", "notify_max_attempts",
+        "notify_backoff_seconds", "policy_reload_seconds",
+    )  # fmt: skip
     @classmethod
-    def _positive(cls, value: int) -> int:
+    def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
 

@@ -280,6 +280,16 @@ class DecisionStore:
         with reading(self._engine) as conn:
             return outbox.for_decision(conn, decision_id)
 
+    def notification_counts(self) -> dict[outbox.OutboxStatus, int]:
+        """How many outbox entries are pending, delivered and dead."""
+        with reading(self._engine) as conn:
+            return outbox.counts(conn)
+
+    def dead_notifications(self, limit: int = 100) -> list[Notification]:
+        """Entries given up after their last attempt (kept for ops), newest first."""
+        with reading(self._engine) as conn:
+            return outbox.with_status(conn, "dead", limit=limit)
+
     # --- health -----------------------------------------------------------------------------
 
     def schema_problem(self) -> str | None:

@@ -1,5 +1,9 @@
 """`/healthz` (the process answers) and `/readyz` (it can decide: model loaded, Redis
-reachable, decision store writable, policy valid), with the detail of each check."""
+reachable, decision store writable, policy valid), with the detail of each check.
+
+A check with a `problem` makes the service not ready (503). A refused policy edit is reported
+as the policy check's `error` (`ok` false) but the service stays ready: the last good policy,
+`serving_version`, keeps deciding (docs/policy.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     checks = _checks(runtime)
-    failing = [name for name, check in checks.items() if not check["ok"]]
+    failing = [name for name, check in checks.items() if "problem" in check]
     if not failing:
         return OrjsonResponse({"ready": True, "checks": checks})
     message = "; ".join(f"{name}: {checks[name]['problem']}" for name in failing)
@@ -53,4 +57,9 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
     )
     policy = service.policy
     checks["policy"] = {"ok": True, "name": policy.model.name, "version": policy.version}
+    refused = runtime.policy_watcher.last_error if runtime.policy_watcher else None
+    if refused is not None:
+        # Still ready: the last good policy keeps deciding. An `error` (not a `problem`) does
+        # not fail readiness; it says the file on disk was refused.
+        checks["policy"].update(ok=False, error=refused, serving_version=policy.version)
     return checks

@@ -138,3 +138,15 @@ def test_without_a_model_scoring_is_refused():
 def test_an_invalid_payment_names_its_field():
     with pytest.raises(InvalidEvent, match=r"field 'amount' must be >= 0\.01"):
         service().score_payment({**PAYMENT, "amount": -5.0})
+
+
+def test_facts_come_from_the_online_features_as_stored():
+    from engine.service import facts_of
+
+    facts = facts_of(
+        {"account_id": "a1", "ip": "31.10.0.1"},
+        {"account_is_trial": "1", "account_plan": "enterprise", "account_age": 3 * 86_400.0},
+    )
+    assert (facts.trial, facts.plan, facts.account_age_days) == (True, "enterprise", 3.0)
+    assert facts_of({}, {"account_is_trial": "0"}).trial is False
+    assert facts_of({}, {"account_is_trial": None}).trial is None

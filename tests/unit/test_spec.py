@@ -12,11 +12,12 @@ from features.spec import load_spec, parse_duration, parse_spec
 from tests.conftest import ROOT
 
 RAW = yaml.safe_load((ROOT / "config" / "features.yaml").read_text())
+DAY = next(i for i, f in enumerate(RAW["features"]) if f["name"] == "account_payments_24h")
 
 
 def edited(**changes):
     raw = copy.deepcopy(RAW)
-    raw["features"][changes.pop("index", 14)].update(changes)
+    raw["features"][changes.pop("index", DAY)].update(changes)
     return raw
 
 
@@ -30,19 +31,22 @@ def test_the_version_changes_with_the_content_but_not_with_formatting():
     base = parse_spec(copy.deepcopy(RAW)).version
     assert parse_spec(edited(window="12h")).version != base
     reordered = copy.deepcopy(RAW)
-    reordered["features"][14] = dict(reversed(list(reordered["features"][14].items())))
+    reordered["features"][DAY] = dict(reversed(list(reordered["features"][DAY].items())))
     assert parse_spec(reordered).version == base
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"window": "24 hours"}, r"features\[14\] 'account_payments_24h'.*duration '24 hours'"),
-        ({"entity": "planet"}, r"features\[14\] 'account_payments_24h': unknown entity 'planet'"),
-        ({"kind": "median"}, r"features\[14\] 'account_payments_24h'\.kind"),
-        ({"window": None}, r"features\[14\] 'account_payments_24h'.*needs a 'window'"),
+        ({"window": "24 hours"}, rf"features\[{DAY}\] 'account_payments_24h'.*duration '24 hours'"),
+        (
+            {"entity": "planet"},
+            rf"features\[{DAY}\] 'account_payments_24h': unknown entity 'planet'",
+        ),
+        ({"kind": "median"}, rf"features\[{DAY}\] 'account_payments_24h'\.kind"),
+        ({"window": None}, rf"features\[{DAY}\] 'account_payments_24h'.*needs a 'window'"),
         ({"name": "account_payments_1h"}, r"'account_payments_1h': the name is used twice"),
-        ({"colour": "red"}, r"features\[14\] 'account_payments_24h'\.colour"),
+        ({"colour": "red"}, rf"features\[{DAY}\] 'account_payments_24h'\.colour"),
     ],
 )
 def test_an_invalid_entry_is_refused_with_its_name(changes, message):

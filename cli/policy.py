@@ -1,0 +1,210 @@
+"""`arbiter policy ...`: check a policy file, and backtest it on the stored decisions.
+
+`check FILE` validates the file as the service would (including the features its rules and
+triggers name, against ARBITER_FEATURE_SPEC) and prints what it decides with. `backtest FILE`
+replays the decisions in the store (ARBITER_DATABASE_URL) under the proposed policy, from their
+recorded scores and feature values, and prints how many would move from each action to each
+other. Decisions made without a score (degraded, account already suspended) cannot be replayed:
+they are counted apart. See docs/policy.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, get_args
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.settings import settings_or_exit
+from engine.errors import StoreError
+from engine.policy import SEVERITY, Action, InvalidPolicy, Policy, Thresholds, load_policy
+from engine.records import StoredDecision
+from engine.service import facts_of
+from engine.settings import Settings
+from engine.store import DecisionStore
+from features.errors import FeatureError
+from features.spec import load_spec
+
+console = Console(highlight=False, soft_wrap=True)
+policy_app = typer.Typer(help="Check an ops policy file; backtest it on the stored decisions.")
+
+ACTIONS: tuple[Action, ...] = get_args(Action)
+FileArg = Annotated[Path, typer.Argument(help="The policy file (YAML), e.g. config/policy.yaml")]
+
+
+# --- the replay -----------------------------------------------------------------------------
+
+
+@dataclass
+class WhatIf:
+    """Stored decisions replayed under a proposed policy."""
+
+    moves: Counter[tuple[Action, Action]] = field(default_factory=Counter)  # (was, would be)
+    unscored: Counter[tuple[str, Action]] = field(default_factory=Counter)  # (why, action)
+    versions: Counter[str] = field(default_factory=Counter)  # policy versions replayed
+
+    @property
+    def replayed(self) -> int:
+        return sum(self.moves.values())
+
+    @property
+    def changed(self) -> int:
+        return sum(n for (was, now), n in self.moves.items() if was != now)
+
+    @property
+    def stricter(self) -> int:
+        return sum(n for (was, now), n in self.moves.items() if SEVERITY[now] > SEVERITY[was])
+
+
+def replay(policy: Policy, decisions: Iterable[StoredDecision]) -> WhatIf:
+    """What `policy` would have decided on each stored decision that has a score. Only the
+    account's own facts are in the record (its id and its features), so IP, card, BIN country
+    and destination lists of the proposed policy cannot apply in a replay."""
+    result = WhatIf()
+    for stored in decisions:
+        record = stored.record
+        if record.score is None:
+            why = "degraded" if record.degraded else _unscored_reason(stored)
+            result.unscored[(why, record.action)] += 1
+            continue
+        facts = facts_of({"account_id": record.account_id}, record.features)
+        verdict = policy.decide(record.score, record.features, facts)
+        result.moves[(record.action, verdict.action)] += 1
+        result.versions[record.policy_version] += 1
+    return result
+
+
+def _unscored_reason(stored: StoredDecision) -> str:
+    codes = {reason.code for reason in stored.record.reasons}
+    return "account suspended" if "ACCOUNT_SUSPENDED" in codes else "not scored"
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _load(path: Path, settings: Settings) -> Policy:
+    """The policy as the service would load it, or exit 2 with the message."""
+    try:
+        plan = load_spec(settings.feature_spec)
+    except FeatureError as exc:
+        console.print(f"[red]{exc.message} (ARBITER_FEATURE_SPEC={settings.feature_spec})[/red]")
+        raise typer.Exit(2) from None
+    try:
+        return load_policy(path, features={f.name for f in plan.features})
+    except InvalidPolicy as exc:
+        console.print(f"[red]invalid: {exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _limits(t: Thresholds) -> str:
+    return f"review >= {t.review}, decline >= {t.decline}, suspend_account >= {t.suspend_account}"
+
+
+@policy_app.command("check")
+def check(path: FileArg) -> None:
+    """Validate a policy file (exit 2 with the message if invalid) and show what it decides."""
+    policy = _load(path, settings_or_exit())
+    m = policy.model
+    console.print(f"[green]valid[/green]: policy {m.name} version {policy.version}")
+    console.print(f"thresholds: {_limits(m.thresholds)}")
+    for segment in m.segments:
+        when = segment.when.model_dump(exclude_none=True)
+        console.print(f"segment {segment.name} when {when}: {_limits(segment.thresholds)}")
+    for kind, lists in (("allow", m.lists.allow), ("deny", m.lists.deny)):
+        sizes = {name: len(entries) for name, entries in lists.model_dump().items() if entries}
+        console.print(f"{kind} lists: {sizes or 'empty'}")
+    for rule in m.rules:
+        bound = f"> {rule.when.above}" if rule.when.above is not None else f"< {rule.when.below}"
+        console.print(
+            f"rule {rule.name}: {rule.when.feature} {bound} -> {rule.action} ({rule.reason})"
+        )
+    console.print(f"triggers: {len(m.triggers)}; degraded action: {m.degraded_action}")
+
+
+@policy_app.command("backtest")
+def backtest(
+    path: FileArg,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Replay decisions from this time (ISO 8601; UTC unless it says)"),
+    ] = None,
+) -> None:
+    """Replay the stored decisions under a proposed policy: what would move where."""
+    settings = settings_or_exit()
+    policy = _load(path, settings)
+    since_ms = _since(since)
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        console.print(f"[red]no decision store at {url.database} (ARBITER_DATABASE_URL)[/red]")
+        raise typer.Exit(2)
+    store = DecisionStore(settings.database_url)
+    try:
+        if (problem := store.schema_problem()) is not None:
+            console.print(f"[red]{problem}[/red]")
+            raise typer.Exit(2)
+        result = replay(policy, store.decisions_since(since_ms))
+    except StoreError as exc:
+        console.print(f"[red]{exc.message} (ARBITER_DATABASE_URL={settings.database_url})[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    _report(policy, result)
+
+
+def _since(text: str | None) -> int:
+    if text is None:
+        return 0
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        console.print(f"[red]--since {text!r} is not an ISO 8601 date or time[/red]")
+        raise typer.Exit(2) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return round(moment.timestamp() * 1000)
+
+
+def _report(policy: Policy, result: WhatIf) -> None:
+    console.print(f"proposed policy {policy.model.name} version {policy.version}")
+    if result.versions:
+        recorded = ", ".join(f"{v} ({n:,})" for v, n in result.versions.most_common())
+        console.print(f"recorded under policy versions: {recorded}")
+    table = Table(title="recorded action (rows) -> action under the proposed policy (columns)")
+    table.add_column("recorded")
+    for action in ACTIONS:
+        table.add_column(action, justify="right")
+    table.add_column("total", justify="right")
+    for was in ACTIONS:
+        cells = []
+        for now in ACTIONS:
+            n = result.moves[(was, now)]
+            cells.append(f"[yellow]{n:,}[/yellow]" if n and was != now else f"{n:,}")
+        table.add_row(was, *cells, f"{sum(result.moves[(was, a)] for a in ACTIONS):,}")
+    totals = [f"{sum(result.moves[(a, now)] for a in ACTIONS):,}" for now in ACTIONS]
+    table.add_row("total", *totals, f"{result.replayed:,}", style="bold")
+    console.print(table)
+    milder = result.changed - result.stricter
+    console.print(
+        f"{result.changed:,} of {result.replayed:,} decisions would change "
+        f"({result.stricter:,} stricter, {milder:,} milder)"
+    )
+    if result.unscored:
+        apart = ", ".join(
+            f"{why} -> {action}: {n:,}" for (why, action), n in sorted(result.unscored.items())
+        )
+        console.print(f"not replayed (no score): {sum(result.unscored.values()):,} ({apart})")
+    console.print(
+        "[dim]IP, card, BIN country and destination lists are not in the records: "
+        "a replay applies the account lists, rules, segments and thresholds only[/dim]"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(policy_app, name="policy")

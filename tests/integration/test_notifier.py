@@ -1,0 +1,307 @@
+"""The outbox's delivery worker against a real HTTP receiver on loopback and a real SQLite
+decision store. The receiver answers 503, stops listening, recovers; time is the `now_ms`
+given to `run_once`, so retries and backoff are exercised without sleeping."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from api.app import start_notifier
+from cli import notify as notify_cmds
+from engine.notifier import Backoff, Notifier, NotifierThread, webhook_notifier
+from engine.outbox import Notification
+from engine.service import notification_of
+from engine.settings import Settings
+from engine.store import DecisionStore
+from tests.integration.test_decision_store import decision
+
+T0 = 1_700_000_001_000  # after the test decisions' created_at: every entry is due
+
+
+class Receiver:
+    """A webhook receiver: answers `status` (or 500 to keys in `refuse`) and records every
+    request's Idempotency-Key, headers and body. `stop()` closes its port: nothing listens."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.refuse: set[str] = set()
+        self.requests: list[tuple[str, dict[str, str], Any]] = []
+        self.accepted: list[str] = []
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/arbiter"
+
+    def start(self, status: int = 200) -> None:
+        self.status = status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = self.headers["Idempotency-Key"]
+                receiver.requests.append((key, dict(self.headers), body))
+                status = 500 if key in receiver.refuse else receiver.status
+                if 200 <= status < 300:
+                    receiver.accepted.append(key)
+                answer = b"no such customer" if key in receiver.refuse else b""
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'arbiter.db'}"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[DecisionStore]:
+    store = DecisionStore(url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def adverse(store: DecisionStore, *actions: str) -> list[Notification]:
+    """Append one adverse decision per action, with its notification; the outbox entries."""
+    made = []
+    for n, action in enumerate(actions):
+        record = decision(n, account=f"acct-{n}", action=action)
+        store.append_decision(
+            record, suspend=action == "suspend_account", notification=notification_of(record)
+        )
+        made.extend(store.notifications_for(record.decision_id))
+    return made
+
+
+def current(store: DecisionStore, *entries: Notification) -> list[Notification]:
+    """The entries as the outbox holds them now."""
+    return [
+        next(n for n in store.notifications_for(e.decision_id or "") if n.id == e.id)
+        for e in entries
+    ]
+
+
+def keys(*entries: Notification) -> list[str]:
+    return sorted(str(e.id) for e in entries)
+
+
+def cli(url: str, monkeypatch: pytest.MonkeyPatch, *args: str, **env: str) -> tuple[int, str]:
+    monkeypatch.setenv("ARBITER_DATABASE_URL", url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # a second command keeps `notify` a sub-command
+    notify_cmds.register(app)
+    result = CliRunner().invoke(app, ["notify", *args])
+    return result.exit_code, " ".join(result.output.split())
+
+
+# --- retries while the receiver is down ---------------------------------------------------
+
+
+def test_nothing_is_lost_while_the_receiver_is_down_and_each_is_delivered_once_after(
+    store, receiver
+):
+    made = adverse(store, "decline", "review", "suspend_account")
+    receiver.start(status=503)
+    notifier = webhook_notifier(
+        store, receiver.url, timeout_s=2, max_attempts=5, backoff_s=2, batch=10
+    )
+
+    assert notifier.run_once(T0) == (0, 3, 0)
+    for entry in current(store, *made):
+        assert (entry.status, entry.attempts, entry.next_attempt_at) == ("pending", 1, T0 + 2000)
+        assert entry.last_error == "HTTP 503"
+    assert notifier.run_once(T0 + 1999) == (0, 0, 0)  # not due yet: nothing is sent
+
+    receiver.stop()  # nothing listens on the port now
+    assert notifier.run_once(T0 + 2000) == (0, 3, 0)
+    for entry in current(store, *made):
+        assert (entry.status, entry.attempts, entry.next_attempt_at) == ("pending", 2, T0 + 6000)
+        assert entry.last_error.startswith("ConnectError")
+
+    receiver.start(status=200)
+    assert notifier.run_once(T0 + 6000) == (3, 0, 0)
+    assert notifier.run_once(T0 + 10**9) == (0, 0, 0)
+
+    assert sorted(receiver.accepted) == keys(*made)  # each once, none missing
+    assert len(receiver.requests) == 3 + 3  # three 503s, none while down, three deliveries
+    for entry in current(store, *made):
+        assert (entry.status, entry.attempts, entry.delivered_at) == ("delivered", 3, T0 + 6000)
+        assert entry.last_error is None
+    key, headers, body = receiver.requests[-1]
+    (sent,) = current(store, *(e for e in made if str(e.id) == key))
+    assert headers["X-Arbiter-Event"] == "customer_notification"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Arbiter-Attempt"] == "3"
+    assert body == sent.payload
+    assert body["type"] == "adverse_decision" and body["how_to_object"]
+    assert notifier.counters.snapshot() == {"delivered": 3, "failed": 6, "dead": 0}
+
+
+def test_an_entry_failing_past_max_attempts_is_dead_kept_and_reported_with_growing_backoff(
+    store, receiver, url, monkeypatch
+):
+    good, poison = adverse(store, "decline", "decline")
+    receiver.start()
+    receiver.refuse = {str(poison.id)}
+    notifier = webhook_notifier(store, receiver.url, timeout_s=2, max_attempts=4, backoff_s=2)
+
+    now, delays = T0, []
+    assert notifier.run_once(now) == (1, 1, 0)
+    for _ in range(2):
+        (entry,) = current(store, poison)
+        delays.append(entry.next_attempt_at - now)
+        now = entry.next_attempt_at
+        assert notifier.run_once(now) == (0, 1, 0)
+    (entry,) = current(store, poison)
+    delays.append(entry.next_attempt_at - now)
+    assert notifier.run_once(entry.next_attempt_at) == (0, 0, 1)
+
+    assert delays == [2000, 4000, 8000]  # base * 2**attempt
+    dead, delivered = current(store, poison, good)
+    assert (dead.status, dead.attempts, dead.last_error) == (
+        "dead",
+        4,
+        "HTTP 500: no such customer",
+    )
+    assert delivered.status == "delivered"
+    assert notifier.run_once(T0 + 10**12) == (0, 0, 0)  # dead is final: never sent again
+    assert [key for key, _, _ in receiver.requests].count(str(poison.id)) == 4
+    assert notifier.counters.snapshot() == {"delivered": 1, "failed": 4, "dead": 1}
+    assert store.notification_counts() == {"pending": 0, "delivered": 1, "dead": 1}
+
+    code, out = cli(url, monkeypatch, "status")
+    assert code == 0
+    assert out.startswith("pending 0, delivered 1, dead 1 ")
+    assert out.endswith(
+        f"dead notifications (newest 1 of 1): {poison.id} 2023-11-14 22:13:20 account acct-1 "
+        f"decision {poison.decision_id} 4 attempts HTTP 500: no such customer"
+    )
+
+
+def test_a_leased_entry_is_not_taken_by_a_second_worker_meanwhile(store):
+    made = adverse(store, "decline", "review")
+    sent_by: dict[int, str] = {}
+    second_claims = []
+
+    def send_a(n: Notification) -> None:
+        second_claims.append(second.run_once(T0))  # while A holds the lease
+        sent_by[n.id] = "a"
+
+    def send_b(n: Notification) -> None:
+        sent_by[n.id] = "b"
+
+    first = Notifier(store, send_a, max_attempts=3, backoff=Backoff(1))
+    second = Notifier(store, send_b, max_attempts=3, backoff=Backoff(1))
+
+    assert first.run_once(T0) == (2, 0, 0)
+    assert second_claims == [(0, 0, 0), (0, 0, 0)]
+    assert sent_by == {made[0].id: "a", made[1].id: "a"}
+
+
+def test_a_sender_error_of_any_kind_is_recorded_with_its_type(store):
+    made = adverse(store, "decline")
+
+    def broken(_n: Notification) -> None:
+        raise RuntimeError("template missing")
+
+    notifier = Notifier(store, broken, max_attempts=3, backoff=Backoff(1))
+    assert notifier.run_once(T0) == (0, 1, 0)
+    (entry,) = current(store, *made)
+    assert entry.last_error == "RuntimeError: template missing"
+
+
+# --- the worker as a thread (the app) and as a process (the CLI) ---------------------------
+
+
+def test_the_apps_worker_thread_delivers_through_a_failing_receiver_and_stops(store, receiver):
+    made = adverse(store, "decline", "suspend_account")
+    receiver.start(status=503)
+    settings = Settings(
+        webhook_url=receiver.url, webhook_timeout_seconds=2, notify_backoff_seconds=0.05
+    )
+    worker = start_notifier(settings, store)
+    assert worker is not None
+    deadline = time.monotonic() + 5
+    while len(receiver.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    receiver.status = 200
+    while len(receiver.accepted) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert worker.stop(timeout=3)
+    assert sorted(receiver.accepted) == keys(*made)
+    assert [e.status for e in current(store, *made)] == ["delivered", "delivered"]
+    assert worker.notifier.counters.snapshot()["delivered"] == 2
+
+
+def test_no_worker_runs_without_a_webhook(store):
+    assert start_notifier(Settings(webhook_url=None), store) is None
+
+
+def test_a_stopped_thread_reports_it_stopped_even_with_nothing_to_do(store):
+    worker = NotifierThread(
+        Notifier(store, lambda _n: None, max_attempts=1, backoff=Backoff(1)), interval=30
+    )
+    worker.start()
+    started = time.monotonic()
+    assert worker.stop(timeout=2)
+    assert time.monotonic() - started < 1  # the wait between looks is interrupted
+
+
+def test_notify_run_once_delivers_what_is_due(store, receiver, url, monkeypatch):
+    made = adverse(store, "decline", "review")
+    receiver.start()
+
+    code, out = cli(url, monkeypatch, "run", "--once", ARBITER_WEBHOOK_URL=receiver.url)
+
+    assert (code, out) == (0, "delivered 2, to retry 0, dead 0")
+    assert sorted(receiver.accepted) == keys(*made)
+
+
+def test_notify_run_refuses_to_start_without_a_webhook(store, url, monkeypatch):
+    monkeypatch.delenv("ARBITER_WEBHOOK_URL", raising=False)
+    assert cli(url, monkeypatch, "run", "--once") == (
+        2, "no webhook to deliver to: set ARBITER_WEBHOOK_URL",
+    )  # fmt: skip
+
+
+def test_notify_status_says_when_the_store_has_no_schema(tmp_path, monkeypatch):
+    code, out = cli(f"sqlite:///{tmp_path / 'empty.db'}", monkeypatch, "status")
+    assert code == 2
+    assert out.startswith("the decision store has no schema: run `arbiter decisions migrate`")

@@ -1,0 +1,177 @@
+"""`arbiter policy check` and `arbiter policy backtest` on real files and a real SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from cli import policy as policy_cmds
+from engine.policy import load_policy
+from engine.records import Reason
+from engine.store import DecisionStore
+from tests.conftest import ROOT
+from tests.integration.test_decision_store import decision
+
+RAW = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+SUSPENDED = (Reason("ACCOUNT_SUSPENDED", "The account is suspended."),)
+OLD = 400 * 86_400  # account_age (seconds) of an account no segment singles out
+QUIET = {"account_cards_24h": 1, "card_declines_24h": 0, "account_age": OLD}
+
+
+@pytest.fixture
+def arbiter(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'arbiter.db'}"
+    monkeypatch.setenv("ARBITER_DATABASE_URL", url)
+    monkeypatch.setenv("ARBITER_FEATURE_SPEC", str(ROOT / "config" / "features.yaml"))
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # a second command keeps `policy` a sub-command
+    policy_cmds.register(app)
+
+    def run(*args: str):
+        result = CliRunner().invoke(app, ["policy", *args])
+        return result.exit_code, " ".join(result.output.split())
+
+    run.url = url
+    return run
+
+
+def policy_file(tmp_path, **changes) -> str:
+    path = tmp_path / "proposed.yaml"
+    path.write_text(yaml.safe_dump({**RAW, **changes}))
+    return str(path)
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+def test_check_prints_what_a_valid_policy_decides_with(arbiter):
+    code, out = arbiter("check", str(ROOT / "config" / "policy.yaml"))
+    version = load_policy(ROOT / "config" / "policy.yaml").version
+    assert code == 0, out
+    assert f"valid: policy default version {version}" in out
+    assert "thresholds: review >= 0.35, decline >= 0.7, suspend_account >= 0.92" in out
+    assert "segment new_accounts when {'account_age_days_below': 7.0}" in out
+    assert "rule many_cards: account_cards_24h > 20.0 -> decline (MANY_CARDS)" in out
+    assert "deny lists: {'ip': 1}" in out
+
+
+def test_check_refuses_unordered_thresholds_with_exit_2(arbiter, tmp_path):
+    bad = policy_file(tmp_path, thresholds={"review": 0.8, "decline": 0.5, "suspend_account": 0.9})
+    code, out = arbiter("check", bad)
+    assert code == 2
+    assert out == f"invalid: {bad}: thresholds: Value error, must be ordered: review <= " + (
+        "decline <= suspend_account"
+    )
+
+
+def test_check_refuses_a_rule_on_a_feature_the_spec_lacks(arbiter, tmp_path):
+    rule = {"name": "x", "when": {"feature": "cards_per_minute", "above": 3},
+            "action": "review", "reason": "X_RULE"}  # fmt: skip
+    code, out = arbiter("check", policy_file(tmp_path, rules=[rule]))
+    assert code == 2
+    assert "name features the feature spec does not provide: cards_per_minute" in out
+
+
+def test_check_refuses_a_missing_file(arbiter, tmp_path):
+    code, out = arbiter("check", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "cannot be read: No such file or directory" in out
+
+
+# --- backtest -------------------------------------------------------------------------------
+
+
+def fill(url: str) -> None:
+    """Decisions as recorded under the shipped policy (and an older one without rules)."""
+    enterprise = {**QUIET, "account_plan": "enterprise"}
+    records = [
+        decision(1, score=0.10, features=QUIET),  # allow -> allow
+        decision(2, score=0.32, features=QUIET),  # allow -> review (review 0.30)
+        decision(3, action="review", score=0.50, features=QUIET),  # review -> review
+        decision(4, action="decline", score=0.75, features=QUIET),  # decline -> decline
+        # allow -> decline (many_cards), under an older policy
+        decision(
+            5, score=0.05, features={**QUIET, "account_cards_24h": 25}, policy_version="pol-0"
+        ),
+        decision(6, action="decline", score=0.93, features=QUIET),  # -> suspend_account
+        decision(7, action="decline", score=0.80, features=enterprise),  # -> review (segment)
+        decision(8, score=0.28, features={**QUIET, "account_age": 2 * 86_400}),  # -> review
+        decision(9, action="review", score=None, raw_margin=None, degraded=True),
+        decision(10, action="decline", score=None, raw_margin=None, reasons=SUSPENDED),
+        decision(11, account="acct-vip", action="decline", score=0.75, features=QUIET),  # allow
+    ]
+    store = DecisionStore(url)
+    try:
+        store.migrate()
+        for record in records:
+            store.append_decision(record, suspend=False, notification=None)
+    finally:
+        store.close()
+
+
+def proposed(tmp_path) -> str:
+    return policy_file(
+        tmp_path,
+        thresholds={**RAW["thresholds"], "review": 0.30},
+        lists={**RAW["lists"], "allow": {"account": ["acct-vip"]}},
+    )
+
+
+def test_replay_counts_every_move_and_keeps_unscored_decisions_apart(arbiter, tmp_path):
+    fill(arbiter.url)
+    store = DecisionStore(arbiter.url)
+    try:
+        result = policy_cmds.replay(load_policy(proposed(tmp_path)), store.decisions_since(0))
+    finally:
+        store.close()
+    assert dict(result.moves) == {
+        ("allow", "allow"): 1,
+        ("allow", "review"): 2,
+        ("allow", "decline"): 1,
+        ("review", "review"): 1,
+        ("decline", "decline"): 1,
+        ("decline", "suspend_account"): 1,
+        ("decline", "review"): 1,
+        ("decline", "allow"): 1,
+    }
+    assert (result.replayed, result.changed, result.stricter) == (9, 6, 4)
+    assert dict(result.unscored) == {("degraded", "review"): 1, ("account suspended", "decline"): 1}
+    assert dict(result.versions) == {"pol-1": 8, "pol-0": 1}
+
+
+def test_backtest_prints_the_what_if_table(arbiter, tmp_path):
+    fill(arbiter.url)
+    path = proposed(tmp_path)
+    code, out = arbiter("backtest", path)
+    assert code == 0, out
+    assert f"proposed policy default version {load_policy(path).version}" in out
+    assert "recorded under policy versions: pol-1 (8), pol-0 (1)" in out
+    #             allow review decline suspend total
+    assert "│ allow │ 1 │ 2 │ 1 │ 0 │ 4 │" in out
+    assert "│ review │ 0 │ 1 │ 0 │ 0 │ 1 │" in out
+    assert "│ decline │ 1 │ 1 │ 1 │ 1 │ 4 │" in out
+    assert "│ suspend_account │ 0 │ 0 │ 0 │ 0 │ 0 │" in out
+    assert "│ total │ 2 │ 4 │ 2 │ 1 │ 9 │" in out
+    assert "6 of 9 decisions would change (4 stricter, 2 milder)" in out
+    assert (
+        "not replayed (no score): 2 (account suspended -> decline: 1, degraded -> review: 1)" in out
+    )
+
+
+def test_backtest_since_leaves_out_older_decisions(arbiter, tmp_path):
+    fill(arbiter.url)
+    # the records are made at 1_700_000_000_000 + n ms: from n = 6 on
+    code, out = arbiter("backtest", proposed(tmp_path), "--since", "2023-11-14T22:13:20.006Z")
+    assert code == 0, out
+    assert "4 of 4 decisions would change (2 stricter, 2 milder)" in out
+    assert "not replayed (no score): 2" in out
+
+
+def test_backtest_refuses_a_bad_since_and_a_missing_store(arbiter, tmp_path):
+    path = proposed(tmp_path)
+    code, out = arbiter("backtest", path)
+    assert code == 2 and "no decision store at" in out
+    fill(arbiter.url)
+    code, out = arbiter("backtest", path, "--since", "last tuesday")
+    assert code == 2 and "--since 'last tuesday' is not an ISO 8601 date or time" in out
