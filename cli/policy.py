@@ -11,9 +11,6 @@ they are counted apart. See docs/policy.md.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -23,10 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.settings import settings_or_exit
+from engine.backtest import WhatIf, replay
 from engine.errors import StoreError
-from engine.policy import SEVERITY, Action, InvalidPolicy, Policy, Thresholds, load_policy
-from engine.records import StoredDecision
-from engine.service import facts_of
+from engine.policy import Action, InvalidPolicy, Policy, Thresholds, load_policy
 from engine.settings import Settings
 from engine.store import DecisionStore
 from features.errors import FeatureError
@@ -37,53 +33,6 @@ policy_app = typer.Typer(help="Check an ops policy file; backtest it on the stor
 
 ACTIONS: tuple[Action, ...] = get_args(Action)
 FileArg = Annotated[Path, typer.Argument(help="The policy file (YAML), e.g. config/policy.yaml")]
-
-
-# --- the replay -----------------------------------------------------------------------------
-
-
-@dataclass
-class WhatIf:
-    """Stored decisions replayed under a proposed policy."""
-
-    moves: Counter[tuple[Action, Action]] = field(default_factory=Counter)  # (was, would be)
-    unscored: Counter[tuple[str, Action]] = field(default_factory=Counter)  # (why, action)
-    versions: Counter[str] = field(default_factory=Counter)  # policy versions replayed
-
-    @property
-    def replayed(self) -> int:
-        return sum(self.moves.values())
-
-    @property
-    def changed(self) -> int:
-        return sum(n for (was, now), n in self.moves.items() if was != now)
-
-    @property
-    def stricter(self) -> int:
-        return sum(n for (was, now), n in self.moves.items() if SEVERITY[now] > SEVERITY[was])
-
-
-def replay(policy: Policy, decisions: Iterable[StoredDecision]) -> WhatIf:
-    """What `policy` would have decided on each stored decision that has a score. Only the
-    account's own facts are in the record (its id and its features), so IP, card, BIN country
-    and destination lists of the proposed policy cannot apply in a replay."""
-    result = WhatIf()
-    for stored in decisions:
-        record = stored.record
-        if record.score is None:
-            why = "degraded" if record.degraded else _unscored_reason(stored)
-            result.unscored[(why, record.action)] += 1
-            continue
-        facts = facts_of({"account_id": record.account_id}, record.features)
-        verdict = policy.decide(record.score, record.features, facts)
-        result.moves[(record.action, verdict.action)] += 1
-        result.versions[record.policy_version] += 1
-    return result
-
-
-def _unscored_reason(stored: StoredDecision) -> str:
-    codes = {reason.code for reason in stored.record.reasons}
-    return "account suspended" if "ACCOUNT_SUSPENDED" in codes else "not scored"
 
 
 # --- commands -------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""Backtesting a proposed policy on the stored decisions (`arbiter policy backtest`).
+
+Each stored decision with a score is decided again under the proposed policy from its recorded
+score and feature values; `WhatIf` counts the moves from each recorded action to each new one.
+Decisions made without a score (degraded, account already suspended) cannot be replayed and are
+counted apart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from engine.policy import SEVERITY, Action, Policy
+from engine.records import StoredDecision
+from engine.service import facts_of
+
+
+@dataclass
+class WhatIf:
+    """Stored decisions replayed under a proposed policy."""
+
+    moves: Counter[tuple[Action, Action]] = field(default_factory=Counter)  # (was, would be)
+    unscored: Counter[tuple[str, Action]] = field(default_factory=Counter)  # (why, action)
+    versions: Counter[str] = field(default_factory=Counter)  # policy versions replayed
+
+    @property
+    def replayed(self) -> int:
+        return sum(self.moves.values())
+
+    @property
+    def changed(self) -> int:
+        return sum(n for (was, now), n in self.moves.items() if was != now)
+
+    @property
+    def stricter(self) -> int:
+        return sum(n for (was, now), n in self.moves.items() if SEVERITY[now] > SEVERITY[was])
+
+
+def replay(policy: Policy, decisions: Iterable[StoredDecision]) -> WhatIf:
+    """What `policy` would have decided on each stored decision that has a score. Only the
+    account's own facts are in the record (its id and its features), so IP, card, BIN country
+    and destination lists of the proposed policy cannot apply in a replay."""
+    result = WhatIf()
+    for stored in decisions:
+        record = stored.record
+        if record.score is None:
+            why = "degraded" if record.degraded else _unscored_reason(stored)
+            result.unscored[(why, record.action)] += 1
+            continue
+        facts = facts_of({"account_id": record.account_id}, record.features)
+        verdict = policy.decide(record.score, record.features, facts)
+        result.moves[(record.action, verdict.action)] += 1
+        result.versions[record.policy_version] += 1
+    return result
+
+
+def _unscored_reason(stored: StoredDecision) -> str:
+    codes = {reason.code for reason in stored.record.reasons}
+    return "account suspended" if "ACCOUNT_SUSPENDED" in codes else "not scored"
