@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 
 from cli.settings import settings_or_exit
+from cli.stores import open_decision_store
 from engine.errors import StoreError
 from engine.store import DecisionStore
 
@@ -25,15 +23,8 @@ def _fail(exc: StoreError, url: str) -> typer.Exit:
 def verify_chain() -> None:
     """Recompute the hash chain of every decision; name the first broken record (exit 1)."""
     settings = settings_or_exit()
-    url = sa.make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-        console.print(f"[red]no decision store at {url.database} (ARBITER_DATABASE_URL)[/red]")
-        raise typer.Exit(2)
-    store = DecisionStore(settings.database_url)
+    store = open_decision_store(settings, console)
     try:
-        if (problem := store.schema_problem()) is not None:
-            console.print(f"[red]{problem}[/red]")
-            raise typer.Exit(2)
         head = store.chain_head()
         if head is None:
             console.print("the chain is empty: no decision is stored")

@@ -12,26 +12,14 @@ import typer
 from rich.console import Console
 
 from cli.settings import settings_or_exit
+from cli.stores import open_decision_store
 from engine.errors import StoreError
 from engine.notifier import webhook_notifier
 from engine.settings import Settings
-from engine.store import DecisionStore, now_ms
+from engine.store import now_ms
 
 console = Console(highlight=False)
 notify_app = typer.Typer(help="Deliver customer notifications to the webhook; see the outbox.")
-
-
-def _open(settings: Settings) -> DecisionStore:
-    store = DecisionStore(settings.database_url)
-    try:
-        problem = store.schema_problem()
-    except StoreError as exc:
-        store.close()
-        raise _fail(exc.message, settings) from exc
-    if problem is not None:
-        store.close()
-        raise _fail(problem, settings)
-    return store
 
 
 def _fail(message: str, settings: Settings) -> typer.Exit:
@@ -55,7 +43,7 @@ def run(
     if settings.webhook_url is None:
         console.print("[red]no webhook to deliver to: set ARBITER_WEBHOOK_URL[/red]")
         raise typer.Exit(2)
-    store = _open(settings)
+    store = open_decision_store(settings, console)
     notifier = webhook_notifier(
         store, settings.webhook_url, timeout_s=settings.webhook_timeout_seconds,
         max_attempts=settings.notify_max_attempts, backoff_s=settings.notify_backoff_seconds,
@@ -94,7 +82,7 @@ def status(
 ) -> None:
     """Count the outbox's notifications by status and list the dead ones (given up)."""
     settings = settings_or_exit()
-    store = _open(settings)
+    store = open_decision_store(settings, console)
     try:
         counts = store.notification_counts()
         dead = store.dead_notifications(limit)

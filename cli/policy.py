@@ -14,17 +14,16 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, get_args
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from cli.settings import settings_or_exit
+from cli.stores import open_decision_store
 from engine.backtest import WhatIf, replay
 from engine.errors import StoreError
 from engine.policy import Action, InvalidPolicy, Policy, Thresholds, load_policy
 from engine.settings import Settings
-from engine.store import DecisionStore
 from features.errors import FeatureError
 from features.spec import load_spec
 
@@ -89,15 +88,8 @@ def backtest(
     settings = settings_or_exit()
     policy = _load(path, settings)
     since_ms = _since(since)
-    url = sa.make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-        console.print(f"[red]no decision store at {url.database} (ARBITER_DATABASE_URL)[/red]")
-        raise typer.Exit(2)
-    store = DecisionStore(settings.database_url)
+    store = open_decision_store(settings, console)
     try:
-        if (problem := store.schema_problem()) is not None:
-            console.print(f"[red]{problem}[/red]")
-            raise typer.Exit(2)
         result = replay(policy, store.decisions_since(since_ms))
     except StoreError as exc:
         console.print(f"[red]{exc.message} (ARBITER_DATABASE_URL={settings.database_url})[/red]")

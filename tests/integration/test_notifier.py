@@ -301,7 +301,13 @@ def test_notify_run_refuses_to_start_without_a_webhook(store, url, monkeypatch):
     )  # fmt: skip
 
 
-def test_notify_status_says_when_the_store_has_no_schema(tmp_path, monkeypatch):
-    code, out = cli(f"sqlite:///{tmp_path / 'empty.db'}", monkeypatch, "status")
+def test_notify_status_says_when_the_store_is_missing_or_has_no_schema(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    code, out = cli(url, monkeypatch, "status")
+    assert (code, out.startswith(f"no decision store at {tmp_path / 'empty.db'}")) == (2, True)
+    bare = DecisionStore(url)
+    bare.is_writable()  # creates the file, not the schema
+    bare.close()
+    code, out = cli(url, monkeypatch, "status")
     assert code == 2
     assert out.startswith("the decision store has no schema: run `arbiter decisions migrate`")
