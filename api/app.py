@@ -4,16 +4,17 @@ The API takes care of HTTP (schemas, status codes, the error body) and delegates
 decision to `engine.service.DecisionService`. At startup the lifespan builds what the service
 needs from the settings: the policy, the feature spec and the online store (Redis), the
 decision store (migrated to head) and the champion model; a `PolicyWatcher` then reloads the
-policy file when it changes (docs/policy.md). A missing champion does not stop
-the app: it starts, `/readyz` says why it is not ready, and scoring answers 503
-`model_not_loaded` until one is there.
+policy file when it changes (docs/policy.md) and a `ModelWatcher` swaps in the version the
+`champion` alias moves to (and, with `shadow_challenger`, follows the `challenger`). A missing
+champion does not stop the app: it starts, `/readyz` says why it is not ready, and scoring
+answers 503 `model_not_loaded` until one is there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 # LightGBM scores with one thread; idle OpenMP threads must not spin beside the web server.
@@ -25,8 +26,10 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Runtime
 from api.responses import OrjsonResponse
-from api.routes import accounts, decisions, health, payments
+from api.routes import accounts, decisions, health, metrics, payments
 from engine.errors import StoreError
+from engine.metrics import Metrics
+from engine.model_watch import ModelWatcher
 from engine.notifier import NotifierThread, webhook_notifier
 from engine.policy import Policy
 from engine.policy_watch import PolicyWatcher
@@ -35,7 +38,7 @@ from engine.settings import Settings, load_settings
 from engine.store import DecisionStore
 from features.online import OnlineStore
 from features.spec import load_spec
-from models.registry import ModelUnavailable, load_model
+from models.registry import CHALLENGER, CHAMPION, LoadedModel, alias_version, load_model
 
 log = logging.getLogger("arbiter.api")
 # The hot path waits this long for Redis before deciding without features (degraded).
@@ -67,21 +70,42 @@ def build_runtime(settings: Settings) -> Runtime:
     except StoreError as exc:
         problems["store"] = exc.message
         log.error("decision store: %s", exc.message)
-    try:
-        model = load_model(
-            settings.mlflow_tracking_uri, settings.model_name, settings.data_dir / "models"
-        )
-        log.info("serving model %s version %s", model.name, model.version)
-    except ModelUnavailable as exc:
-        model = None
-        problems["model"] = exc.message
-        log.error("model: %s", exc.message)
+    metrics = Metrics()
     descriptions = {f.name: f.description for f in plan.model.features if f.description}
     service = DecisionService(
-        features=online, store=store, policy=policy, model=model,
-        feature_spec_version=plan.version, descriptions=descriptions,
+        features=online, store=store, policy=policy, model=None,
+        feature_spec_version=plan.version, descriptions=descriptions, metrics=metrics,
     )  # fmt: skip
-    return Runtime(settings, service, store, client, problems, policy_watcher=watcher)
+
+    def champion(new: LoadedModel) -> None:
+        service.model = new  # loaded fully before: a request in flight keeps the one it took
+
+    def challenger(new: LoadedModel) -> None:
+        service.shadow = new
+
+    models = model_watcher(settings, CHAMPION, champion, metrics)
+    models.check_now()  # the first load; without a champion the app starts, not ready
+    shadows = None
+    if settings.shadow_challenger:
+        shadows = model_watcher(settings, CHALLENGER, challenger, metrics)
+        shadows.check_now()
+    return Runtime(
+        settings, service, store, client, problems, policy_watcher=watcher,
+        model_watcher=models, shadow_watcher=shadows, metrics=metrics,
+    )  # fmt: skip
+
+
+def model_watcher(
+    settings: Settings, alias: str, on_change: Callable[[LoadedModel], None], metrics: Metrics
+) -> ModelWatcher[LoadedModel]:
+    """A watcher of `alias` in the registry: polls the version holding it, loads a new one."""
+    uri, name, cache = settings.mlflow_tracking_uri, settings.model_name, settings.data_dir
+    return ModelWatcher(
+        lambda: load_model(uri, name, cache / "models", alias=alias), on_change,
+        resolve=lambda: alias_version(uri, name, alias=alias),
+        interval_s=settings.model_poll_seconds, alias=alias,
+        on_error=lambda _message: metrics.dependency_errors.inc("model_load"),
+    )  # fmt: skip
 
 
 def start_notifier(settings: Settings, store: DecisionStore) -> NotifierThread | None:
@@ -105,8 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings or load_settings())
         app.state.runtime = runtime
-        if runtime.policy_watcher is not None:
-            runtime.policy_watcher.start()
+        watchers = [runtime.policy_watcher, runtime.model_watcher, runtime.shadow_watcher]
+        for watcher in watchers:
+            if watcher is not None:
+                watcher.start()
         notifier = start_notifier(runtime.settings, runtime.store)
         app.state.notifier = notifier.notifier if notifier else None  # counters, for /metrics
         try:
@@ -115,8 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Waits at most one send for the delivery in flight; one cut short is retaken later.
             if notifier and not notifier.stop(timeout=runtime.settings.webhook_timeout_seconds + 1):
                 log.warning("the notification worker did not stop in time")
-            if runtime.policy_watcher is not None:
-                runtime.policy_watcher.stop()
+            for watcher in watchers:
+                if watcher is not None:
+                    watcher.stop()
             runtime.store.close()
             runtime.redis.close()
 
@@ -128,6 +155,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
-    for module in (payments, decisions, accounts, health):
+    for module in (payments, decisions, accounts, health, metrics):
         app.include_router(module.router)
     return app

@@ -8,10 +8,13 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from engine.metrics import Metrics
+from engine.model_watch import ModelWatcher
 from engine.policy_watch import PolicyWatcher
 from engine.service import DecisionService
 from engine.settings import Settings
 from engine.store import DecisionStore
+from models.registry import LoadedModel
 
 
 @dataclass
@@ -24,6 +27,9 @@ class Runtime:
     redis: redis.Redis
     problems: dict[str, str] = field(default_factory=dict)
     policy_watcher: PolicyWatcher | None = None  # reloads the policy file (None: never)
+    model_watcher: ModelWatcher[LoadedModel] | None = None  # follows `champion` (None: never)
+    shadow_watcher: ModelWatcher[LoadedModel] | None = None  # follows `challenger` when shadowing
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def get_runtime(request: Request) -> Runtime:

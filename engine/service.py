@@ -8,13 +8,21 @@ retry gets the stored decision back, and the online store counts the event (`pay
 
 What the service needs from the packages below is stated here as small protocols; the app
 factory hands it the real ones (`features.online.OnlineStore`, `models.registry.LoadedModel`,
-`engine.store.DecisionStore`). The policy and the model are plain attributes: a reload builds
-the new object fully, then rebinds the attribute, so a request in flight finishes on the one
-it started with.
+`engine.store.DecisionStore`). The policy, the model and the shadow model are plain
+attributes: a reload builds the new object fully, then rebinds the attribute, so a request in
+flight finishes on the one it started with.
+
+With a `shadow` model (the registry's `challenger`), a scored payment is also scored by it, on
+the same feature vector; its version and score go into the record's `shadow` field and never
+change the action. A failing shadow is logged and left out of the record.
+
+The service counts what `/metrics` shows (`engine.metrics.Metrics`): decisions by action (a
+retry is not a new decision), the time to decide, and the failures of Redis and the store.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,13 +30,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.accounts import AccountState
-from engine.errors import ModelNotLoaded
+from engine.errors import ModelNotLoaded, StoreError
+from engine.metrics import Metrics
 from engine.policy import SEVERITY, Action, Facts, Policy, Verdict, score_action
 from engine.reasons import reasons_of, top_features
 from engine.records import DecisionRecord, Reason, StoredDecision
 from features.errors import FeatureStoreUnavailable
 from features.events import format_ts, validate_event
 from features.state import numeric
+
+log = logging.getLogger("arbiter.service")
 
 OBJECTION_WINDOW_DAYS = 30  # the privacy policy's answer time for a data-rights request
 _DAY_MS = 86_400_000
@@ -116,6 +127,8 @@ class DecisionService:
         feature_spec_version: str,
         descriptions: Mapping[str, str] | None = None,
         clock: Callable[[], int] = _now_ms,
+        shadow: ChampionModel | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.features = features
         self.store = store
@@ -124,12 +137,25 @@ class DecisionService:
         self.feature_spec_version = feature_spec_version
         self.descriptions = dict(descriptions or {})
         self.clock = clock
+        self.shadow = shadow
+        self.metrics = metrics if metrics is not None else Metrics()
 
     def score_payment(self, payment: Mapping[str, Any]) -> Decision:
         """Decide on one payment (fields of a `payment` event without `event_id`, `type` and
         `status`; `ts` defaults to now). Raises `InvalidEvent` for a bad payment and
         `ModelNotLoaded` when there is no model to score with."""
         started = time.perf_counter()
+        try:
+            decision = self._score_payment(payment, started)
+        except StoreError:
+            self.metrics.dependency_errors.inc("store")
+            raise
+        if not decision.replayed:
+            self.metrics.decisions.inc(decision.action)
+            self.metrics.score_seconds.observe(time.perf_counter() - started)
+        return decision
+
+    def _score_payment(self, payment: Mapping[str, Any], started: float) -> Decision:
         now = self.clock()
         event = validate_event(
             {
@@ -146,7 +172,8 @@ class DecisionService:
         previous = self.store.get_by_payment(payment_id)
         if previous is not None:
             return Decision.of(previous)
-        policy, model = self.policy, self.model  # one of each for the whole request
+        # One of each for the whole request, however many swaps happen meanwhile.
+        policy, model, shadow = self.policy, self.model, self.shadow
         base: dict[str, Any] = dict(
             decision_id=str(uuid.uuid4()), created_at=now, subject_type="payment",
             subject_id=payment_id, account_id=account_id, payment_id=payment_id,
@@ -165,12 +192,18 @@ class DecisionService:
         try:
             features, _applied = self.features.read_and_apply(event)
         except FeatureStoreUnavailable:
+            self.metrics.dependency_errors.inc("redis")
             return self._append(self._degraded(base, event, policy, started))
         timings["features_ms"] = _ms(mark)
         mark = time.perf_counter()
         row = model.scorer.vector(features)
         score = model.scorer.score(row)
         timings["model_ms"] = _ms(mark)
+        shadowed = None
+        if shadow is not None:
+            mark = time.perf_counter()
+            shadowed = _shadow_score(shadow, features)
+            timings["shadow_ms"] = _ms(mark)
         facts = facts_of(event, features)
         verdict = policy.decide(score.probability, features, facts)
         codes = list(verdict.reasons)
@@ -188,7 +221,8 @@ class DecisionService:
             segment=verdict.segment, rules_fired=verdict.rules_fired,
             reasons=tuple(reasons_of(codes, self.descriptions)), features=features,
             contributions=contributions.values if contributions else None,
-            base_value=contributions.base if contributions else None, timings=timings,
+            base_value=contributions.base if contributions else None, shadow=shadowed,
+            timings=timings,
         )  # fmt: skip
         return self._append(record)
 
@@ -212,6 +246,17 @@ class DecisionService:
             notification=notification_of(record) if adverse else None,
         )
         return Decision.of(stored)
+
+
+def _shadow_score(shadow: ChampionModel, features: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The challenger's opinion, for the record only. Whatever goes wrong with it must not
+    touch the decision, hence the broad catch."""
+    try:
+        score = shadow.scorer.score(shadow.scorer.vector(features))
+    except Exception:
+        log.exception("shadow model %s version %s failed to score", shadow.name, shadow.version)
+        return None
+    return {"version": shadow.version, "score": score.probability}
 
 
 def facts_of(event: Mapping[str, Any], features: Mapping[str, Any]) -> Facts:

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = "sqlite:///var/mlflow/mlflow.db"
     mlflow_artifacts: Path = Path("var/mlflow/artifacts")
     model_name: str = "arbiter-fraud"
+    # How often the service asks the registry which version holds `champion` (seconds); a new
+    # one is loaded fully, then swapped in.
+    model_poll_seconds: float = 10
+    # Also score every payment with the `challenger` (recorded as the decision's `shadow`,
+    # never acted on).
+    shadow_challenger: bool = False
     training_config: Path = Path("config/training.yaml")
     # The ops policy (thresholds, lists, rules) the scoring service decides with.
     policy_path: Path = Path("config/policy.yaml")
@@ -38,10 +44,12 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 5
     notify_max_attempts: int = 8
     notify_backoff_seconds: float = 2
+    # `/metrics` without credentials (when false, the auth issue puts it behind a token).
+    metrics_public: bool = True
 
     @field_validator(
         "dedupe_ttl_hours", "webhook_timeout_seconds", "notify_max_attempts",
-        "notify_backoff_seconds", "policy_reload_seconds",
+        "notify_backoff_seconds", "policy_reload_seconds", "model_poll_seconds",
     )  # fmt: skip
     @classmethod
     def _positive(cls, value: float) -> float:

@@ -1,10 +1,11 @@
 """Loading the serving model from the MLflow model registry.
 
-`load_model(tracking_uri, name, cache_dir)` resolves `models:/<name>@champion`, downloads the
-version's model artifact once into `cache_dir/<name>/<version>/` (later starts reuse it), reads
-the LightGBM flavor's model file named in its `MLmodel` file, and returns a `LoadedModel`: the
-version's identity, a `Scorer`, and the training feature distribution logged beside the model
-(`extra_files/feature_distribution.json`), if any.
+`alias_version(tracking_uri, name)` says which version holds the alias (cheap: what the
+service polls). `load_model(tracking_uri, name, cache_dir)` resolves `models:/<name>@champion`,
+downloads the version's model artifact once into `cache_dir/<name>/<version>/` (later starts
+reuse it), reads the LightGBM flavor's model file named in its `MLmodel` file, and returns a
+`LoadedModel`: the version's identity, a `Scorer`, and the training feature distribution logged
+beside the model (`extra_files/feature_distribution.json`), if any.
 
 MLflow's errors become `ModelUnavailable` here, at the boundary. Imports nothing from the other
 Arbiter packages.
@@ -23,11 +24,13 @@ import lightgbm as lgb
 import yaml
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from models.scorer import Scorer
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 DISTRIBUTION_FILE = "feature_distribution.json"
 
 
@@ -50,18 +53,19 @@ class LoadedModel:
     distribution: dict[str, Any] | None
 
 
+def alias_version(tracking_uri: str, name: str, *, alias: str = CHAMPION) -> str:
+    """The version of `name` holding `alias` now: one registry call, nothing downloaded (what
+    the service polls to notice a promotion)."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return str(_by_alias(client, tracking_uri, name, alias).version)
+
+
 def load_model(
     tracking_uri: str, name: str, cache_dir: Path, *, alias: str = CHAMPION
 ) -> LoadedModel:
     """The version of `name` holding `alias`, loaded and ready to score."""
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        found = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        raise ModelUnavailable(
-            f"model '{name}' has no version with the alias '{alias}' at {tracking_uri}: "
-            "train one (`arbiter train`) and promote it"
-        ) from exc
+    found = _by_alias(client, tracking_uri, name, alias)
     version = str(found.version)
     folder = cache_dir / name / version
     if not (folder / "MLmodel").is_file():
@@ -72,6 +76,16 @@ def load_model(
     except ValueError as exc:
         raise ModelUnavailable(f"model '{name}' version {version}: {exc}") from exc
     return LoadedModel(name, version, str(found.run_id or ""), scorer, distribution)
+
+
+def _by_alias(client: MlflowClient, tracking_uri: str, name: str, alias: str) -> ModelVersion:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ModelUnavailable(
+            f"model '{name}' has no version with the alias '{alias}' at {tracking_uri}: "
+            "train one (`arbiter train`) and promote it"
+        ) from exc
 
 
 def _download(

@@ -3,7 +3,9 @@ reachable, decision store writable, policy valid), with the detail of each check
 
 A check with a `problem` makes the service not ready (503). A refused policy edit is reported
 as the policy check's `error` (`ok` false) but the service stays ready: the last good policy,
-`serving_version`, keeps deciding (docs/policy.md)."""
+`serving_version`, keeps deciding (docs/policy.md). A model that failed to load (or a registry
+that does not answer) is reported the same way while an earlier version keeps scoring; the
+`shadow` check (with `shadow_challenger`) never fails readiness."""
 
 from __future__ import annotations
 
@@ -39,11 +41,24 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
     service = runtime.service
     model = service.model
     checks: dict[str, dict[str, Any]] = {}
+    watcher = runtime.model_watcher
+    failed = watcher.last_error if watcher else None
     if model is None:
-        problem = runtime.problems.get("model", "no model loaded")
+        problem = failed or runtime.problems.get("model", "no model loaded")
         checks["model"] = {"ok": False, "problem": problem}
     else:
         checks["model"] = {"ok": True, "name": model.name, "version": model.version}
+        if failed is not None:  # still ready: the model loaded before keeps scoring
+            checks["model"].update(ok=False, error=failed, serving_version=model.version)
+    if runtime.shadow_watcher is not None:
+        shadow = service.shadow
+        checks["shadow"] = (
+            {"ok": True, "name": shadow.name, "version": shadow.version}
+            if shadow is not None
+            else {"ok": False}
+        )
+        if runtime.shadow_watcher.last_error is not None:  # never a readiness failure
+            checks["shadow"].update(ok=False, error=runtime.shadow_watcher.last_error)
     try:
         runtime.redis.ping()
         checks["redis"] = {"ok": True}

@@ -150,3 +150,36 @@ def test_facts_come_from_the_online_features_as_stored():
     assert (facts.trial, facts.plan, facts.account_age_days) == (True, "enterprise", 3.0)
     assert facts_of({}, {"account_is_trial": "0"}).trial is False
     assert facts_of({}, {"account_is_trial": None}).trial is None
+
+
+class BrokenScorer(Scorer):
+    def score(self, row):
+        raise RuntimeError("the challenger is broken")
+
+
+def test_a_shadow_model_is_recorded_and_never_changes_the_action():
+    svc = service(0.01)
+    svc.shadow = Model(Scorer(0.99), version="8")
+    decision = svc.score_payment(PAYMENT)
+    record = svc.store.appended[0][0].record
+    assert decision.action == "allow" and decision.model_version == "7"
+    assert record.shadow == {"version": "8", "score": 0.99}
+    assert "shadow_ms" in record.timings
+
+
+def test_a_failing_shadow_model_is_left_out_of_the_record():
+    svc = service(0.01)
+    svc.shadow = Model(BrokenScorer(0.5), version="8")
+    assert svc.score_payment(PAYMENT).action == "allow"
+    assert svc.store.appended[0][0].record.shadow is None
+
+
+def test_metrics_count_new_decisions_by_action_and_redis_failures():
+    svc = service(0.99)
+    svc.score_payment(PAYMENT)
+    svc.score_payment(PAYMENT)  # a retry is not a new decision
+    assert svc.metrics.decisions.value("suspend_account") == 1
+    assert svc.metrics.score_seconds.count == 1
+    down = service(0.01, down=True)
+    down.score_payment(PAYMENT)
+    assert down.metrics.dependency_errors.value("redis") == 1

@@ -1,0 +1,135 @@
+"""Model swaps: `ModelWatcher` follows a registry alias and swaps in the version it points to.
+
+Every `interval_s` seconds (a background thread; `check_now()` does one check on the caller's
+thread) the watcher asks which version holds the alias (`resolve`: one cheap registry call).
+Only when that differs from the version serving does it `load` the model: downloaded, read and
+ready to score, before `on_change` gets it (the app rebinds `DecisionService.model`; a request
+in flight finishes on the model it took, so one is always serving). A failed resolve or load
+keeps the model serving; the error is logged once per message, kept in `last_error` (for
+`/readyz`) and passed to `on_error` (for `/metrics`), and the next poll tries again.
+
+The first check (the app's start) is the same call with nothing serving yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+log = logging.getLogger("arbiter.model")
+
+
+class Versioned(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+
+
+M = TypeVar("M", bound=Versioned)
+
+
+class ModelWatcher(Generic[M]):
+    def __init__(
+        self,
+        load: Callable[[], M],
+        on_change: Callable[[M], None],
+        *,
+        resolve: Callable[[], str],
+        interval_s: float = 10.0,
+        alias: str = "champion",
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """`load`: the model holding the alias, ready to score (raises when it cannot be
+        loaded); `resolve`: the version holding the alias now (raises when none does)."""
+        self.load = load
+        self.on_change = on_change
+        self.resolve = resolve
+        self.interval_s = interval_s
+        self.alias = alias
+        self.on_error = on_error
+        self.last_error: str | None = None
+        self._model: M | None = None
+        self._lock = threading.Lock()  # one check at a time (the thread and check_now)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def model(self) -> M | None:
+        """The model serving (None before a first successful load)."""
+        return self._model
+
+    @property
+    def serving_version(self) -> str | None:
+        return self._model.version if self._model is not None else None
+
+    def check_now(self) -> M | None:
+        """Look at the alias once; the new model when one was swapped in, else None."""
+        with self._lock:
+            return self._check()
+
+    def start(self) -> None:
+        """Poll in a daemon thread until `stop()`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"model-watcher-{self.alias}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, self.interval_s))
+            self._thread = None
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check_now()
+            except Exception:  # the watcher must outlive any surprise; the model stays
+                log.exception("model watcher: unexpected error while checking %s", self.alias)
+
+    def _check(self) -> M | None:
+        # Any failure (the registry, the download, LightGBM) must leave the serving model in
+        # place and the watcher alive, hence the broad catches.
+        try:
+            wanted = self.resolve()
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        if wanted == self.serving_version:
+            self._recover()
+            return None
+        try:
+            model = self.load()
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        self._recover()
+        if model.version == self.serving_version:  # the alias moved back while we loaded
+            return None
+        previous = self.serving_version
+        self.on_change(model)
+        self._model = model
+        log.info("model %s version %s now serving as %s (was %s)", model.name, model.version,
+                 self.alias, previous)  # fmt: skip
+        return model
+
+    def _fail(self, exc: Exception) -> None:
+        message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+        if self.on_error is not None:
+            self.on_error(message)
+        if message != self.last_error:  # once per problem, not at every poll
+            log.error("model %s: %s (serving: %s)", self.alias, message, self.serving_version)
+        self.last_error = message
+
+    def _recover(self) -> None:
+        if self.last_error is not None:
+            log.info("model %s: the registry answers again", self.alias)
+        self.last_error = None
