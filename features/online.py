@@ -222,40 +222,61 @@ class OnlineStore:
         """All features of `event` as of just before it: one round trip."""
         event = self.enrich(event)
         entities = self._entities_of(event)
-        keys = [self.key(e, event[self._keys[e]]) for e in entities]
-        return self.compute(event, dict(zip(entities, self._hgetall_many(keys), strict=True)))
+        replies = self._round_trip([("HGETALL", k) for k in self._keys_of(event, entities)])
+        return self.compute(event, dict(zip(entities, replies, strict=True)))
 
-    def _hgetall_many(self, keys: Sequence[str]) -> list[Any]:
-        """HGETALL of each key, pipelined on one connection (the hot path: redis-py's pipeline
-        object and its reply callbacks cost more than Redis itself here). Replies stay flat
-        lists; `parse_state` reads them."""
+    def read_and_apply(self, event: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Features as of just before `event`, then `event` applied: one round trip."""
+        event = self.enrich(event)
+        entities = self._entities_of(event)
+        commands: list[tuple[Any, ...]] = [("HGETALL", k) for k in self._keys_of(event, entities)]
+        commands.append(("EVALSHA", self._sha, *self._batch([event], True)))
+        *raw, applied = self._round_trip(commands)
+        return self.compute(event, dict(zip(entities, raw, strict=True))), bool(applied)
+
+    def _keys_of(self, event: Mapping[str, Any], entities: Sequence[str]) -> list[str]:
+        return [self.key(e, event[self._keys[e]]) for e in entities]
+
+    def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send commands pipelined on one pooled connection and read every reply (the hot
+        path: redis-py's pipeline object and its reply callbacks cost more than Redis itself
+        here; HGETALL replies stay flat lists, which `parse_state` reads). If Redis lost the
+        apply script (a restart), load it and run again: nothing was applied."""
+        for attempt in (1, 2):
+            replies = self._send(commands)
+            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+            if not errors:
+                return replies
+            if attempt == 1 and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
+                try:
+                    self.client.script_load(self._source)
+                except redis.RedisError as exc:
+                    raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+                continue
+            raise FeatureStoreUnavailable(f"Redis: {errors[0]}")
+        raise AssertionError("unreachable")
+
+    def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         pool = self.client.connection_pool
         try:
             conn = pool.get_connection()
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         try:
-            packed = conn.pack_commands([("HGETALL", k) for k in keys])  # type: ignore[no-untyped-call]
+            packed = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
             conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
-            return [conn.read_response() for _ in keys]
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # an error reply; the stream stays in step
+                    replies.append(exc)
+            return replies
         except redis.RedisError as exc:
             conn.disconnect()  # type: ignore[no-untyped-call]
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         finally:
             pool.release(conn)
-
-    def read_and_apply(self, event: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Features as of just before `event`, then `event` applied: one round trip."""
-        event = self.enrich(event)
-        entities = self._entities_of(event)
-        call = self._batch([event], True)
-
-        def fill(pipe: Any) -> None:
-            self._queue_reads(pipe, event)
-            pipe.evalsha(self._sha, *call)
-
-        *raw, applied = self._execute(fill)
-        return self.compute(event, dict(zip(entities, raw, strict=True))), bool(applied)
 
     def vector(self, features: Mapping[str, Any]) -> list[float]:
         """The model's input: the output features in spec order, missing values as NaN."""
@@ -263,10 +284,6 @@ class OnlineStore:
 
     def _entities_of(self, event: Mapping[str, Any]) -> list[str]:
         return [e for e in self._entities if encode_value(event.get(self._keys[e])) is not None]
-
-    def _queue_reads(self, pipe: Any, event: Mapping[str, Any]) -> None:
-        for entity in self._entities_of(event):
-            pipe.hgetall(self.key(entity, event[self._keys[entity]]))
 
     # -- computing features from entity states --------------------------------------------------
     def compute(self, event: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -101,6 +101,10 @@ def test_redis_losing_its_scripts_is_survived(redis_client):
     redis_client.script_flush()
     assert store.apply(payment(1, T0 + 1000)) is True
     assert store.read(payment(2, T0 + 2000))["account_payments_1h"] == 2.0
+    redis_client.script_flush()
+    features, applied = store.read_and_apply(payment(3, T0 + 3000))
+    assert applied and features["account_payments_1h"] == 2.0
+    assert store.read(payment(4, T0 + 4000))["account_payments_1h"] == 3.0
 
 
 def test_an_unreachable_redis_raises_feature_store_unavailable():
