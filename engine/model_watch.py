@@ -14,9 +14,10 @@ The first check (the app's start) is the same call with nothing serving yet.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
+
+from engine.poller import Poller
 
 log = logging.getLogger("arbiter.model")
 
@@ -52,9 +53,8 @@ class ModelWatcher(Generic[M]):
         self.on_error = on_error
         self.last_error: str | None = None
         self._model: M | None = None
-        self._lock = threading.Lock()  # one check at a time (the thread and check_now)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(self._check, interval_s=interval_s, name=f"model-watcher-{alias}")
+        self._lock = self._poller.lock  # one check at a time (the thread and check_now)
 
     @property
     def model(self) -> M | None:
@@ -72,28 +72,12 @@ class ModelWatcher(Generic[M]):
 
     def start(self) -> None:
         """Poll in a daemon thread until `stop()`."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"model-watcher-{self.alias}", daemon=True
-        )
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=max(5.0, self.interval_s))
-            self._thread = None
+        self._poller.stop()
 
     # --- internals ------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.check_now()
-            except Exception:  # the watcher must outlive any surprise; the model stays
-                log.exception("model watcher: unexpected error while checking %s", self.alias)
 
     def _check(self) -> M | None:
         # Any failure (the registry, the download, LightGBM) must leave the serving model in

@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 from engine.policy import InvalidPolicy, Policy, parse_policy_text
+from engine.poller import Poller
 
 log = logging.getLogger("arbiter.policy")
 
@@ -44,9 +44,8 @@ class PolicyWatcher:
         self._policy: Policy | None = None
         self._stamp: _Stamp | None = None
         self._digest: str | None = None
-        self._lock = threading.Lock()  # one check at a time (the thread and check_now)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(self._check, interval_s=interval_s, name="policy-watcher")
+        self._lock = self._poller.lock  # one check at a time (the thread and check_now)
 
     @property
     def policy(self) -> Policy:
@@ -74,26 +73,12 @@ class PolicyWatcher:
 
     def start(self) -> None:
         """Poll in a daemon thread until `stop()`."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="policy-watcher", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=max(5.0, self.interval_s))
-            self._thread = None
+        self._poller.stop()
 
     # --- internals ------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.check_now()
-            except Exception:  # the watcher must outlive any surprise; the policy stays
-                log.exception("policy watcher: unexpected error while checking %s", self.path)
 
     def _check(self) -> Policy | None:
         try:
