@@ -13,14 +13,14 @@ ACCOUNTS ?= 2000
 DAYS ?= 60
 
 .PHONY: help venv redis world run train promote test test-unit test-integration lint format \
-        typecheck bench-features bench-training bench clean
+        typecheck bench-features bench-training bench-scoring bench clean
 
 help:
 	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
 	@echo "make test   - set up, start Redis if needed, run the unit and integration tests"
 	@echo "make train  - train on the simulated world, register a challenger in MLflow"
 	@echo "make promote - promote the challenger to champion if it passes the gate"
-	@echo "make lint | typecheck | bench | bench-features | bench-training | clean"
+	@echo "make lint | typecheck | bench | bench-features | bench-training | bench-scoring | clean"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found " + sys.version.split()[0] + ")")'
@@ -78,7 +78,10 @@ bench-features: venv redis
 bench-training: venv
 	$(BIN)/python bench/bench_training.py
 
-bench: bench-features bench-training
+bench-scoring: venv redis
+	$(BIN)/python bench/bench_scoring.py
+
+bench: bench-features bench-training bench-scoring
 
 clean:
 	rm -rf var build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Runtime
 from api.responses import OrjsonResponse
-from api.routes import accounts, decisions, health, metrics, payments
+from api.routes import accounts, decisions, echo, health, metrics, payments
 from engine.errors import StoreError
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
@@ -155,6 +155,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
-    for module in (payments, decisions, accounts, health, metrics):
+    for module in (payments, decisions, accounts, health, metrics, echo):
         app.include_router(module.router)
     return app

@@ -1,0 +1,17 @@
+"""`POST /v1/echo`: the body back, untouched by the engine. The benchmark's floor: what the
+framework, the server and the client cost before any decision is made (bench/bench_scoring.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1", tags=["health"])
+
+
+@router.post("/echo")
+def echo(body: dict[str, Any]) -> dict[str, Any]:
+    # A sync route, like the score route: both pay the same hop to the thread pool.
+    return {"echo": body}
