@@ -214,3 +214,9 @@ def test_without_redis_payments_are_decided_degraded(servers):
         ready = client.get("/readyz")
         assert ready.status_code == 503 and not ready.json()["checks"]["redis"]["ok"]
         assert ready.json()["error"]["code"] == "not_ready"
+
+
+def test_the_echo_endpoint_returns_its_body(api):
+    # The floor the scoring benchmark compares with: the same app, no work.
+    response = api.post("/v1/echo", json={"ping": 1})
+    assert (response.status_code, response.json()) == (200, {"echo": {"ping": 1}})
