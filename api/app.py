@@ -27,6 +27,7 @@ from api import errors
 from api.deps import Runtime
 from api.responses import OrjsonResponse
 from api.routes import accounts, decisions, echo, health, metrics, payments
+from engine.deferred import DeferredContributions
 from engine.errors import StoreError
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
@@ -38,7 +39,14 @@ from engine.settings import Settings, load_settings
 from engine.store import DecisionStore
 from features.online import OnlineStore
 from features.spec import load_spec
-from models.registry import CHALLENGER, CHAMPION, LoadedModel, alias_version, load_model
+from models.registry import (
+    CHALLENGER,
+    CHAMPION,
+    LoadedModel,
+    alias_version,
+    load_model,
+    load_version,
+)
 
 log = logging.getLogger("arbiter.api")
 # The hot path waits this long for Redis before deciding without features (degraded).
@@ -89,9 +97,11 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.shadow_challenger:
         shadows = model_watcher(settings, CHALLENGER, challenger, metrics)
         shadows.check_now()
+    uri, cache = settings.mlflow_tracking_uri, settings.data_dir / "models"
+    deferred = DeferredContributions(store, lambda n, v: load_version(uri, n, v, cache))
     return Runtime(
         settings, service, store, client, problems, policy_watcher=watcher,
-        model_watcher=models, shadow_watcher=shadows, metrics=metrics,
+        model_watcher=models, shadow_watcher=shadows, metrics=metrics, deferred=deferred,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from engine.deferred import DeferredContributions
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.policy_watch import PolicyWatcher
@@ -30,6 +31,7 @@ class Runtime:
     model_watcher: ModelWatcher[LoadedModel] | None = None  # follows `champion` (None: never)
     shadow_watcher: ModelWatcher[LoadedModel] | None = None  # follows `challenger` when shadowing
     metrics: Metrics = field(default_factory=Metrics)
+    deferred: DeferredContributions | None = None  # contributions of allow decisions, on read
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -45,6 +47,16 @@ def get_store(request: Request) -> DecisionStore:
     return get_runtime(request).store
 
 
+def get_deferred(request: Request) -> DeferredContributions:
+    runtime = get_runtime(request)
+    return runtime.deferred or DeferredContributions(runtime.store, _no_models)
+
+
+def _no_models(name: str, version: str) -> LoadedModel:
+    raise LookupError(f"no model loader: {name} v{version}")
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+DeferredDep = Annotated[DeferredContributions, Depends(get_deferred)]
 ServiceDep = Annotated[DecisionService, Depends(get_service)]
 StoreDep = Annotated[DecisionStore, Depends(get_store)]

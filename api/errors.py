@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.responses import OrjsonResponse
+from engine.deferred import ContributionsMismatch
 from engine.errors import (
     DecisionNotFound,
     EngineError,
@@ -42,6 +43,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (StoreUnavailable, 503),
     (FeatureStoreUnavailable, 503),
     (StoreError, 500),
+    (ContributionsMismatch, 500),
 )
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -65,7 +65,27 @@ def load_model(
 ) -> LoadedModel:
     """The version of `name` holding `alias`, loaded and ready to score."""
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    found = _by_alias(client, tracking_uri, name, alias)
+    return _load(
+        client, tracking_uri, name, _by_alias(client, tracking_uri, name, alias), cache_dir
+    )
+
+
+def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) -> LoadedModel:
+    """That exact version of `name` (whatever holds the aliases now), ready to score: what a
+    decision made with it is re-derived with."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        found = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelUnavailable(
+            f"model '{name}' has no version {version} at {tracking_uri}"
+        ) from exc
+    return _load(client, tracking_uri, name, found, cache_dir)
+
+
+def _load(
+    client: MlflowClient, tracking_uri: str, name: str, found: ModelVersion, cache_dir: Path
+) -> LoadedModel:
     version = str(found.version)
     folder = cache_dir / name / version
     if not (folder / "MLmodel").is_file():

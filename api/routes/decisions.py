@@ -1,4 +1,5 @@
-"""`GET /v1/decisions/{id}`: a stored decision record, as hashed in the chain."""
+"""`GET /v1/decisions/{id}`: a stored decision record, as hashed in the chain. An allow
+decision's contributions are derived on this first read (`engine.deferred`)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import StoreDep
+from api.deps import DeferredDep
 from api.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 
 @router.get("/{decision_id}", responses={404: {"model": ErrorBody}})
-def get_decision(decision_id: str, store: StoreDep) -> dict[str, Any]:
-    stored = store.get_decision(decision_id)
+def get_decision(decision_id: str, deferred: DeferredDep) -> dict[str, Any]:
+    stored = deferred.decision(decision_id)
     return {
         **stored.record.to_json(),
         # Contributions of an allow decision, if computed after it (not part of its hash).

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from engine.store import DecisionStore
+from features.spec import load_spec
 from tests.conftest import ROOT, TEST_REDIS_URL
 from training import tracking
 from training.config import load_training_config
@@ -220,3 +221,20 @@ def test_the_echo_endpoint_returns_its_body(api):
     # The floor the scoring benchmark compares with: the same app, no work.
     response = api.post("/v1/echo", json={"ping": 1})
     assert (response.status_code, response.json()) == (200, {"echo": {"ping": 1}})
+
+
+def test_an_allow_decision_gets_its_contributions_on_first_read(api):
+    # Found by scoring honest payments until one is allowed (most are).
+    for i in range(20):
+        body = api.post("/v1/payments/score", json=payment(payment_id=f"deferred-{i}")).json()
+        if body["action"] == "allow":
+            break
+    assert body["action"] == "allow"
+    first = api.get(f"/v1/decisions/{body['decision_id']}").json()
+    contributions, base = first["contributions"], first["base_value"]
+    model_features = load_spec(ROOT / "config" / "features.yaml").output
+    assert set(contributions) == set(model_features) <= set(first["features"])
+    assert abs(base + sum(contributions.values()) - first["raw_margin"]) <= 1e-9
+    # Stored beside the record: the next read serves the same numbers, the record unchanged.
+    second = api.get(f"/v1/decisions/{body['decision_id']}").json()
+    assert (second["contributions"], second["hash"]) == (contributions, first["hash"])
