@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from engine.poller import Poller
+from engine.poller import Watcher
 
 log = logging.getLogger("arbiter.model")
 
@@ -32,7 +32,7 @@ class Versioned(Protocol):
 M = TypeVar("M", bound=Versioned)
 
 
-class ModelWatcher(Generic[M]):
+class ModelWatcher(Watcher[M]):
     def __init__(
         self,
         load: Callable[[], M],
@@ -48,13 +48,11 @@ class ModelWatcher(Generic[M]):
         self.load = load
         self.on_change = on_change
         self.resolve = resolve
-        self.interval_s = interval_s
         self.alias = alias
         self.on_error = on_error
         self.last_error: str | None = None
         self._model: M | None = None
-        self._poller = Poller(self._check, interval_s=interval_s, name=f"model-watcher-{alias}")
-        self._lock = self._poller.lock  # one check at a time (the thread and check_now)
+        super().__init__(interval_s=interval_s, name=f"model-watcher-{alias}")
 
     @property
     def model(self) -> M | None:
@@ -64,18 +62,6 @@ class ModelWatcher(Generic[M]):
     @property
     def serving_version(self) -> str | None:
         return self._model.version if self._model is not None else None
-
-    def check_now(self) -> M | None:
-        """Look at the alias once; the new model when one was swapped in, else None."""
-        with self._lock:
-            return self._check()
-
-    def start(self) -> None:
-        """Poll in a daemon thread until `stop()`."""
-        self._poller.start()
-
-    def stop(self) -> None:
-        self._poller.stop()
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -19,14 +19,14 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from engine.policy import InvalidPolicy, Policy, parse_policy_text
-from engine.poller import Poller
+from engine.poller import Watcher
 
 log = logging.getLogger("arbiter.policy")
 
 _Stamp = tuple[int, int, int]  # inode, mtime (ns), size
 
 
-class PolicyWatcher:
+class PolicyWatcher(Watcher[Policy]):
     def __init__(
         self,
         path: str | Path,
@@ -39,13 +39,11 @@ class PolicyWatcher:
         self.path = Path(path)
         self.on_change = on_change
         self.features = frozenset(features) if features is not None else None
-        self.interval_s = interval_s
         self.last_error: str | None = None
         self._policy: Policy | None = None
         self._stamp: _Stamp | None = None
         self._digest: str | None = None
-        self._poller = Poller(self._check, interval_s=interval_s, name="policy-watcher")
-        self._lock = self._poller.lock  # one check at a time (the thread and check_now)
+        super().__init__(interval_s=interval_s, name="policy-watcher")
 
     @property
     def policy(self) -> Policy:
@@ -65,18 +63,6 @@ class PolicyWatcher:
         log.info("policy %s version %s loaded from %s", policy.model.name, policy.version,
                  self.path)  # fmt: skip
         return policy
-
-    def check_now(self) -> Policy | None:
-        """Look at the file once; the new policy when one was swapped in, else None."""
-        with self._lock:
-            return self._check()
-
-    def start(self) -> None:
-        """Poll in a daemon thread until `stop()`."""
-        self._poller.start()
-
-    def stop(self) -> None:
-        self._poller.stop()
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -1,27 +1,37 @@
-"""A background thread that calls `check()` every `interval_s` seconds until stopped.
+"""The base of the policy and model watchers: `check()` now, or every `interval_s` seconds in
+a background thread until stopped.
 
-The policy and model watchers share it: each check runs under one lock (the thread's and any
-caller's `check_now()` never overlap), and an unexpected error is logged without killing the
-thread, so whatever is serving keeps serving.
+Each check runs under one lock (the thread's and a caller's `check_now()` never overlap), and an
+unexpected error is logged without killing the thread, so whatever is serving keeps serving.
+A subclass says what one check does in `_check`, returning what it swapped in (or None).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from typing import Generic, TypeVar
 
 log = logging.getLogger("arbiter.poller")
 
+T = TypeVar("T")
 
-class Poller:
-    def __init__(self, check: Callable[[], object], *, interval_s: float, name: str) -> None:
+
+class Watcher(Generic[T]):
+    def __init__(self, *, interval_s: float, name: str) -> None:
         self.interval_s = interval_s
         self.name = name
-        self._check = check
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _check(self) -> T | None:
+        raise NotImplementedError
+
+    def check_now(self) -> T | None:
+        """One check on the caller's thread; what was swapped in, else None."""
+        with self._lock:
+            return self._check()
 
     def start(self) -> None:
         """Poll in a daemon thread until `stop()`."""
@@ -40,7 +50,6 @@ class Poller:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                with self.lock:
-                    self._check()
+                self.check_now()
             except Exception:  # the thread must outlive any surprise; what serves stays
                 log.exception("%s: unexpected error while checking", self.name)
