@@ -233,6 +233,28 @@ def _blasts(
     return owner, begin, size.astype(np.int64), length
 
 
+def _messages(
+    rng: np.random.Generator,
+    pop: Population,
+    owner: np.ndarray,
+    begin: np.ndarray,
+    size: np.ndarray,
+    length: np.ndarray,
+    *,
+    domestic: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each campaign run's messages: (account, time, destination prefix), mostly domestic."""
+    campaign = np.repeat(np.arange(len(owner)), size)
+    account = owner[campaign]
+    ts = begin[campaign] + (rng.random(len(campaign)) * length[campaign]).astype(np.int64)
+    prefix = np.where(
+        rng.random(len(ts)) < domestic,
+        phones.DOMESTIC[pop.country[account]],
+        destinations(rng, pop, account, 0.0),
+    )
+    return account, ts, prefix
+
+
 def _campaigns(pop: Population, config: SimConfig, table: EventTable, honest: np.ndarray) -> None:
     """Marketing blasts of thousands of one-off SMS to distinct numbers within an hour or two,
     and voice reminder campaigns: hundreds of short recorded-message calls in a few hours."""
@@ -240,15 +262,8 @@ def _campaigns(pop: Population, config: SimConfig, table: EventTable, honest: np
     owner, begin, size, length = _blasts(
         rng, pop, config, np.where(honest, pop.campaigns, 0), 800, (10, 120)
     )
-    campaign = np.repeat(np.arange(len(owner)), size)
-    account = owner[campaign]
-    ts = begin[campaign] + (rng.random(len(campaign)) * length[campaign]).astype(np.int64)
+    account, ts, prefix = _messages(rng, pop, owner, begin, size, length, domestic=0.94)
     n = len(ts)
-    prefix = np.where(
-        rng.random(n) < 0.94,
-        phones.DOMESTIC[pop.country[account]],
-        destinations(rng, pop, account, 0.0),
-    )
     segments = np.searchsorted([0.6, 0.95, 1.0], rng.random(n)) + 1
     subscriber = phones.random_subscribers(rng, prefix)
     add_sms(table, account, ts, prefix, subscriber, segments, np.zeros(n, dtype=bool))
@@ -257,15 +272,8 @@ def _campaigns(pop: Population, config: SimConfig, table: EventTable, honest: np
     owner, begin, size, length = _blasts(
         rng, pop, config, np.where(honest, pop.voice_campaigns, 0), 300, (30, 240)
     )
-    campaign = np.repeat(np.arange(len(owner)), size)
-    account = owner[campaign]
-    ts = begin[campaign] + (rng.random(len(campaign)) * length[campaign]).astype(np.int64)
+    account, ts, prefix = _messages(rng, pop, owner, begin, size, length, domestic=0.97)
     n = len(ts)
-    prefix = np.where(
-        rng.random(n) < 0.97,
-        phones.DOMESTIC[pop.country[account]],
-        destinations(rng, pop, account, 0.0),
-    )
     duration = np.where(rng.random(n) < 0.7, rng.integers(8, 61, n), 0).astype(float)
     add_calls(table, account, ts, prefix, _users(rng, pop, account), duration)
     _submissions(rng, pop, table, owner, begin, size // 50, length, "/v1/calls")
