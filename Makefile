@@ -12,14 +12,15 @@ WORLD := var/world
 ACCOUNTS ?= 2000
 DAYS ?= 60
 
-.PHONY: help venv redis world run train promote test test-unit test-integration lint format \
-        typecheck bench-features bench-training bench-scoring bench clean
+.PHONY: help venv redis world run train promote train-account promote-account test test-unit \
+        test-integration lint format typecheck bench-features bench-training bench-scoring bench clean
 
 help:
 	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
 	@echo "make test   - set up, start Redis if needed, run the unit and integration tests"
 	@echo "make train  - train on the simulated world, register a challenger in MLflow"
 	@echo "make promote - promote the challenger to champion if it passes the gate"
+	@echo "make train-account | promote-account - the same for the account model"
 	@echo "make lint | typecheck | bench | bench-features | bench-training | bench-scoring | clean"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -47,6 +48,12 @@ train: world
 
 promote: venv
 	$(BIN)/arbiter promote
+
+train-account: world
+	$(BIN)/arbiter train --events $(WORLD)/events.parquet --config config/training-account.yaml
+
+promote-account: venv
+	$(BIN)/arbiter promote --config config/training-account.yaml
 
 test: venv
 	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"

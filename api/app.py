@@ -5,7 +5,9 @@ decision to `engine.service.DecisionService`. At startup the lifespan builds wha
 needs from the settings: the policy, the feature spec and the online store (Redis), the
 decision store (migrated to head) and the champion model; a `PolicyWatcher` then reloads the
 policy file when it changes (docs/policy.md) and a `ModelWatcher` swaps in the version the
-`champion` alias moves to (and, with `shadow_challenger`, follows the `challenger`). A missing
+`champion` alias moves to (and, with `shadow_challenger`, follows the `challenger`); another
+follows the account model's `champion` (optional: account decisions fall back to the policy's
+account rules); a `FlagSync` keeps Redis's suspension flags in step with the store. A missing
 champion does not stop the app: it starts, `/readyz` says why it is not ready, and scoring
 answers 503 `model_not_loaded` until one is there.
 """
@@ -26,9 +28,10 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Runtime
 from api.responses import OrjsonResponse
-from api.routes import accounts, decisions, echo, health, metrics, payments
+from api.routes import accounts, decisions, echo, events, health, metrics, payments
 from engine.deferred import DeferredContributions
 from engine.errors import StoreError
+from engine.flags import FlagSync
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.notifier import NotifierThread, webhook_notifier
@@ -91,8 +94,18 @@ def build_runtime(settings: Settings) -> Runtime:
     def challenger(new: LoadedModel) -> None:
         service.shadow = new
 
+    def account_champion(new: LoadedModel) -> None:
+        service.account_model = new
+
     models = model_watcher(settings, CHAMPION, champion, metrics)
     models.check_now()  # the first load; without a champion the app starts, not ready
+    account_models = model_watcher(
+        settings, CHAMPION, account_champion, metrics, name=settings.account_model_name,
+        error_label="account_model_load",
+    )  # fmt: skip
+    account_models.check_now()  # optional: without one, account decisions use the rules
+    flags = FlagSync(service, interval_s=settings.flag_sync_seconds)
+    flags.check_now()
     shadows = None
     if settings.shadow_challenger:
         shadows = model_watcher(settings, CHALLENGER, challenger, metrics)
@@ -102,19 +115,28 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings, service, store, client, problems, policy_watcher=watcher,
         model_watcher=models, shadow_watcher=shadows, metrics=metrics, deferred=deferred,
+        account_model_watcher=account_models, flag_sync=flags,
     )  # fmt: skip
 
 
 def model_watcher(
-    settings: Settings, alias: str, on_change: Callable[[LoadedModel], None], metrics: Metrics
+    settings: Settings,
+    alias: str,
+    on_change: Callable[[LoadedModel], None],
+    metrics: Metrics,
+    *,
+    name: str | None = None,
+    error_label: str = "model_load",
 ) -> ModelWatcher[LoadedModel]:
-    """A watcher of `alias` in the registry: polls the version holding it, loads a new one."""
-    uri, name, cache = settings.mlflow_tracking_uri, settings.model_name, settings.data_dir
+    """A watcher of `alias` of model `name` (default: the payment model) in the registry:
+    polls the version holding it, loads a new one."""
+    uri, cache = settings.mlflow_tracking_uri, settings.data_dir
+    name = name or settings.model_name
     return ModelWatcher(
         lambda: load_model(uri, name, cache / "models", alias=alias), on_change,
         resolve=lambda: alias_version(uri, name, alias=alias),
         interval_s=settings.model_poll_seconds, alias=alias,
-        on_error=lambda _message: metrics.dependency_errors.inc("model_load"),
+        on_error=lambda _message: metrics.dependency_errors.inc(error_label),
     )  # fmt: skip
 
 
@@ -139,7 +161,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings or load_settings())
         app.state.runtime = runtime
-        watchers = [runtime.policy_watcher, runtime.model_watcher, runtime.shadow_watcher]
+        watchers = [
+            runtime.policy_watcher, runtime.model_watcher, runtime.shadow_watcher,
+            runtime.account_model_watcher, runtime.flag_sync,
+        ]  # fmt: skip
         for watcher in watchers:
             if watcher is not None:
                 watcher.start()
@@ -165,6 +190,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
-    for module in (payments, decisions, accounts, health, metrics, echo):
+    for module in (payments, events, decisions, accounts, health, metrics, echo):
         app.include_router(module.router)
     return app

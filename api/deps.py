@@ -9,6 +9,7 @@ import redis
 from fastapi import Depends, Request
 
 from engine.deferred import DeferredContributions
+from engine.flags import FlagSync
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.policy_watch import PolicyWatcher
@@ -32,6 +33,8 @@ class Runtime:
     shadow_watcher: ModelWatcher[LoadedModel] | None = None  # follows `challenger` when shadowing
     metrics: Metrics = field(default_factory=Metrics)
     deferred: DeferredContributions | None = None  # contributions of allow decisions, on read
+    account_model_watcher: ModelWatcher[LoadedModel] | None = None  # the account model
+    flag_sync: FlagSync | None = None  # Redis's suspension flags, kept in step with the store
 
 
 def get_runtime(request: Request) -> Runtime:

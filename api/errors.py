@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.responses import OrjsonResponse
 from engine.deferred import ContributionsMismatch
 from engine.errors import (
+    AccountSuspended,
     DecisionNotFound,
     EngineError,
     InvalidAccountStatus,
@@ -39,6 +40,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (InvalidEvent, 422),
     (InvalidAccountStatus, 422),
     (DecisionNotFound, 404),
+    (AccountSuspended, 409),
     (ModelNotLoaded, 503),
     (StoreUnavailable, 503),
     (FeatureStoreUnavailable, 503),
@@ -69,7 +71,10 @@ async def _domain(request: Request, exc: Exception) -> OrjsonResponse:
         log.error("%s: %s", type(exc).__name__, exc.message, exc_info=exc)
         return error_response(request, 500, "internal_error", "internal error")
     field = exc.field if isinstance(exc, InvalidEvent) else None
-    return error_response(request, status, exc.code, exc.message, field)
+    response = error_response(request, status, exc.code, exc.message, field)
+    if status == 503:  # a dependency is down or nothing is loaded yet: worth a retry
+        response.headers["retry-after"] = "1"
+    return response
 
 
 async def _validation(request: Request, exc: Exception) -> OrjsonResponse:

@@ -63,6 +63,39 @@ class ScoreResponse(BaseModel):
     degraded: bool
 
 
+MAX_EVENTS = 5_000
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_EVENTS,
+        description="activity events (docs/events.md), validated one by one; one bad event "
+        "refuses the batch",
+    )  # fmt: skip
+
+
+class AccountDecisionOut(BaseModel):
+    decision_id: str
+    account_id: str
+    action: Literal["allow", "review", "suspend_account"]
+    score: float | None = Field(description="account model's probability; null: rules only")
+    reasons: list[ReasonOut]
+    triggers: list[str] = Field(description="the policy triggers that asked for it (if any)")
+    model_version: str | None
+    policy_version: str
+
+
+class EventsResponse(BaseModel):
+    received: int
+    applied: int = Field(description="new events; the others had been applied before (retries)")
+    decisions: list[AccountDecisionOut] = Field(description="account decisions the batch caused")
+    cooling_down: list[str] = Field(
+        description="accounts that crossed a trigger but were re-scored within the cooldown"
+    )
+
+
 class AccountOut(BaseModel):
     account_id: str
     status: Literal["active", "suspended"]

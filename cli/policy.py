@@ -74,6 +74,21 @@ def check(path: FileArg) -> None:
             f"rule {rule.name}: {rule.when.feature} {bound} -> {rule.action} ({rule.reason})"
         )
     console.print(f"triggers: {len(m.triggers)}; degraded action: {m.degraded_action}")
+    a = m.account
+    console.print(
+        f"account decisions: review >= {a.thresholds.review}, suspend_account >= "
+        f"{a.thresholds.suspend_account}; cooldown {a.cooldown_seconds} s"
+    )
+    for account_rule in a.rules:
+        conditions = " and ".join(
+            f"{cond.feature} {'>' if cond.above is not None else '<'} "
+            f"{cond.above if cond.above is not None else cond.below}"
+            for cond in account_rule.when
+        )
+        console.print(
+            f"account rule {account_rule.name}: {conditions} -> {account_rule.action} "
+            f"({account_rule.reason})"
+        )
 
 
 @policy_app.command("backtest")

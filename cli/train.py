@@ -134,10 +134,10 @@ def train_command(
             steps.finish()
     except (TrainingError, FeatureError, MlflowException) as exc:
         raise _fail(exc) from None
-    _report_training(result, target)
+    _report_training(result, target, config)
 
 
-def _report_training(result: TrainingResult, target: Registry) -> None:
+def _report_training(result: TrainingResult, target: Registry, config: Path | None = None) -> None:
     windows = Table(title="split (time-ordered, gaps of the label maturity)")
     for column in ("window", "from", "to", "events", "positive"):
         windows.add_column(
@@ -189,7 +189,7 @@ def _report_training(result: TrainingResult, target: Registry) -> None:
         f"[green]registered {target.model_name} version {done.version} "
         f"(alias challenger), run {done.run_id}[/green] in {seconds:.1f} s\n"
         f"look at it: mlflow ui --backend-store-uri {target.tracking_uri}\n"
-        "promote it: arbiter promote"
+        "promote it: arbiter promote" + (f" --config {config}" if config else "")
     )
 
 

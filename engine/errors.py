@@ -7,6 +7,7 @@
     ├── NotificationNotFound    no outbox entry with that id
     ├── ContributionsConflict   different contributions for a decision that already has some
     ├── ModelNotLoaded          no model is loaded to score with (none promoted, or its load failed)
+    ├── AccountSuspended        an account decision asked of an account suspended already
     └── StoreError              the decision store failed a read or a write
         └── StoreUnavailable    it cannot be reached, is locked, read-only, or has no schema
 
@@ -52,6 +53,14 @@ class ContributionsConflict(EngineError):
 
 class ModelNotLoaded(EngineError):
     code = "model_not_loaded"
+
+
+class AccountSuspended(EngineError):
+    code = "account_suspended"
+
+    def __init__(self, message: str, *, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
 
 
 class StoreError(EngineError):

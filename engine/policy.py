@@ -6,6 +6,9 @@ given the feature spec's names, it also refuses rules and triggers on features t
 `Policy.decide` turns a score and the request's facts into an action with its reasons, in this
 order: allow lists, deny lists, hard rules, then the score against the (segment's) thresholds.
 An action never gets milder on the way: rules and deny lists can only make it stricter.
+`Policy.decide_account` does the same for an account with no payment involved (the `account`
+section: its own thresholds and rules; `triggers` say when the event pipeline's activity asks
+for one).
 """
 
 from __future__ import annotations
@@ -102,6 +105,34 @@ class Rule(_Strict):
     reason: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,47}$")
 
 
+class AccountThresholds(_Strict):
+    review: float = Field(ge=0, le=1)
+    suspend_account: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AccountThresholds:
+        if not self.review <= self.suspend_account:
+            raise ValueError("must be ordered: review <= suspend_account")
+        return self
+
+
+class AccountRule(_Strict):
+    name: str
+    when: list[Condition] = Field(min_length=1, description="all must hold")
+    action: Literal["review", "suspend_account"]
+    reason: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,47}$")
+
+
+class AccountPolicy(_Strict):
+    """Account-level decisions (no payment involved): after a trigger or on demand."""
+
+    thresholds: AccountThresholds = AccountThresholds(review=0.5, suspend_account=0.9)
+    rules: list[AccountRule] = []
+    # An account re-scored by a trigger is not re-scored by another one for this long (in the
+    # events' time).
+    cooldown_seconds: int = Field(default=600, ge=0, le=86_400)
+
+
 class PolicyModel(_Strict):
     name: str
     thresholds: Thresholds
@@ -109,6 +140,7 @@ class PolicyModel(_Strict):
     lists: AllowDeny = AllowDeny()
     rules: list[Rule] = []
     triggers: list[Condition] = []
+    account: AccountPolicy = AccountPolicy()
     degraded_action: Literal["allow", "review", "decline"] = "review"
 
 
@@ -199,11 +231,44 @@ class Policy:
             escalate(score_action(score, limits))
         return Verdict(action, tuple(reasons), tuple(fired), segment, limits)
 
+    def decide_account(
+        self, score: float | None, features: Mapping[str, Any], account_id: str
+    ) -> Verdict:
+        """An account-level decision: `allow`, `review` or `suspend_account`. The account allow
+        list wins; the account deny list suspends; each account rule whose conditions all hold
+        is a reason; then the account model's score (None: no account model, rules only)."""
+        limits = self.model.account.thresholds
+        as_payment = Thresholds(
+            review=limits.review, decline=limits.suspend_account,
+            suspend_account=limits.suspend_account,
+        )  # fmt: skip
+        if account_id in self.model.lists.allow.account:
+            return Verdict("allow", ("ALLOW_LISTED",), (), None, as_payment)
+        reasons: list[str] = []
+        fired: list[str] = []
+        action: Action = "allow"
+        if account_id in self.model.lists.deny.account:
+            reasons.append("DENY_LISTED_ACCOUNT")
+            action = "suspend_account"
+        for rule in self.model.account.rules:
+            if all(c.holds(features) for c in rule.when):
+                fired.append(rule.name)
+                reasons.append(rule.reason)
+                if SEVERITY[rule.action] > SEVERITY[action]:
+                    action = rule.action
+        if score is not None:
+            by_score = score_action(score, as_payment)
+            if SEVERITY[by_score] > SEVERITY[action]:
+                action = by_score
+        return Verdict(action, tuple(reasons), tuple(fired), None, as_payment)
+
     def unknown_features(self, names: set[str]) -> list[str]:
         """Features the rules and triggers name that the feature spec does not provide."""
-        wanted = [r.when.feature for r in self.model.rules] + [
-            t.feature for t in self.model.triggers
-        ]
+        wanted = (
+            [r.when.feature for r in self.model.rules]
+            + [t.feature for t in self.model.triggers]
+            + [c.feature for r in self.model.account.rules for c in r.when]
+        )
         return sorted(set(wanted) - names)
 
     def require_features(self, names: Collection[str], source: str = "policy") -> None:

@@ -25,17 +25,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.accounts import AccountState
-from engine.errors import ModelNotLoaded, StoreError
+from engine.errors import AccountSuspended, ModelNotLoaded, StoreError
 from engine.metrics import Metrics
 from engine.policy import SEVERITY, Action, Facts, Policy, Verdict, score_action
 from engine.reasons import reasons_of, top_features
 from engine.records import DecisionRecord, Reason, StoredDecision
-from features.errors import FeatureStoreUnavailable
+from features.errors import FeatureStoreUnavailable, InvalidEvent
 from features.events import format_ts, validate_event
 from features.state import numeric
 
@@ -48,8 +48,29 @@ _DAY_MS = 86_400_000
 # --- what the service needs ------------------------------------------------------------------
 
 
+class ReadingLike(Protocol):
+    @property
+    def features(self) -> dict[str, Any]: ...
+    @property
+    def applied(self) -> bool: ...
+    @property
+    def flags(self) -> tuple[str | None, ...]: ...
+    @property
+    def unknown(self) -> frozenset[str]: ...
+
+
 class FeatureSource(Protocol):
-    def read_and_apply(self, event: Mapping[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    def key(self, entity: str, value: Any) -> str: ...
+    def read_for_decision(
+        self, event: Mapping[str, Any], flags: Sequence[str] = (), *, apply: bool = True
+    ) -> ReadingLike: ...
+    def read_many(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]: ...
+    def apply_many(self, events: Iterable[Mapping[str, Any]], *, dedupe: bool = True) -> int: ...
+    def set_strings(
+        self, values: Mapping[str, str | None], *, index: str | None = None
+    ) -> None: ...
+    def members(self, index: str) -> list[str]: ...
+    def claim(self, key: str, ts: int, gap_ms: int) -> bool: ...
 
 
 class ScoreLike(Protocol):
@@ -86,6 +107,7 @@ class ChampionModel(Protocol):
 class DecisionSink(Protocol):
     def get_by_payment(self, payment_id: str) -> StoredDecision | None: ...
     def account_status(self, account_id: str) -> AccountState: ...
+    def suspended_accounts(self) -> dict[str, str | None]: ...
     def append_decision(
         self, record: DecisionRecord, *, suspend: bool, notification: Mapping[str, Any] | None
     ) -> StoredDecision: ...
@@ -104,16 +126,27 @@ class Decision:
     policy_version: str
     degraded: bool
     replayed: bool = False  # a retry: the payment had been decided before
+    account_id: str = ""
 
     @classmethod
     def of(cls, stored: StoredDecision) -> Decision:
         r = stored.record
         return cls(r.decision_id, r.action, r.score, r.reasons, r.model_version,
-                   r.policy_version, r.degraded, stored.replayed)  # fmt: skip
+                   r.policy_version, r.degraded, stored.replayed, r.account_id)  # fmt: skip
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What `DecisionService.ingest` did with a batch of events."""
+
+    received: int
+    applied: int  # new events (the rest had been applied before: retries)
+    decisions: tuple[tuple[Decision, tuple[str, ...]], ...]  # account decisions and triggers
+    cooling_down: tuple[str, ...] = ()  # triggered accounts re-scored shortly before
 
 
 class DecisionService:
@@ -129,6 +162,8 @@ class DecisionService:
         clock: Callable[[], int] = _now_ms,
         shadow: ChampionModel | None = None,
         metrics: Metrics | None = None,
+        account_model: ChampionModel | None = None,
+        account_entity: str = "account",
     ) -> None:
         self.features = features
         self.store = store
@@ -139,6 +174,10 @@ class DecisionService:
         self.clock = clock
         self.shadow = shadow
         self.metrics = metrics if metrics is not None else Metrics()
+        self.account_model = account_model
+        self.account_entity = account_entity
+
+    # --- payments -----------------------------------------------------------------------------
 
     def score_payment(self, payment: Mapping[str, Any]) -> Decision:
         """Decide on one payment (fields of a `payment` event without `event_id`, `type` and
@@ -150,10 +189,13 @@ class DecisionService:
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
+        self._count(decision, started)
+        return decision
+
+    def _count(self, decision: Decision, started: float) -> None:
         if not decision.replayed:
             self.metrics.decisions.inc(decision.action)
             self.metrics.score_seconds.observe(time.perf_counter() - started)
-        return decision
 
     def _score_payment(self, payment: Mapping[str, Any], started: float) -> Decision:
         now = self.clock()
@@ -169,9 +211,6 @@ class DecisionService:
             }
         )
         payment_id, account_id = str(event["payment_id"]), str(event["account_id"])
-        previous = self.store.get_by_payment(payment_id)
-        if previous is not None:
-            return Decision.of(previous)
         # One of each for the whole request, however many swaps happen meanwhile.
         policy, model, shadow = self.policy, self.model, self.shadow
         base: dict[str, Any] = dict(
@@ -179,22 +218,31 @@ class DecisionService:
             subject_id=payment_id, account_id=account_id, payment_id=payment_id,
             feature_spec_version=self.feature_spec_version, policy_version=policy.version,
         )  # fmt: skip
-        if self.store.account_status(account_id).status == "suspended":
-            record = DecisionRecord(
-                **base, action="decline", reasons=tuple(reasons_of(["ACCOUNT_SUSPENDED"])),
-                timings=_timings(started),
-            )  # fmt: skip
-            return self._append(record)
-        if model is None:
-            raise ModelNotLoaded("no model is loaded: promote a champion, then check /readyz")
         timings: dict[str, float] = {}
         mark = time.perf_counter()
         try:
-            features, _applied = self.features.read_and_apply(event)
+            # Features, the suspension flag and the payment counted: one Redis round trip.
+            reading = self.features.read_for_decision(event, [self.flag_key(account_id)])
         except FeatureStoreUnavailable:
             self.metrics.dependency_errors.inc("redis")
+            previous = self.store.get_by_payment(payment_id)
+            if previous is not None:
+                return Decision.of(previous)
+            if self.store.account_status(account_id).status == "suspended":
+                return self._append(self._suspended(base, started))
             return self._append(self._degraded(base, event, policy, started))
         timings["features_ms"] = _ms(mark)
+        if not reading.applied:
+            # The payment's event was counted before: a retry (or a concurrent duplicate, which
+            # the store's append resolves under its lock). A new payment skips this look-up.
+            previous = self.store.get_by_payment(payment_id)
+            if previous is not None:
+                return Decision.of(previous)
+        if self._is_suspended(account_id, reading):
+            return self._append(self._suspended(base, started))
+        if model is None:
+            raise ModelNotLoaded("no model is loaded: promote a champion, then check /readyz")
+        features = reading.features
         mark = time.perf_counter()
         row = model.scorer.vector(features)
         score = model.scorer.score(row)
@@ -226,6 +274,12 @@ class DecisionService:
         )  # fmt: skip
         return self._append(record)
 
+    def _suspended(self, base: dict[str, Any], started: float) -> DecisionRecord:
+        return DecisionRecord(
+            **base, action="decline", reasons=tuple(reasons_of(["ACCOUNT_SUSPENDED"])),
+            timings=_timings(started),
+        )  # fmt: skip
+
     def _degraded(
         self, base: dict[str, Any], event: Mapping[str, Any], policy: Policy, started: float
     ) -> DecisionRecord:
@@ -238,6 +292,205 @@ class DecisionService:
             reasons=tuple(reasons_of(codes, self.descriptions)), timings=_timings(started),
         )  # fmt: skip
 
+    # --- suspension flags ---------------------------------------------------------------------
+
+    def flag_key(self, account_id: str) -> str:
+        """The Redis key flagging a suspended account (its value: the decision behind it). It
+        shares the account's hash tag, so it sits beside the account's features."""
+        return f"{self.features.key(self.account_entity, account_id)}:suspended"
+
+    def _is_suspended(self, account_id: str, reading: ReadingLike) -> bool:
+        """The flag decides, except for an account Redis knows nothing about (new, idle past
+        its ttl, or lost with a Redis restart): then the store does, and the flag is set again.
+        """
+        if reading.flags and reading.flags[0] is not None:
+            return True
+        if self.account_entity not in reading.unknown:
+            return False
+        state = self.store.account_status(account_id)
+        if state.status != "suspended":
+            return False
+        self._set_flags({account_id: state.decision_id or "suspended"})
+        return True
+
+    def _set_flags(self, accounts: Mapping[str, str | None]) -> None:
+        """Best effort: a flag Redis missed is set again by `sync_flags` (the app runs it
+        every few seconds) or by the store look-up of an account Redis does not know."""
+        try:
+            self.features.set_strings(
+                {self.flag_key(a): v for a, v in accounts.items()}, index=self.flag_index
+            )
+        except FeatureStoreUnavailable as exc:
+            self.metrics.dependency_errors.inc("redis")
+            log.warning("suspension flags not written (%s); the next sync writes them", exc)
+
+    def sync_flags(self, stale: Iterable[str] = ()) -> int:
+        """Make Redis's suspension flags match the store: set every suspended account's, and
+        clear those of the `stale` accounts (flagged in Redis) that are active again. Returns
+        how many flags were written."""
+        suspended = self.store.suspended_accounts()
+        values: dict[str, str | None] = {a: d or "suspended" for a, d in suspended.items()}
+        for account_id in stale:
+            if account_id not in suspended:
+                values[account_id] = None
+        if values:
+            self.features.set_strings(
+                {self.flag_key(a): v for a, v in values.items()}, index=self.flag_index
+            )
+        return len(values)
+
+    @property
+    def flag_index(self) -> str:
+        """The Redis set of every flag key (what `sync_flags` checks for stale flags)."""
+        return f"{self.features.key(self.account_entity, '')}:suspended-index"
+
+    def flagged_accounts(self) -> list[str]:
+        """The accounts Redis flags as suspended (from the flag index)."""
+        prefix, suffix = self.flag_key("\0").split("\0")
+        return [k[len(prefix) : -len(suffix)] for k in self.features.members(self.flag_index)]
+
+    def account_status_changed(self, account_id: str, status: str, decision_id: str | None) -> None:
+        """Call after the store changed an account's status outside a decision (a
+        reinstatement): the Redis flag follows."""
+        self._set_flags({account_id: (decision_id or "suspended") if status == "suspended"
+                         else None})  # fmt: skip
+
+    # --- accounts -----------------------------------------------------------------------------
+
+    def score_account(
+        self,
+        account_id: str,
+        *,
+        event: Mapping[str, Any] | None = None,
+        triggers: Sequence[str] = (),
+    ) -> Decision:
+        """An account-level decision (no payment involved): on demand, or after `event` crossed
+        the policy's `triggers`. The account's features as of now (or just after `event`), the
+        account model's score when one is loaded (else the policy's account rules alone), the
+        policy's account section. Raises `AccountSuspended` for an account suspended already.
+        """
+        started = time.perf_counter()
+        try:
+            decision = self._score_account(account_id, event, tuple(triggers), started)
+        except StoreError:
+            self.metrics.dependency_errors.inc("store")
+            raise
+        except FeatureStoreUnavailable:
+            self.metrics.dependency_errors.inc("redis")
+            raise
+        self._count(decision, started)
+        return decision
+
+    def _score_account(
+        self,
+        account_id: str,
+        event: Mapping[str, Any] | None,
+        triggers: tuple[str, ...],
+        started: float,
+    ) -> Decision:
+        now = self.clock()
+        policy, model = self.policy, self.account_model
+        # What the account looks like now: just after the triggering event (it included), or a
+        # probe of the account alone at this instant.
+        probe = (
+            {**event, "ts": int(event["ts"]) + 1}
+            if event is not None
+            else {"type": "account_review", "account_id": account_id, "ts": now}
+        )
+        mark = time.perf_counter()
+        reading = self.features.read_for_decision(probe, [self.flag_key(account_id)], apply=False)
+        timings = {"features_ms": _ms(mark)}
+        if self._is_suspended(account_id, reading):
+            state = self.store.account_status(account_id)
+            raise AccountSuspended(
+                f"account {account_id} is suspended already (decision {state.decision_id})",
+                decision_id=state.decision_id,
+            )
+        features = reading.features
+        score = contributions = None
+        if model is not None:
+            mark = time.perf_counter()
+            row = model.scorer.vector(features)
+            score = model.scorer.score(row)
+            timings["model_ms"] = _ms(mark)
+        verdict = policy.decide_account(score.probability if score else None, features, account_id)
+        codes = list(verdict.reasons)
+        if model is not None and score is not None and verdict.action != "allow":
+            mark = time.perf_counter()
+            contributions = model.scorer.contributions(model.scorer.vector(features))
+            timings["contributions_ms"] = _ms(mark)
+            if score_action(score.probability, verdict.thresholds) != "allow":
+                codes += top_features(contributions.values) or ["SCORE"]
+        timings["total_ms"] = _ms(started)
+        record = DecisionRecord(
+            decision_id=str(uuid.uuid4()), created_at=now, subject_type="account",
+            subject_id=account_id, account_id=account_id, action=verdict.action,
+            feature_spec_version=self.feature_spec_version, policy_version=policy.version,
+            score=score.probability if score else None, raw_margin=score.margin if score else None,
+            model_name=model.name if model else None,
+            model_version=model.version if model else None,
+            model_run_id=model.run_id if model else None,
+            rules_fired=(*(f"trigger:{t}" for t in triggers), *verdict.rules_fired),
+            reasons=tuple(reasons_of(codes, self.descriptions)), features=features,
+            contributions=contributions.values if contributions else None,
+            base_value=contributions.base if contributions else None, timings=timings,
+        )  # fmt: skip
+        return self._append(record)
+
+    # --- the event pipeline -------------------------------------------------------------------
+
+    def ingest(self, events: Sequence[Mapping[str, Any]]) -> Ingested:
+        """Apply a batch of activity events to the online store (all validated first: one bad
+        event refuses the batch, nothing applied), then re-score the accounts whose features
+        now cross one of the policy's triggers (each at most once per cooldown, in event
+        time, so a replay of history behaves as the live stream did)."""
+        valid = []
+        for i, raw in enumerate(events):
+            try:
+                valid.append(validate_event(raw))
+            except InvalidEvent as exc:
+                field = f"events[{i}].{exc.field}" if exc.field else f"events[{i}]"
+                raise InvalidEvent(str(exc), event_id=exc.event_id, field=field) from None
+        try:
+            applied = self.features.apply_many(valid)
+        except FeatureStoreUnavailable:
+            self.metrics.dependency_errors.inc("redis")
+            raise
+        policy = self.policy
+        decisions: list[tuple[Decision, tuple[str, ...]]] = []
+        cooling: list[str] = []
+        if not policy.model.triggers:
+            return Ingested(len(valid), applied, ())
+        latest: dict[str, Mapping[str, Any]] = {}
+        for event in valid:
+            account_id = event.get("account_id")
+            if account_id is None or event["type"] == "label":
+                continue
+            seen = latest.get(str(account_id))
+            if seen is None or int(event["ts"]) >= int(seen["ts"]):
+                latest[str(account_id)] = event
+        # The account alone, just after its latest event: triggers are account features.
+        now_of = [{"type": e["type"], "account_id": a, "ts": int(e["ts"]) + 1}
+                  for a, e in latest.items()]  # fmt: skip
+        current = self.features.read_many(now_of) if now_of else []
+        cooldown_ms = policy.model.account.cooldown_seconds * 1000
+        for (account_id, last), now_features in zip(latest.items(), current, strict=True):
+            fired = policy.triggered(now_features)
+            if not fired:
+                continue
+            key = f"{self.features.key(self.account_entity, account_id)}:rescored"
+            if cooldown_ms and not self.features.claim(key, int(last["ts"]), cooldown_ms):
+                cooling.append(account_id)
+                continue
+            try:
+                decision = self.score_account(account_id, event=last, triggers=fired)
+            except AccountSuspended:
+                continue
+            decisions.append((decision, tuple(fired)))
+        return Ingested(len(valid), applied, tuple(decisions), tuple(cooling))
+
+    # --- storing --------------------------------------------------------------------------------
+
     def _append(self, record: DecisionRecord) -> Decision:
         adverse = record.action != "allow"
         stored = self.store.append_decision(
@@ -245,6 +498,8 @@ class DecisionService:
             suspend=record.action == "suspend_account",
             notification=notification_of(record) if adverse else None,
         )
+        if record.action == "suspend_account" and not stored.replayed:
+            self._set_flags({record.account_id: record.decision_id})
         return Decision.of(stored)
 
 
@@ -281,6 +536,10 @@ _WHAT = {
     "decline": "Your payment {payment} was declined.",
     "suspend_account": "Your payment {payment} was declined and your account was suspended.",
 }
+_WHAT_ACCOUNT = {
+    "review": "Your account's recent activity is being reviewed.",
+    "suspend_account": "Your account was suspended because of its recent activity.",
+}
 
 
 def notification_of(record: DecisionRecord) -> dict[str, Any]:
@@ -293,7 +552,11 @@ def notification_of(record: DecisionRecord) -> dict[str, Any]:
         "payment_id": record.payment_id,
         "action": record.action,
         "decided_at": format_ts(record.created_at),
-        "what_happened": _WHAT.get(record.action, "").format(payment=record.payment_id),
+        "what_happened": (
+            _WHAT.get(record.action, "").format(payment=record.payment_id)
+            if record.subject_type == "payment"
+            else _WHAT_ACCOUNT.get(record.action, "")
+        ),
         "reasons": [{"code": r.code, "text": r.text} for r in record.reasons],
         "automated": True,
         "how_to_object": (

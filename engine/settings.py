@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = "sqlite:///var/mlflow/mlflow.db"
     mlflow_artifacts: Path = Path("var/mlflow/artifacts")
     model_name: str = "arbiter-fraud"
+    # The account-level model (scores an account's activity; `config/training-account.yaml`).
+    # Optional: without a champion of it, account decisions use the policy's account rules.
+    account_model_name: str = "arbiter-fraud-account"
+    # How often Redis's suspension flags are made to match the store (seconds).
+    flag_sync_seconds: float = 30
     # How often the service asks the registry which version holds `champion` (seconds); a new
     # one is loaded fully, then swapped in.
     model_poll_seconds: float = 10

@@ -48,8 +48,8 @@ from engine.database import (
 from engine.errors import ContributionsConflict, DecisionNotFound, StoreError
 from engine.outbox import Notification
 from engine.records import FIELDS, DecisionRecord, StoredDecision
+from engine.schema import account_status, decisions
 from engine.schema import decision_contributions as contrib
-from engine.schema import decisions
 
 _CHAIN_LOCK = 0x41524243  # "ARBC": advisory lock class of chain appends
 _ENGINE_ACTOR = "engine"
@@ -247,6 +247,14 @@ class DecisionStore:
                 outbox.enqueue(conn, account_id=account_id, decision_id=decision_id,
                                payload=notification, at=when)  # fmt: skip
         return state
+
+    def suspended_accounts(self) -> dict[str, str | None]:
+        """Every suspended account and the decision that suspended it (for the Redis flags)."""
+        query = sa.select(account_status.c.account_id, account_status.c.decision_id).where(
+            account_status.c.status == "suspended"
+        )
+        with reading(self._engine) as conn:
+            return {row.account_id: row.decision_id for row in conn.execute(query)}
 
     def suspension_events(self, account_id: str) -> list[SuspensionEvent]:
         """Every status change of the account, oldest first."""

@@ -20,7 +20,9 @@ applies the logical ttl (an entity idle for its ttl starts from nothing) and ref
 Redis ttl. A store that holds none of a log's entities yet is loaded faster by `features.bulk`.
 
 `read` is one pipelined round trip (an HGETALL per entity); `read_and_apply` adds the write to
-the same round trip; `apply_many` pipelines a batch. Redis errors become
+the same round trip, and `read_for_decision` adds flags kept beside the features (the
+engine's suspension flags); `read_many` reads many events' features in one round trip;
+`apply_many` pipelines a batch. Redis errors become
 `FeatureStoreUnavailable`. Events are expected in timestamp order per entity; an event older
 than its entity's latest is added to its bucket, but its own read sees the entity as of now.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -38,6 +41,24 @@ from features.geoip import IpResolver
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
 from features.store_script import render_script
+
+_CLAIM = """
+local last = redis.call('GET', KEYS[1])
+local ts, gap = tonumber(ARGV[1]), tonumber(ARGV[2])
+if last and ts - tonumber(last) < gap then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(gap, 1))
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One decision's round trip (`OnlineStore.read_for_decision`)."""
+
+    features: dict[str, Any]
+    applied: bool
+    flags: tuple[str | None, ...]
+    unknown: frozenset[str]  # entities with no state in Redis
 
 
 class OnlineStore:
@@ -227,12 +248,83 @@ class OnlineStore:
 
     def read_and_apply(self, event: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Features as of just before `event`, then `event` applied: one round trip."""
+        reading = self.read_for_decision(event)
+        return reading.features, reading.applied
+
+    def read_for_decision(
+        self, event: Mapping[str, Any], flags: Sequence[str] = (), *, apply: bool = True
+    ) -> Reading:
+        """What a decision needs in one round trip: the features of `event` as of just before
+        it, the values of the string keys `flags` (None where absent), which entities had no
+        state (never seen, expired or lost with a Redis restart), and (with `apply`) the
+        event applied."""
         event = self.enrich(event)
         entities = self._entities_of(event)
         commands: list[tuple[Any, ...]] = [("HGETALL", k) for k in self._keys_of(event, entities)]
-        commands.append(("EVALSHA", self._sha, *self._batch([event], True)))
-        *raw, applied = self._round_trip(commands)
-        return self.compute(event, dict(zip(entities, raw, strict=True))), bool(applied)
+        commands += [("GET", k) for k in flags]
+        if apply:
+            commands.append(("EVALSHA", self._sha, *self._batch([event], True)))
+        replies = self._round_trip(commands)
+        raw = replies[: len(entities)]
+        found = replies[len(entities) : len(entities) + len(flags)]
+        applied = bool(replies[-1]) if apply else False
+        return Reading(
+            features=self.compute(event, dict(zip(entities, raw, strict=True))),
+            applied=applied,
+            flags=tuple(v.decode() if isinstance(v, bytes) else v for v in found),
+            unknown=frozenset(e for e, reply in zip(entities, raw, strict=True) if not reply),
+        )
+
+    def read_many(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The features of each event as of just before it, all in one round trip."""
+        enriched = [self.enrich(event) for event in events]
+        per_event = [self._entities_of(event) for event in enriched]
+        commands: list[tuple[Any, ...]] = [
+            ("HGETALL", k)
+            for event, entities in zip(enriched, per_event, strict=True)
+            for k in self._keys_of(event, entities)
+        ]
+        replies = iter(self._round_trip(commands)) if commands else iter(())
+        return [
+            self.compute(event, {entity: next(replies) for entity in entities})
+            for event, entities in zip(enriched, per_event, strict=True)
+        ]
+
+    def set_strings(self, values: Mapping[str, str | None], *, index: str | None = None) -> None:
+        """SET each key to its value (DEL where None), pipelined (flags beside the features);
+        with `index`, the keys set are also members of that Redis set (and removed with them).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in values.items():
+            if value is None:
+                pipe.delete(key)
+                if index is not None:
+                    pipe.srem(index, key)
+            else:
+                pipe.set(key, value)
+                if index is not None:
+                    pipe.sadd(index, key)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+
+    def claim(self, key: str, ts: int, gap_ms: int) -> bool:
+        """A cooldown in event time, atomically: True (and `ts` kept) when no claim at least
+        `gap_ms` older than `ts` stands on `key`; False while one does. The key lives as long
+        as the cooldown after the latest claim in wall time too."""
+        try:
+            return bool(self.client.eval(_CLAIM, 1, key, str(ts), str(gap_ms)))
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+
+    def members(self, index: str) -> list[str]:
+        """The members of a Redis set (an `index` of `set_strings`)."""
+        try:
+            found: Any = self.client.smembers(index)
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in found)
 
     def _keys_of(self, event: Mapping[str, Any], entities: Sequence[str]) -> list[str]:
         return [self.key(e, event[self._keys[e]]) for e in entities]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: a simulated world in Redis, a champion model in MLflow, the API on 127.0.0.1:8000.
+# `make run`: a simulated world in Redis, champion payment and account models in MLflow, the API
+# on 127.0.0.1:8000.
 # Each step is skipped when its result is already there; the last one serves in the foreground.
 set -euo pipefail
 world="${1:-var/world}"
@@ -10,6 +11,12 @@ if ! "$bin/arbiter" models list 2>/dev/null | grep -q champion; then
   echo "no champion model yet: training one on $world and promoting it"
   "$bin/arbiter" train --events "$world/events.parquet" --spec config/features.yaml
   "$bin/arbiter" promote
+fi
+if ! "$bin/arbiter" models list --config config/training-account.yaml 2>/dev/null \
+    | grep -q champion; then
+  echo "no account model yet: training one on $world and promoting it"
+  "$bin/arbiter" train --events "$world/events.parquet" --config config/training-account.yaml
+  "$bin/arbiter" promote --config config/training-account.yaml
 fi
 scripts/show-world.sh "$world" >/dev/null
 read -r account card ip country < <("$bin/python" - "$world" <<'PY'

@@ -4,15 +4,20 @@ redis://127.0.0.1:6379/15), flushed per test; when it does not answer they fail,
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 TEST_REDIS_URL = os.environ.get("ARBITER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "ARBITER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +40,36 @@ def redis_client(redis_server: redis.Redis) -> Iterator[redis.Redis]:
     redis_server.flushdb()
     yield redis_server
     redis_server.flushdb()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[sa.Engine]:
+    """The PostgreSQL server at ARBITER_TEST_POSTGRES_URL; the tests fail when it is absent."""
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        pytest.fail(
+            f"PostgreSQL does not answer at ARBITER_TEST_POSTGRES_URL={POSTGRES_URL} ({reason}). "
+            "Run `make test` (it starts one), or point ARBITER_TEST_POSTGRES_URL at a server "
+            "where the tests may create schemas.",
+            pytrace=False,
+        )
+    yield admin
+    admin.dispose()
+
+
+def new_postgres_schema(admin: sa.Engine) -> tuple[str, str]:
+    """A new empty schema: its name and a URL whose search_path is it."""
+    name = f"arbiter_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={name}"})
+    return name, url.render_as_string(hide_password=False)
+
+
+def drop_postgres_schema(admin: sa.Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))

@@ -159,7 +159,24 @@ def load_training_config(path: str | Path) -> TrainingConfig:
         ) from exc
     except yaml.YAMLError as exc:
         raise InvalidTrainingConfig(f"training config {path} is not valid YAML: {exc}") from exc
-    return parse_training_config(raw or {}, str(path))
+    raw = raw or {}
+    if isinstance(raw, dict) and "extends" in raw:
+        # `extends: other.yaml` (relative to this file): that config, with this one's keys
+        # merged over it section by section. Only what differs needs saying.
+        base_path = path.parent / str(raw.pop("extends"))
+        base = load_training_config(base_path).model_dump(mode="python", exclude_unset=True)
+        raw = _merged(base, raw)
+    return parse_training_config(raw, str(path))
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def parse_training_config(raw: Any, source: str = "training config") -> TrainingConfig:

@@ -1,18 +1,24 @@
-"""`GET /v1/accounts/{id}`: whether an account is active or suspended, since when, by what."""
+"""`GET /v1/accounts/{id}`: whether an account is active or suspended, since when, by what;
+`POST /v1/accounts/{id}/score`: an account-level decision on demand (no payment involved)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from api.deps import StoreDep
-from api.schemas import AccountOut
+from fastapi import APIRouter, Path
+
+from api.deps import ServiceDep, StoreDep
+from api.routes.events import account_decision
+from api.schemas import AccountDecisionOut, AccountOut, ErrorBody
 from features.events import format_ts
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
+AccountId = Annotated[str, Path(min_length=1, max_length=128)]
+
 
 @router.get("/{account_id}", response_model=AccountOut)
-def get_account(account_id: str, store: StoreDep) -> AccountOut:
+def get_account(account_id: AccountId, store: StoreDep) -> AccountOut:
     state = store.account_status(account_id)
     return AccountOut(
         account_id=state.account_id,
@@ -20,3 +26,15 @@ def get_account(account_id: str, store: StoreDep) -> AccountOut:
         since=format_ts(state.since) if state.since is not None else None,
         decision_id=state.decision_id,
     )
+
+
+@router.post(
+    "/{account_id}/score",
+    response_model=AccountDecisionOut,
+    responses={409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+def score_account(account_id: AccountId, service: ServiceDep) -> AccountDecisionOut:
+    """Decide on the account as it is now: the account model (when one is promoted) and the
+    policy's account rules. An adverse decision is recorded, notified and, for
+    `suspend_account`, suspends the account. 409 for an account suspended already."""
+    return account_decision(account_id, service.score_account(account_id))

@@ -5,7 +5,8 @@ A check with a `problem` makes the service not ready (503). A refused policy edi
 as the policy check's `error` (`ok` false) but the service stays ready: the last good policy,
 `serving_version`, keeps deciding (docs/policy.md). A model that failed to load (or a registry
 that does not answer) is reported the same way while an earlier version keeps scoring; the
-`shadow` check (with `shadow_challenger`) never fails readiness."""
+`shadow` check (with `shadow_challenger`) and the `account_model` check never fail readiness
+(without an account model, account decisions use the policy's account rules)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,15 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
         )
         if runtime.shadow_watcher.last_error is not None:  # never a readiness failure
             checks["shadow"].update(ok=False, error=runtime.shadow_watcher.last_error)
+    # Optional: without an account model, account decisions use the policy's account rules.
+    account_model, account_watcher = service.account_model, runtime.account_model_watcher
+    checks["account_model"] = (
+        {"ok": True, "name": account_model.name, "version": account_model.version}
+        if account_model is not None
+        else {"ok": True, "name": None, "detail": "none promoted: account rules only"}
+    )
+    if account_watcher is not None and account_watcher.last_error and account_model is not None:
+        checks["account_model"].update(ok=False, error=account_watcher.last_error)
     try:
         runtime.redis.ping()
         checks["redis"] = {"ok": True}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,31 +36,9 @@ from engine.errors import (
 from engine.records import DecisionRecord, Reason
 from engine.schema import metadata
 from engine.store import DecisionStore
-
-POSTGRES_URL = os.environ.get(
-    "ARBITER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
+from tests.conftest import drop_postgres_schema, new_postgres_schema
 
 # --- databases ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_admin() -> Iterator[sa.Engine]:
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        pytest.fail(
-            f"PostgreSQL does not answer at ARBITER_TEST_POSTGRES_URL={POSTGRES_URL} ({reason}). "
-            "Start it, or point ARBITER_TEST_POSTGRES_URL at a server where the tests may "
-            "create schemas.",
-            pytrace=False,
-        )
-    yield admin
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -70,21 +47,15 @@ def new_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[
     made: list[str] = []
 
     def new() -> str:
-        name = f"arbiter_test_{uuid.uuid4().hex[:12]}"
         if request.param == "sqlite":
-            return f"sqlite:///{tmp_path / name}.db"
-        admin = request.getfixturevalue("postgres_admin")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+            return f"sqlite:///{tmp_path / uuid.uuid4().hex[:12]}.db"
+        name, url = new_postgres_schema(request.getfixturevalue("postgres_admin"))
         made.append(name)
-        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={name}"})
-        return url.render_as_string(hide_password=False)
+        return url
 
     yield new
-    if made:
-        with request.getfixturevalue("postgres_admin").connect() as conn:
-            for name in made:
-                conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+    for name in made:
+        drop_postgres_schema(request.getfixturevalue("postgres_admin"), name)
 
 
 @pytest.fixture

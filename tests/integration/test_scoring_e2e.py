@@ -1,16 +1,12 @@
-"""The scoring service end to end: a tiny real model trained into a temporary MLflow store and
-promoted, the real uvicorn server process (`api.app:create_app --factory`) on real Redis and
-SQLite, spoken to over HTTP. A second server whose Redis is unreachable decides degraded."""
+"""The scoring service end to end: small real models trained into a temporary MLflow store and
+promoted (tests/integration/conftest.py), the real uvicorn server process
+(`api.app:create_app --factory`) on real Redis and SQLite, spoken to over HTTP. A second server
+whose Redis is unreachable decides degraded."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,90 +14,19 @@ import pytest
 from engine.store import DecisionStore
 from features.spec import load_spec
 from tests.conftest import ROOT, TEST_REDIS_URL
-from training import tracking
-from training.config import load_training_config
-from training.pipeline import Registry, load_source, train
-from training.promote import promote
-from training.simulator import SimConfig, simulate, write_world
+from tests.integration.conftest import ACCOUNT_NAME, NAME
+from tests.server import Server
 
 pytestmark = pytest.mark.integration
 
-NAME = "arbiter-fraud-e2e"
-WORLD = SimConfig(accounts=500, days=45, seed=2)  # positives in every window at a 10d maturity
-
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Registry:
-    folder = tmp_path_factory.mktemp("e2e-mlflow")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        write_world(simulate(WORLD), folder, jsonl=False)
-        source = load_source(folder / "events.parquet", ROOT / "config" / "features.yaml")
-        config = load_training_config(ROOT / "config" / "training.yaml")
-        fast = config.model.model_copy(update={"num_boost_round": 80})
-        config = config.model_copy(update={"model": fast})
-        reg = Registry(f"sqlite:///{folder}/mlflow.db", folder / "artifacts", NAME, NAME)
-        train(source, config, reg)
-        outcome = promote(tracking.configure(reg.tracking_uri), NAME, config.promotion)
-    assert outcome.promoted
-    return reg
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    def __init__(self, folder: Path, registry: Registry, redis_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
-        env.update(
-            ARBITER_REDIS_URL=redis_url,
-            ARBITER_DATABASE_URL=f"sqlite:///{folder}/arbiter.db",
-            ARBITER_MLFLOW_TRACKING_URI=registry.tracking_uri,
-            ARBITER_MODEL_NAME=NAME,
-            ARBITER_DATA_DIR=str(folder / "var"),
-            MLFLOW_DISABLE_TELEMETRY="true",
-            MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-        )
-        command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port), "--no-access-log"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self.database_url = env["ARBITER_DATABASE_URL"]
-
-    def wait(self, path: str, timeout: float = 40.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the server exited:\n{self.log.read_text()}")
-            try:
-                if httpx.get(self.url + path, timeout=1.0).status_code < 600:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        pytest.fail(f"the server did not answer {path} in {timeout} s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-
-@pytest.fixture(scope="module")
-def servers(registry, tmp_path_factory, redis_server):
-    live = Server(tmp_path_factory.mktemp("server"), registry, TEST_REDIS_URL)
-    cut_off = Server(tmp_path_factory.mktemp("degraded"), registry, "redis://127.0.0.1:1/0")
+def servers(models, tmp_path_factory, redis_server):
+    common = {"tracking_uri": models.tracking_uri, "model_name": NAME,
+              "account_model_name": ACCOUNT_NAME}  # fmt: skip
+    live = Server(tmp_path_factory.mktemp("server"), redis_url=TEST_REDIS_URL, **common)
+    cut_off = Server(tmp_path_factory.mktemp("degraded"), redis_url="redis://127.0.0.1:1/0",
+                     **common)  # fmt: skip
     try:
         live.wait("/healthz")
         cut_off.wait("/healthz")

@@ -24,16 +24,73 @@ PAYMENT = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Reading:
+    features: dict
+    applied: bool
+    flags: tuple
+    unknown: frozenset
+
+
 class Features:
-    def __init__(self, down: bool = False) -> None:
+    """An in-memory stand-in for the online store: events applied once per event_id, string
+    flags, an account "known" once one of its events was applied."""
+
+    def __init__(self, down: bool = False, values: dict | None = None) -> None:
         self.down = down
         self.events: list[dict] = []
+        self.strings: dict[str, str] = {}
+        self.index: set[str] = set()
+        self.values = values or {"account_cards_24h": 1, "account_age": 86_400.0}
 
-    def read_and_apply(self, event):
+    def key(self, entity, value):
+        return f"arb:{{{entity}:{value}}}"
+
+    def _check(self):
         if self.down:
             raise FeatureStoreUnavailable("Redis: connection refused")
-        self.events.append(dict(event))
-        return {"amount": event["amount"], "account_cards_24h": 1, "account_age": 86_400.0}, True
+
+    def read_for_decision(self, event, flags=(), *, apply=True):
+        self._check()
+        known = any(e.get("account_id") == event.get("account_id") for e in self.events)
+        features = {"amount": event.get("amount"), **self.values}
+        applied = False
+        if apply and all(e["event_id"] != event["event_id"] for e in self.events):
+            self.events.append(dict(event))
+            applied = True
+        found = tuple(self.strings.get(k) for k in flags)
+        return Reading(features, applied, found, frozenset() if known else frozenset({"account"}))
+
+    def read_many(self, events):
+        self._check()
+        return [dict(self.values) for _ in events]
+
+    def apply_many(self, events, *, dedupe=True):
+        self._check()
+        new = [e for e in events if all(x["event_id"] != e["event_id"] for x in self.events)]
+        self.events += [dict(e) for e in new]
+        return len(new)
+
+    def set_strings(self, values, *, index=None):
+        self._check()
+        for key, value in values.items():
+            if value is None:
+                self.strings.pop(key, None)
+                self.index.discard(key)
+            else:
+                self.strings[key] = value
+                self.index.add(key)
+
+    def claim(self, key, ts, gap_ms):
+        self._check()
+        last = self.strings.get(key)
+        if last is not None and ts - int(last) < gap_ms:
+            return False
+        self.strings[key] = str(ts)
+        return True
+
+    def members(self, index):
+        return sorted(self.index)
 
 
 class Scorer:
@@ -62,6 +119,10 @@ class Store:
     def __init__(self, suspended: bool = False) -> None:
         self.suspended = suspended
         self.appended: list[tuple] = []
+        self.status_reads = 0
+
+    def suspended_accounts(self):
+        return {"a1": "d0"} if self.suspended else {}
 
     def get_by_payment(self, payment_id):
         return next(
@@ -70,8 +131,9 @@ class Store:
         )  # fmt: skip
 
     def account_status(self, account_id):
+        self.status_reads += 1
         status = "suspended" if self.suspended else "active"
-        return AccountState(account_id, status, None, None, None)
+        return AccountState(account_id, status, None, "d0" if self.suspended else None, None)
 
     def append_decision(self, record, *, suspend, notification):
         stored = StoredDecision(record, len(self.appended) + 1, "0" * 64, "f" * 64)
@@ -95,7 +157,7 @@ def test_a_low_score_is_allowed_without_contributions_or_notification():
     assert svc.features.events[0]["event_id"] == "pay:p1"
 
 
-def test_a_retry_returns_the_stored_decision_without_reading_features_again():
+def test_a_retry_returns_the_stored_decision_and_counts_the_payment_once():
     svc = service(0.01)
     first = svc.score_payment(PAYMENT)
     again = svc.score_payment(PAYMENT)
@@ -114,12 +176,41 @@ def test_a_very_high_score_suspends_with_the_strongest_features_as_reasons():
     assert notification["reasons"][0]["code"] == "FEATURE:amount"
 
 
-def test_a_suspended_account_is_declined_without_features_or_model():
+def test_a_suspended_account_is_declined_without_the_model():
     svc = service(0.01, suspended=True, model=False)
     decision = svc.score_payment(PAYMENT)
     assert decision.action == "decline" and decision.score is None
     assert [r.code for r in decision.reasons] == ["ACCOUNT_SUSPENDED"]
-    assert svc.features.events == []
+    # Redis did not know the account: the store answered, and the flag is back in Redis.
+    assert svc.store.status_reads == 1 and svc.features.strings[svc.flag_key("a1")] == "d0"
+
+
+def test_a_suspension_sets_the_flag_that_declines_later_payments_without_the_store():
+    svc = service(0.99)
+    assert svc.score_payment(PAYMENT).action == "suspend_account"
+    suspended_by = svc.store.appended[0][0].record.decision_id
+    assert svc.features.strings[svc.flag_key("a1")] == suspended_by
+    reads = svc.store.status_reads
+    later = svc.score_payment({**PAYMENT, "payment_id": "p2"})
+    assert later.action == "decline" and later.score is None
+    assert [r.code for r in later.reasons] == ["ACCOUNT_SUSPENDED"]
+    assert svc.store.status_reads == reads  # the flag decided, in the features' round trip
+
+
+def test_flag_sync_sets_missing_flags_and_clears_stale_ones():
+    svc = service(0.01, suspended=True)
+    svc.features.set_strings({svc.flag_key("gone"): "d9"}, index="i")
+    assert svc.flagged_accounts() == ["gone"]
+    assert svc.sync_flags(stale=svc.flagged_accounts()) == 2
+    assert svc.features.strings == {svc.flag_key("a1"): "d0"}
+    assert svc.flagged_accounts() == ["a1"]
+
+
+def test_redis_down_still_declines_a_suspended_account_from_the_store():
+    svc = service(0.01, down=True, suspended=True)
+    decision = svc.score_payment(PAYMENT)
+    assert decision.action == "decline" and not decision.degraded
+    assert [r.code for r in decision.reasons] == ["ACCOUNT_SUSPENDED"]
 
 
 def test_redis_down_gives_the_policys_degraded_action_recorded_as_degraded():
@@ -183,3 +274,75 @@ def test_metrics_count_new_decisions_by_action_and_redis_failures():
     down = service(0.01, down=True)
     down.score_payment(PAYMENT)
     assert down.metrics.dependency_errors.value("redis") == 1
+
+
+# --- account decisions and the event pipeline -----------------------------------------------
+
+PUMPING = {"account_sms_10m": 300, "account_sms_numbers_10m": 280,
+           "account_sms_verified_share_24h": 0.01, "account_age": 86_400.0}  # fmt: skip
+
+
+def sms(i, account="a1"):
+    return {"event_id": f"s{i}", "type": "sms", "ts": 1_790_000_000_000 + i, "account_id": account,
+            "dest_number": f"+2547000{i:04d}", "dest_country": "KE", "dest_prefix": "+2547",
+            "verified": False, "cost": 0.05, "segments": 1}  # fmt: skip
+
+
+def test_an_account_decision_without_an_account_model_uses_the_account_rules():
+    svc = service(0.01)
+    svc.features.values = PUMPING
+    decision = svc.score_account("a1")
+    assert decision.action == "suspend_account" and decision.score is None
+    assert [r.code for r in decision.reasons] == ["SMS_PUMPING"]
+    stored, suspend, notification = svc.store.appended[0]
+    assert stored.record.subject_type == "account" and stored.record.payment_id is None
+    assert suspend and notification["what_happened"].startswith("Your account was suspended")
+    assert stored.record.rules_fired == ("sms_pumping",)
+
+
+def test_an_account_decision_with_an_account_model_scores_and_explains():
+    svc = service(0.01)
+    svc.account_model = Model(Scorer(0.3), name="acct", version="3")
+    decision = svc.score_account("a1")
+    assert decision.action == "review" and decision.model_version == "3"
+    record = svc.store.appended[0][0].record
+    assert record.model_name == "acct" and record.contributions is not None
+    assert [r.code for r in decision.reasons] == ["FEATURE:amount", "FEATURE:account_age"]
+
+
+def test_an_account_suspended_already_is_not_decided_again():
+    from engine.errors import AccountSuspended
+
+    svc = service(0.01, suspended=True)
+    with pytest.raises(AccountSuspended, match="suspended already"):
+        svc.score_account("a1")
+    assert svc.store.appended == []
+
+
+def test_a_batch_crossing_a_trigger_rescores_the_account_once_per_cooldown():
+    svc = service(0.01)
+    svc.features.values = PUMPING
+    result = svc.ingest([sms(i) for i in range(5)])
+    assert (result.received, result.applied) == (5, 5)
+    [(decision, triggers)] = result.decisions
+    assert decision.action == "suspend_account" and triggers == ("account_sms_10m>60.0",)
+    record = svc.store.appended[0][0].record
+    assert record.rules_fired == ("trigger:account_sms_10m>60.0", "sms_pumping")
+    again = svc.ingest([sms(i) for i in range(5, 8)])
+    assert again.decisions == () and again.cooling_down == ("a1",)
+    retried = svc.ingest([sms(i) for i in range(5)])
+    assert retried.applied == 0
+
+
+def test_a_batch_below_every_trigger_decides_nothing():
+    svc = service(0.01)
+    result = svc.ingest([sms(1), sms(2, account="a2")])
+    assert result.applied == 2 and result.decisions == () and svc.store.appended == []
+
+
+def test_one_bad_event_refuses_the_whole_batch_naming_its_place():
+    svc = service(0.01)
+    with pytest.raises(InvalidEvent) as caught:
+        svc.ingest([sms(1), {**sms(2), "type": "fax"}])
+    assert caught.value.field == "events[1].type"
+    assert svc.features.events == []

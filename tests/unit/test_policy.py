@@ -87,3 +87,51 @@ def test_an_invalid_policy_is_refused_naming_the_entry(edit, message):
 def test_triggers_name_what_crossed():
     assert POLICY.triggered({"account_sms_10m": 80.0}) == ["account_sms_10m>60.0"]
     assert POLICY.triggered({"account_sms_10m": 10.0}) == []
+
+
+# --- account decisions -----------------------------------------------------------------------
+
+
+def account_policy(**account):
+    from engine.policy import parse_policy
+
+    raw = {"name": "t", "thresholds": {"review": 0.3, "decline": 0.6, "suspend_account": 0.9},
+           "lists": {"allow": {"account": ["vip"]}, "deny": {"account": ["known-bad"]}},
+           "account": account}  # fmt: skip
+    return parse_policy(raw)
+
+
+PUMP_RULE = {
+    "name": "pump", "reason": "SMS_PUMPING", "action": "suspend_account",
+    "when": [{"feature": "sms", "above": 50}, {"feature": "verified", "below": 0.2}],
+}  # fmt: skip
+
+
+def test_an_account_rule_fires_only_when_all_its_conditions_hold():
+    policy = account_policy(rules=[PUMP_RULE])
+    hit = policy.decide_account(None, {"sms": 80, "verified": 0.1}, "a1")
+    assert (hit.action, hit.reasons, hit.rules_fired) == ("suspend_account", ("SMS_PUMPING",),
+                                                          ("pump",))  # fmt: skip
+    assert policy.decide_account(None, {"sms": 80, "verified": 0.5}, "a1").action == "allow"
+    assert policy.decide_account(None, {"sms": 80}, "a1").action == "allow"  # missing: no hit
+
+
+def test_account_thresholds_and_lists_decide_with_the_account_models_score():
+    policy = account_policy(thresholds={"review": 0.2, "suspend_account": 0.7})
+    assert policy.decide_account(0.1, {}, "a1").action == "allow"
+    assert policy.decide_account(0.2, {}, "a1").action == "review"
+    assert policy.decide_account(0.7, {}, "a1").action == "suspend_account"
+    assert policy.decide_account(0.99, {}, "vip").action == "allow"
+    listed = policy.decide_account(0.0, {}, "known-bad")
+    assert (listed.action, listed.reasons) == ("suspend_account", ("DENY_LISTED_ACCOUNT",))
+
+
+def test_account_thresholds_out_of_order_are_refused_naming_the_entry():
+    with pytest.raises(InvalidPolicy, match=r"account\.thresholds.*ordered"):
+        account_policy(thresholds={"review": 0.8, "suspend_account": 0.5})
+
+
+def test_an_account_rule_on_an_unknown_feature_is_refused():
+    policy = account_policy(rules=[PUMP_RULE])
+    with pytest.raises(InvalidPolicy, match="sms, verified"):
+        policy.require_features({"other"})
