@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import redis
+import redis.asyncio
 from fastapi import FastAPI
 
 from api import errors
@@ -32,6 +33,7 @@ from api.routes import accounts, decisions, echo, events, health, metrics, payme
 from engine.deferred import DeferredContributions
 from engine.errors import StoreError
 from engine.flags import FlagSync
+from engine.group_commit import GroupCommitter
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.notifier import NotifierThread, webhook_notifier
@@ -70,9 +72,13 @@ def build_runtime(settings: Settings) -> Runtime:
     client = redis.Redis.from_url(
         settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
+    # The payment route awaits Redis on the event loop (this client); the rest uses `client`.
+    async_client = redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
     online = OnlineStore(
         client, plan, prefix=settings.redis_prefix,
-        dedupe_ttl_ms=settings.dedupe_ttl_hours * 3_600_000,
+        dedupe_ttl_ms=settings.dedupe_ttl_hours * 3_600_000, async_client=async_client,
     )  # fmt: skip
     store = DecisionStore(settings.database_url)
     problems: dict[str, str] = {}
@@ -83,8 +89,10 @@ def build_runtime(settings: Settings) -> Runtime:
         log.error("decision store: %s", exc.message)
     metrics = Metrics()
     descriptions = {f.name: f.description for f in plan.model.features if f.description}
+    # Decisions are written by one thread, many per transaction (engine/group_commit.py).
+    writer = GroupCommitter(store)
     service = DecisionService(
-        features=online, store=store, policy=policy, model=None,
+        features=online, store=writer, policy=policy, model=None,
         feature_spec_version=plan.version, descriptions=descriptions, metrics=metrics,
     )  # fmt: skip
 
@@ -115,7 +123,8 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings, service, store, client, problems, policy_watcher=watcher,
         model_watcher=models, shadow_watcher=shadows, metrics=metrics, deferred=deferred,
-        account_model_watcher=account_models, flag_sync=flags,
+        account_model_watcher=account_models, flag_sync=flags, writer=writer,
+        redis_async=async_client,
     )  # fmt: skip
 
 
@@ -179,8 +188,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for watcher in watchers:
                 if watcher is not None:
                     watcher.stop()
+            if runtime.writer is not None:
+                runtime.writer.stop()
             runtime.store.close()
             runtime.redis.close()
+            if runtime.redis_async is not None:
+                await runtime.redis_async.aclose()
 
     app = FastAPI(
         title="Arbiter",

@@ -1,4 +1,5 @@
-"""What routes may ask for, as `Annotated` aliases (`service: ServiceDep`)."""
+"""What routes may ask for, as `Annotated` aliases (`service: ServiceDep`). The providers are
+`async def`: FastAPI would run plain functions in its thread pool, a hand-off per request."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Annotated
 
 import redis
 from fastapi import Depends, Request
+from redis.asyncio import Redis as AsyncRedis
 
 from engine.deferred import DeferredContributions
 from engine.flags import FlagSync
+from engine.group_commit import GroupCommitter
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.policy_watch import PolicyWatcher
@@ -35,23 +38,27 @@ class Runtime:
     deferred: DeferredContributions | None = None  # contributions of allow decisions, on read
     account_model_watcher: ModelWatcher[LoadedModel] | None = None  # the account model
     flag_sync: FlagSync | None = None  # Redis's suspension flags, kept in step with the store
+    writer: GroupCommitter | None = None  # the decision writer (group commit)
+    redis_async: AsyncRedis | None = None  # the payment route's Redis client
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_service(request: Request) -> DecisionService:
-    return get_runtime(request).service
+async def get_service(request: Request) -> DecisionService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.service
 
 
-def get_store(request: Request) -> DecisionStore:
-    return get_runtime(request).store
+async def get_store(request: Request) -> DecisionStore:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.store
 
 
-def get_deferred(request: Request) -> DeferredContributions:
-    runtime = get_runtime(request)
+async def get_deferred(request: Request) -> DeferredContributions:
+    runtime: Runtime = request.app.state.runtime
     return runtime.deferred or DeferredContributions(runtime.store, _no_models)
 
 

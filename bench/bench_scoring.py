@@ -2,7 +2,7 @@
 same run against the same server, on the bare `POST /v1/echo` (the floor).
 
     .venv/bin/python bench/bench_scoring.py [--rates 250,500,1000] [--duration 15]
-                                            [--ramp 100,150,200,1500,2000,3000] [--connections 32]
+                                            [--ramp 100,150,200,300,...,3000] [--connections 32]
 
 Sets up its own world in var/bench/scoring/ with the CLI (simulate ~1,000 accounts x 45 days,
 ingest into Redis database 11, which it FLUSHES, train and promote a champion into
@@ -65,9 +65,23 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def _cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process and its live children (uvicorn's workers), in seconds
+    (Linux /proc)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(c) for c in task.read_text().split()]
+    return found
 
 
 async def _phase(port: int, phase: dict[str, Any], connections: int, timeout: float,
@@ -217,9 +231,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def start_server(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     command = [str(BIN / "python"), "-m", "uvicorn", "api.app:create_app", "--factory",
-               "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+               "--port", str(port), "--log-level", "warning", "--no-access-log",
+               "--workers", str(workers)]  # fmt: skip
     with (HOME / "server.log").open("wb") as log:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     import httpx
@@ -366,11 +381,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate")
     parser.add_argument(
         "--ramp",
-        default="100,150,200,1500,2000,3000",
+        default="100,150,200,300,350,400,450,1500,2000,3000",
         help="score-only rates tried between the last met and first missed p99 <= 10 ms",
     )
     parser.add_argument("--ramp-duration", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds from schedule")
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--days", type=int, default=45)
@@ -388,7 +404,7 @@ def main() -> None:
     mix = Mix(world, args.seed)
     run = dt.datetime.now().strftime("%Y%m%d%H%M%S")
     port = free_port()
-    server = start_server(env, port)
+    server = start_server(env, port, args.workers)
     try:
         from engine.store import DecisionStore
 
@@ -479,7 +495,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], ramp: list[d
     target = next((r for r in rows if r["name"] == "score" and r["rate"] == 1000), None)
     ok_rates = [r["rate"] for r in rows + ramp_rows if r["name"] == "score" and r["p99"] <= 10]
     lines = [
-        f"Measured {today} on {machine()}. One uvicorn process (one worker) and the load "
+        f"Measured {today} on {machine()}. uvicorn with {args.workers} worker process"
+        f"{'es' if args.workers > 1 else ''} and the load "
         f"generator (asyncio, {args.connections} keep-alive connections, open loop, latency from "
         "the scheduled send) share the machine over loopback; Redis and SQLite (WAL) local.",
         f"World: {args.accounts:,} accounts x {args.days} days, ingested into Redis; "

@@ -33,6 +33,33 @@ GENESIS = "0" * 64
 
 def to_json(value: object, where: str) -> JsonValue:
     """`value` as plain JSON types; `where` names it in the error (e.g. `features.amount`)."""
+    kind = type(value)
+    if kind is dict:  # the common case (a record's features): plain values without recursion
+        plain: dict[str, JsonValue] = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            kind_of = type(item)
+            if type(key) is not str:
+                break  # the general path below names the key
+            if kind_of is float:
+                if item != item:
+                    plain[key] = None
+                    continue
+                if item in _INFINITIES:
+                    break
+                plain[key] = item
+            elif kind_of is str or kind_of is int or item is None or kind_of is bool:
+                plain[key] = item
+            else:
+                plain[key] = to_json(item, f"{where}.{key}")
+        else:
+            return plain
+    return _to_json(value, where)
+
+
+_INFINITIES = (math.inf, -math.inf)
+
+
+def _to_json(value: object, where: str) -> JsonValue:
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, numbers.Integral):

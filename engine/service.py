@@ -22,6 +22,7 @@ retry is not a new decision), the time to decide, and the failures of Redis and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -140,6 +141,21 @@ def _now_ms() -> int:
 
 
 @dataclass(frozen=True)
+class _Pending:
+    """A payment between its validation and its features: what the rest of the decision uses,
+    taken once (a policy or model swap meanwhile does not change this request's)."""
+
+    started: float
+    read_at: float
+    event: dict[str, Any]
+    base: dict[str, Any]
+    policy: Policy
+    model: ChampionModel | None
+    shadow: ChampionModel | None
+    flag: str
+
+
+@dataclass(frozen=True)
 class Ingested:
     """What `DecisionService.ingest` did with a batch of events."""
 
@@ -183,13 +199,46 @@ class DecisionService:
         """Decide on one payment (fields of a `payment` event without `event_id`, `type` and
         `status`; `ts` defaults to now). Raises `InvalidEvent` for a bad payment and
         `ModelNotLoaded` when there is no model to score with."""
-        started = time.perf_counter()
+        pending = self._begin_payment(payment)
         try:
-            decision = self._score_payment(payment, started)
+            try:
+                # Features, the suspension flag and the payment counted: one Redis round trip.
+                reading = self.features.read_for_decision(pending.event, [pending.flag])
+            except FeatureStoreUnavailable:
+                outcome = self._without_features(pending)
+            else:
+                outcome = self._finish_payment(pending, reading)
+            decision = outcome if isinstance(outcome, Decision) else self._append(outcome)
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
-        self._count(decision, started)
+        self._count(decision, pending.started)
+        return decision
+
+    async def score_payment_async(self, payment: Mapping[str, Any]) -> Decision:
+        """`score_payment` for an event loop: the Redis round trip and the group commit are
+        awaited (the loop serves other requests meanwhile, and one process gathers many
+        decisions into each transaction); the rest is CPU on the loop's thread."""
+        pending = self._begin_payment(payment)
+        read_async = getattr(self.features, "read_for_decision_async", None)
+        try:
+            try:
+                if read_async is not None:
+                    reading = await read_async(pending.event, [pending.flag])
+                else:
+                    reading = self.features.read_for_decision(pending.event, [pending.flag])
+            except FeatureStoreUnavailable:
+                outcome = self._without_features(pending)
+            else:
+                outcome = self._finish_payment(pending, reading)
+            if isinstance(outcome, Decision):
+                decision = outcome
+            else:
+                decision = await self._append_async(outcome)
+        except StoreError:
+            self.metrics.dependency_errors.inc("store")
+            raise
+        self._count(decision, pending.started)
         return decision
 
     def _count(self, decision: Decision, started: float) -> None:
@@ -197,7 +246,8 @@ class DecisionService:
             self.metrics.decisions.inc(decision.action)
             self.metrics.score_seconds.observe(time.perf_counter() - started)
 
-    def _score_payment(self, payment: Mapping[str, Any], started: float) -> Decision:
+    def _begin_payment(self, payment: Mapping[str, Any]) -> _Pending:
+        started = time.perf_counter()
         now = self.clock()
         event = validate_event(
             {
@@ -218,20 +268,27 @@ class DecisionService:
             subject_id=payment_id, account_id=account_id, payment_id=payment_id,
             feature_spec_version=self.feature_spec_version, policy_version=policy.version,
         )  # fmt: skip
-        timings: dict[str, float] = {}
-        mark = time.perf_counter()
-        try:
-            # Features, the suspension flag and the payment counted: one Redis round trip.
-            reading = self.features.read_for_decision(event, [self.flag_key(account_id)])
-        except FeatureStoreUnavailable:
-            self.metrics.dependency_errors.inc("redis")
-            previous = self.store.get_by_payment(payment_id)
-            if previous is not None:
-                return Decision.of(previous)
-            if self.store.account_status(account_id).status == "suspended":
-                return self._append(self._suspended(base, started))
-            return self._append(self._degraded(base, event, policy, started))
-        timings["features_ms"] = _ms(mark)
+        return _Pending(started, time.perf_counter(), event, base, policy, model, shadow,
+                        self.flag_key(account_id))  # fmt: skip
+
+    def _without_features(self, pending: _Pending) -> Decision | DecisionRecord:
+        """Redis did not answer: a retry still gets its decision, a suspended account is still
+        declined (the store says so), the rest is decided degraded."""
+        self.metrics.dependency_errors.inc("redis")
+        base, started = pending.base, pending.started
+        previous = self.store.get_by_payment(base["payment_id"])
+        if previous is not None:
+            return Decision.of(previous)
+        if self.store.account_status(base["account_id"]).status == "suspended":
+            return self._suspended(base, started)
+        return self._degraded(base, pending.event, pending.policy, started)
+
+    def _finish_payment(self, pending: _Pending, reading: ReadingLike) -> Decision | DecisionRecord:
+        """The decision to store (a record), or the one stored before (a retry)."""
+        base, started, event = pending.base, pending.started, pending.event
+        policy, model, shadow = pending.policy, pending.model, pending.shadow
+        payment_id, account_id = base["payment_id"], base["account_id"]
+        timings: dict[str, float] = {"features_ms": _ms(pending.read_at)}
         if not reading.applied:
             # The payment's event was counted before: a retry (or a concurrent duplicate, which
             # the store's append resolves under its lock). A new payment skips this look-up.
@@ -239,7 +296,7 @@ class DecisionService:
             if previous is not None:
                 return Decision.of(previous)
         if self._is_suspended(account_id, reading):
-            return self._append(self._suspended(base, started))
+            return self._suspended(base, started)
         if model is None:
             raise ModelNotLoaded("no model is loaded: promote a champion, then check /readyz")
         features = reading.features
@@ -263,7 +320,7 @@ class DecisionService:
             if score_action(score.probability, verdict.thresholds) != "allow":
                 codes += top_features(contributions.values) or ["SCORE"]
         timings["total_ms"] = _ms(started)
-        record = DecisionRecord(
+        return DecisionRecord(
             **base, action=verdict.action, score=score.probability, raw_margin=score.margin,
             model_name=model.name, model_version=model.version, model_run_id=model.run_id,
             segment=verdict.segment, rules_fired=verdict.rules_fired,
@@ -272,7 +329,6 @@ class DecisionService:
             base_value=contributions.base if contributions else None, shadow=shadowed,
             timings=timings,
         )  # fmt: skip
-        return self._append(record)
 
     def _suspended(self, base: dict[str, Any], started: float) -> DecisionRecord:
         return DecisionRecord(
@@ -492,15 +548,28 @@ class DecisionService:
     # --- storing --------------------------------------------------------------------------------
 
     def _append(self, record: DecisionRecord) -> Decision:
-        adverse = record.action != "allow"
-        stored = self.store.append_decision(
-            record,
-            suspend=record.action == "suspend_account",
-            notification=notification_of(record) if adverse else None,
-        )
+        stored = self.store.append_decision(record, **_with(record))
+        return self._stored(record, stored)
+
+    async def _append_async(self, record: DecisionRecord) -> Decision:
+        submit = getattr(self.store, "submit", None)
+        if submit is None:  # a store without a writer thread: the direct write
+            return self._append(record)
+        stored = await asyncio.wrap_future(submit(record, **_with(record)))
+        return self._stored(record, stored)
+
+    def _stored(self, record: DecisionRecord, stored: StoredDecision) -> Decision:
         if record.action == "suspend_account" and not stored.replayed:
             self._set_flags({record.account_id: record.decision_id})
         return Decision.of(stored)
+
+
+def _with(record: DecisionRecord) -> dict[str, Any]:
+    """What goes into a decision's transaction beside it: the suspension, the notification."""
+    return {
+        "suspend": record.action == "suspend_account",
+        "notification": notification_of(record) if record.action != "allow" else None,
+    }
 
 
 def _shadow_score(shadow: ChampionModel, features: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -17,8 +17,8 @@ Every method takes plain arguments; errors are those of `engine.errors`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -67,6 +67,15 @@ _SELECT = sa.select(decisions, *_DEFERRED).select_from(
 _INSERT = decisions.insert()
 
 
+@dataclass(frozen=True)
+class Append:
+    """One decision to append, with what goes in its transaction."""
+
+    record: DecisionRecord
+    suspend: bool = False
+    notification: Mapping[str, Any] | None = None
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -96,36 +105,65 @@ class DecisionStore:
     ) -> StoredDecision:
         """Store `record` at the head of the chain, with the account's suspension (`suspend`)
         and the customer `notification` (an outbox entry), in one transaction."""
-        fields = record.to_json()
+        return self.append_many([Append(record, suspend, notification)])[0]
+
+    def append_many(self, batch: Sequence[Append]) -> list[StoredDecision]:
+        """Store a batch of decisions in chain order, in one transaction (one commit, one
+        fsync: the group commit of `engine.group_commit`). A payment already decided, in the
+        store or earlier in the batch, is not appended again: its first decision comes back,
+        `replayed`. All or nothing: a failure stores none of the batch."""
+        out: list[StoredDecision | None] = [None] * len(batch)
         with writing(self._engine) as conn:
             self._lock_chain(conn)
-            # Checked under the lock, so two concurrent retries cannot both append. Retries are
-            # rare: a lock-free look first would cost every new payment a round trip.
-            if record.payment_id is not None:
-                first = self._one(conn, decisions.c.payment_id == record.payment_id)
-                if first is not None:
-                    return replace(first, replayed=True)
+            # Checked under the lock, so two concurrent retries cannot both append: one query
+            # for the whole batch.
+            payment_ids = [a.record.payment_id for a in batch if a.record.payment_id is not None]
+            first: dict[str, StoredDecision] = {}
+            if payment_ids:
+                for row in conn.execute(
+                    _SELECT.where(decisions.c.payment_id.in_(sorted(set(payment_ids))))
+                ):
+                    stored = _stored(row)
+                    first[str(stored.record.payment_id)] = stored
             head = conn.execute(
                 sa.select(decisions.c.seq, decisions.c.hash)
                 .order_by(decisions.c.seq.desc())
                 .limit(1)
             ).first()
             seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS)
-            digest = decision_hash(fields, seq, prev_hash)
-            row = {**fields, "seq": seq, "prev_hash": prev_hash, "hash": digest}
-            conn.execute(_INSERT, row)  # parameters, not .values(): compiled once, cached
-            if suspend:
-                why = ", ".join(reason.code for reason in record.reasons) or record.action
-                accounts.change(
-                    conn, record.account_id, "suspended", actor=_ENGINE_ACTOR, reason=why,
-                    at=record.created_at, decision_id=record.decision_id,
-                )  # fmt: skip
-            if notification is not None:
-                outbox.enqueue(
-                    conn, account_id=record.account_id, decision_id=record.decision_id,
-                    payload=notification, at=record.created_at,
-                )  # fmt: skip
-        return StoredDecision(record, seq, prev_hash, digest)
+            rows = []
+            for i, item in enumerate(batch):
+                record = item.record
+                if record.payment_id is not None and record.payment_id in first:
+                    out[i] = replace(first[record.payment_id], replayed=True)
+                    continue
+                fields = record.to_json()
+                digest = decision_hash(fields, seq, prev_hash)
+                rows.append({**fields, "seq": seq, "prev_hash": prev_hash, "hash": digest})
+                stored = StoredDecision(record, seq, prev_hash, digest)
+                out[i] = stored
+                if record.payment_id is not None:
+                    first[record.payment_id] = stored
+                seq, prev_hash = seq + 1, digest
+            if rows:
+                conn.execute(_INSERT, rows)  # parameters, not .values(): compiled once, cached
+            for item, done in zip(batch, out, strict=True):
+                assert done is not None
+                if done.replayed:
+                    continue
+                record = item.record
+                if item.suspend:
+                    why = ", ".join(reason.code for reason in record.reasons) or record.action
+                    accounts.change(
+                        conn, record.account_id, "suspended", actor=_ENGINE_ACTOR, reason=why,
+                        at=record.created_at, decision_id=record.decision_id,
+                    )  # fmt: skip
+                if item.notification is not None:
+                    outbox.enqueue(
+                        conn, account_id=record.account_id, decision_id=record.decision_id,
+                        payload=item.notification, at=record.created_at,
+                    )  # fmt: skip
+        return [s for s in out if s is not None]
 
     def get_decision(self, decision_id: str) -> StoredDecision:
         with reading(self._engine) as conn:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver
@@ -71,8 +72,10 @@ class OnlineStore:
         dedupe_ttl_ms: int = 2 * 86_400_000,
         resolver: IpResolver | None = None,
         batch_size: int = 256,
+        async_client: redis.asyncio.Redis | None = None,
     ) -> None:
         self.client = client
+        self.async_client = async_client  # for `read_for_decision_async`, on one event loop
         self.plan = plan
         self.prefix = prefix
         self.dedupe_ttl_ms = dedupe_ttl_ms
@@ -258,19 +261,45 @@ class OnlineStore:
         it, the values of the string keys `flags` (None where absent), which entities had no
         state (never seen, expired or lost with a Redis restart), and (with `apply`) the
         event applied."""
-        event = self.enrich(event)
-        entities = self._entities_of(event)
-        commands: list[tuple[Any, ...]] = [("HGETALL", k) for k in self._keys_of(event, entities)]
+        event, entities, commands = self._decision_commands(event, flags, apply)
+        return self._reading(event, entities, flags, apply, self._round_trip(commands))
+
+    async def read_for_decision_async(
+        self, event: Mapping[str, Any], flags: Sequence[str] = (), *, apply: bool = True
+    ) -> Reading:
+        """`read_for_decision` awaiting Redis on the event loop (needs `async_client`)."""
+        if self.async_client is None:
+            return self.read_for_decision(event, flags, apply=apply)
+        event, entities, commands = self._decision_commands(event, flags, apply)
+        replies = await self._round_trip_async(commands)
+        return self._reading(event, entities, flags, apply, replies)
+
+    def _decision_commands(
+        self, event: Mapping[str, Any], flags: Sequence[str], apply: bool
+    ) -> tuple[dict[str, Any], list[str], list[tuple[Any, ...]]]:
+        enriched = self.enrich(event)
+        entities = self._entities_of(enriched)
+        commands: list[tuple[Any, ...]] = [
+            ("HGETALL", k) for k in self._keys_of(enriched, entities)
+        ]
         commands += [("GET", k) for k in flags]
         if apply:
-            commands.append(("EVALSHA", self._sha, *self._batch([event], True)))
-        replies = self._round_trip(commands)
+            commands.append(("EVALSHA", self._sha, *self._batch([enriched], True)))
+        return enriched, entities, commands
+
+    def _reading(
+        self,
+        event: dict[str, Any],
+        entities: list[str],
+        flags: Sequence[str],
+        apply: bool,
+        replies: list[Any],
+    ) -> Reading:
         raw = replies[: len(entities)]
         found = replies[len(entities) : len(entities) + len(flags)]
-        applied = bool(replies[-1]) if apply else False
         return Reading(
             features=self.compute(event, dict(zip(entities, raw, strict=True))),
-            applied=applied,
+            applied=bool(replies[-1]) if apply else False,
             flags=tuple(v.decode() if isinstance(v, bytes) else v for v in found),
             unknown=frozenset(e for e, reply in zip(entities, raw, strict=True) if not reply),
         )
@@ -347,6 +376,50 @@ class OnlineStore:
                 continue
             raise FeatureStoreUnavailable(f"Redis: {errors[0]}")
         raise AssertionError("unreachable")
+
+    async def _round_trip_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """`_round_trip` on the event loop."""
+        for attempt in (1, 2):
+            replies = await self._send_async(commands)
+            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+            if not errors:
+                return replies
+            if attempt == 1 and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
+                assert self.async_client is not None
+                try:
+                    await self.async_client.script_load(self._source)
+                except redis.RedisError as exc:
+                    raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+                continue
+            raise FeatureStoreUnavailable(f"Redis: {errors[0]}")
+        raise AssertionError("unreachable")
+
+    async def _send_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        assert self.async_client is not None
+        pool = self.async_client.connection_pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        complete = False
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except redis.ResponseError as exc:  # an error reply; the stream stays in step
+                    replies.append(exc)
+            complete = True
+            return replies
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        finally:
+            # A round trip cut short (an error, or the request cancelled) may leave replies
+            # unread on the connection: it is closed, never handed to the next request.
+            if not complete:
+                await conn.disconnect()
+            await pool.release(conn)
 
     def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         pool = self.client.connection_pool

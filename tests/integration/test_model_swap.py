@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -130,24 +129,18 @@ def test_a_promotion_is_swapped_in_under_traffic_with_no_failed_request(
         runtime = app.state.runtime
         assert (await score(client))["model_version"] == "1"
 
-        # Payments keep coming on their own thread (and event loop) during the swap.
-        stop, seen, failures = threading.Event(), set(), []
+        # Payments keep coming, as a task on the app's event loop, during the swap.
+        stop, seen, failures = asyncio.Event(), set(), []
 
-        def traffic() -> None:
-            async def loop() -> None:
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
-                    while not stop.is_set() or len(seen) < 2:
-                        response = await c.post("/v1/payments/score", json=payment())
-                        if response.status_code != 200:
-                            failures.append(response.text)
-                            return
-                        seen.add(response.json()["model_version"])
+        async def traffic() -> None:
+            while not stop.is_set() or len(seen) < 2:
+                response = await client.post("/v1/payments/score", json=payment())
+                if response.status_code != 200:
+                    failures.append(response.text)
+                    return
+                seen.add(response.json()["model_version"])
 
-            asyncio.run(loop())
-
-        worker = threading.Thread(target=traffic)
-        worker.start()
+        worker = asyncio.create_task(traffic())
         try:
             await asyncio.sleep(0.2)
             promote(registry, "2")
@@ -156,7 +149,7 @@ def test_a_promotion_is_swapped_in_under_traffic_with_no_failed_request(
             await asyncio.sleep(0.2)
         finally:
             stop.set()
-            await asyncio.to_thread(worker.join, 30)
+            await asyncio.wait_for(worker, 30)
         assert failures == [] and seen == {"1", "2"}
         assert (await score(client))["model_version"] == "2"
 

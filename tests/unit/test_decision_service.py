@@ -346,3 +346,15 @@ def test_one_bad_event_refuses_the_whole_batch_naming_its_place():
         svc.ingest([sms(1), {**sms(2), "type": "fax"}])
     assert caught.value.field == "events[1].type"
     assert svc.features.events == []
+
+
+def test_the_event_loop_path_decides_and_stores_as_the_plain_one():
+    import asyncio
+
+    svc = service(0.99)
+    decision = asyncio.run(svc.score_payment_async(PAYMENT))
+    assert decision.action == "suspend_account"
+    assert svc.store.appended[0][1] is True  # suspended in the decision's transaction
+    assert svc.features.strings[svc.flag_key("a1")] == decision.decision_id
+    again = asyncio.run(svc.score_payment_async(PAYMENT))
+    assert again.replayed and again.decision_id == decision.decision_id

@@ -1,0 +1,103 @@
+"""Group commit (engine/group_commit.py) on the real SQLite and PostgreSQL stores: decisions
+queued while the writer is busy go into one transaction, in queue order, chain intact; a payment
+decided twice in a batch is stored once; a failing batch fails each of its callers; stopping
+stores what was queued."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from engine.errors import StoreError
+from engine.group_commit import GroupCommitter
+from engine.store import DecisionStore
+from tests.conftest import drop_postgres_schema, new_postgres_schema
+from tests.integration.test_decision_store import decision
+
+pytestmark = pytest.mark.integration
+
+
+class SlowFirst(DecisionStore):
+    """A store whose first batch takes a while, so the next callers queue up behind it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.sizes: list[int] = []
+
+    def append_many(self, batch):
+        self.sizes.append(len(batch))
+        if len(self.sizes) == 1:
+            time.sleep(0.3)
+        return super().append_many(batch)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> Iterator[SlowFirst]:
+    if request.param == "sqlite":
+        made, name = SlowFirst(f"sqlite:///{tmp_path / 'arbiter.db'}"), None
+    else:
+        admin = request.getfixturevalue("postgres_admin")
+        name, url = new_postgres_schema(admin)
+        made = SlowFirst(url)
+    made.migrate()
+    yield made
+    made.close()
+    if name is not None:
+        drop_postgres_schema(request.getfixturevalue("postgres_admin"), name)
+
+
+def test_decisions_queued_behind_a_busy_writer_share_one_transaction(store):
+    writer = GroupCommitter(store)
+    first = threading.Thread(target=writer.append_decision, args=(decision(0),),
+                             kwargs={"suspend": False, "notification": None})  # fmt: skip
+    first.start()
+    time.sleep(0.1)  # the writer is inside the first, slow batch
+    futures = [writer.submit(decision(n, account=f"acct-{n}", action="suspend_account"),
+                             suspend=True, notification={"n": n}) for n in range(1, 9)]  # fmt: skip
+    stored = [f.result(timeout=10) for f in futures]
+    first.join(10)
+    writer.stop()
+    assert store.sizes == [1, 8]
+    assert [s.seq for s in stored] == list(range(2, 10))  # the queue's order is the chain's
+    assert store.verify_chain() is None
+    assert store.account_status("acct-5").status == "suspended"
+    assert [n.payload for n in store.notifications_for(stored[4].decision_id)] == [{"n": 5}]
+
+
+def test_a_payment_decided_twice_in_one_batch_is_stored_once(store):
+    writer = GroupCommitter(store)
+    blocker = threading.Thread(target=writer.append_decision, args=(decision(0),),
+                               kwargs={"suspend": False, "notification": None})  # fmt: skip
+    blocker.start()
+    time.sleep(0.1)
+    one = writer.submit(decision(1), suspend=False, notification=None)
+    again = writer.submit(decision(1), suspend=False, notification=None)
+    older = writer.submit(decision(0), suspend=False, notification=None)
+    blocker.join(10)
+    a, b, c = one.result(10), again.result(10), older.result(10)
+    writer.stop()
+    assert not a.replayed and b.replayed and b.decision_id == a.decision_id
+    assert c.replayed and c.seq == 1
+    assert store.chain_head() is not None and store.chain_head()[0] == 2
+
+
+def test_a_failing_batch_fails_each_caller_and_stores_nothing(tmp_path):
+    unmigrated = DecisionStore(f"sqlite:///{tmp_path / 'empty.db'}")  # no schema
+    writer = GroupCommitter(unmigrated)
+    futures = [writer.submit(decision(n), suspend=False, notification=None) for n in range(3)]
+    for future in futures:
+        with pytest.raises(StoreError):
+            future.result(10)
+    writer.stop()
+    unmigrated.close()
+
+
+def test_stop_stores_what_was_queued(store):
+    writer = GroupCommitter(store)
+    futures = [writer.submit(decision(n), suspend=False, notification=None) for n in range(5)]
+    writer.stop()
+    assert all(f.done() and not f.exception() for f in futures)
+    assert store.chain_head()[0] == 5
