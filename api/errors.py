@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.responses import OrjsonResponse
 from engine.deferred import ContributionsMismatch
 from engine.errors import (
+    AccountNotFound,
     AccountSuspended,
     DecisionNotFound,
     EngineError,
@@ -40,6 +41,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (InvalidEvent, 422),
     (InvalidAccountStatus, 422),
     (DecisionNotFound, 404),
+    (AccountNotFound, 404),
     (AccountSuspended, 409),
     (ModelNotLoaded, 503),
     (StoreUnavailable, 503),

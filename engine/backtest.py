@@ -3,7 +3,8 @@
 Each stored decision with a score is decided again under the proposed policy from its recorded
 score and feature values; `WhatIf` counts the moves from each recorded action to each new one.
 Decisions made without a score (degraded, account already suspended) cannot be replayed and are
-counted apart.
+counted apart. Account decisions (`subject_type: account`) are replayed through the policy's
+`account` section.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def replay(policy: Policy, decisions: Iterable[StoredDecision]) -> WhatIf:
     result = WhatIf()
     for stored in decisions:
         record = stored.record
+        if record.subject_type == "account" and not record.degraded:
+            # An account decision replays through the account section (its rules need only
+            # the recorded features; no score means no account model was promoted). Whether a
+            # trigger would have asked for it at all needs the event stream: not replayed.
+            account = policy.decide_account(record.score, record.features, record.account_id)
+            result.moves[(record.action, account.action)] += 1
+            result.versions[record.policy_version] += 1
+            continue
         if record.score is None:
             why = "degraded" if record.degraded else _unscored_reason(stored)
             result.unscored[(why, record.action)] += 1

@@ -7,6 +7,7 @@
     ├── NotificationNotFound    no outbox entry with that id
     ├── ContributionsConflict   different contributions for a decision that already has some
     ├── ModelNotLoaded          no model is loaded to score with (none promoted, or its load failed)
+    ├── AccountNotFound         an account decision asked of an account nobody has seen
     ├── AccountSuspended        an account decision asked of an account suspended already
     └── StoreError              the decision store failed a read or a write
         └── StoreUnavailable    it cannot be reached, is locked, read-only, or has no schema
@@ -53,6 +54,10 @@ class ContributionsConflict(EngineError):
 
 class ModelNotLoaded(EngineError):
     code = "model_not_loaded"
+
+
+class AccountNotFound(EngineError):
+    code = "account_not_found"
 
 
 class AccountSuspended(EngineError):

@@ -7,8 +7,10 @@ hands the decision to one writer thread and waits; the writer takes everything t
 meanwhile (up to `max_batch`) and stores it with `DecisionStore.append_many`: one transaction,
 one commit, the chain order the queue order. Under light load a batch is one decision (the same
 latency as a direct write, plus a thread hand-off); under heavy load the commit's cost is
-shared. A failed batch fails each of its requests with the store's error (nothing of it is
-stored), as a direct write would have.
+shared. When a batch fails, its decisions are stored one by one, so a decision the store
+refuses fails its own request only (and a store that is down fails each with its error). A
+request cancelled before its turn is not stored. The writer survives anything a request does
+and is restarted if it ever died.
 
 Reads (`get_by_payment`, `account_status`, `suspended_accounts`) go straight to the store.
 """
@@ -23,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from engine.accounts import AccountState
+from engine.errors import StoreUnavailable
 from engine.records import DecisionRecord, StoredDecision
 from engine.store import Append, DecisionStore
 
@@ -30,9 +33,10 @@ log = logging.getLogger("arbiter.group_commit")
 
 
 class GroupCommitter:
-    def __init__(self, store: DecisionStore, *, max_batch: int = 256) -> None:
+    def __init__(self, store: DecisionStore, *, max_batch: int = 256, wait_s: float = 30.0) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.wait_s = wait_s  # a synchronous caller's longest wait for its decision
         self._queue: queue.SimpleQueue[tuple[Append, Future[StoredDecision]] | None] = (
             queue.SimpleQueue()
         )
@@ -47,7 +51,14 @@ class GroupCommitter:
         self, record: DecisionRecord, *, suspend: bool, notification: Mapping[str, Any] | None
     ) -> StoredDecision:
         """Store the decision (with the writer's next batch) and return once it is durable."""
-        return self.submit(record, suspend=suspend, notification=notification).result()
+        future = self.submit(record, suspend=suspend, notification=notification)
+        try:
+            return future.result(timeout=self.wait_s)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the decision writer did not store decision {record.decision_id} within "
+                f"{self.wait_s:g} s"
+            ) from None
 
     def submit(
         self, record: DecisionRecord, *, suspend: bool, notification: Mapping[str, Any] | None
@@ -71,10 +82,10 @@ class GroupCommitter:
     # --- the writer -----------------------------------------------------------------------------
 
     def _ensure_started(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             return
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="decision-writer", daemon=True
                 )
@@ -104,18 +115,62 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(item)
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception as exc:  # a bug here must not leave requests waiting forever
+                log.exception("the decision writer failed on a batch")
+                for _, future in batch:
+                    _settle(future, error=exc)
             if stop:
                 return
 
     def _write(self, batch: list[tuple[Append, Future[StoredDecision]]]) -> None:
+        # A request that gave up before its turn (cancelled) is not stored: nobody would hear
+        # of its decision, and a retry decides again.
+        live = [(a, f) for a, f in batch if f.set_running_or_notify_cancel()]
+        if not live:
+            return
         try:
-            stored = self.store.append_many([append for append, _ in batch])
-        except Exception as exc:  # each waiting request gets the store's own error
-            for _, future in batch:
-                future.set_exception(exc)
+            stored = self.store.append_many([append for append, _ in live])
+        except Exception as exc:
+            if len(live) == 1:  # the store's own error, for the one request it concerns
+                _settle(live[0][1], error=exc)
+                return
+            # One bad decision must not fail the others of its batch: each alone, then.
+            log.warning("a batch of %d decisions failed (%s); storing them one by one",
+                        len(live), exc)  # fmt: skip
+            for item in live:
+                self._write_one(item)
             return
         self.batches += 1
-        self.appended += len(batch)
-        for (_, future), result in zip(batch, stored, strict=True):
-            future.set_result(result)
+        self.appended += len(live)
+        for (_, future), result in zip(live, stored, strict=True):
+            _settle(future, result=result)
+
+    def _write_one(self, item: tuple[Append, Future[StoredDecision]]) -> None:
+        append, future = item
+        try:
+            [result] = self.store.append_many([append])
+        except Exception as exc:
+            _settle(future, error=exc)
+            return
+        self.batches += 1
+        self.appended += 1
+        _settle(future, result=result)
+
+
+def _settle(
+    future: Future[StoredDecision],
+    *,
+    result: StoredDecision | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Hand the outcome to the waiting request; the writer must survive whatever happened to
+    the request meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    except Exception:  # InvalidStateError: settled already; nothing to hand over
+        log.debug("a decision's request was gone when its outcome came", exc_info=True)

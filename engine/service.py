@@ -23,6 +23,7 @@ retry is not a new decision), the time to decide, and the failures of Redis and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.accounts import AccountState
-from engine.errors import AccountSuspended, ModelNotLoaded, StoreError
+from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
 from engine.metrics import Metrics
 from engine.policy import SEVERITY, Action, Facts, Policy, Verdict, score_action
 from engine.reasons import reasons_of, top_features
@@ -72,6 +73,7 @@ class FeatureSource(Protocol):
     ) -> None: ...
     def members(self, index: str) -> list[str]: ...
     def claim(self, key: str, ts: int, gap_ms: int) -> bool: ...
+    def unclaim(self, key: str, ts: int) -> None: ...
 
 
 class ScoreLike(Protocol):
@@ -228,9 +230,12 @@ class DecisionService:
                 else:
                     reading = self.features.read_for_decision(pending.event, [pending.flag])
             except FeatureStoreUnavailable:
-                outcome = self._without_features(pending)
+                outcome = await asyncio.to_thread(self._without_features, pending)
             else:
-                outcome = self._finish_payment(pending, reading)
+                if self._needs_store(reading):  # a retry, or an account Redis does not know
+                    outcome = await asyncio.to_thread(self._finish_payment, pending, reading)
+                else:  # the common case: CPU only, on the loop
+                    outcome = self._finish_payment(pending, reading)
             if isinstance(outcome, Decision):
                 decision = outcome
             else:
@@ -240,6 +245,11 @@ class DecisionService:
             raise
         self._count(decision, pending.started)
         return decision
+
+    def _needs_store(self, reading: ReadingLike) -> bool:
+        """Whether finishing this payment reads the store (blocking I/O, kept off the loop)."""
+        unflagged = not reading.flags or reading.flags[0] is None
+        return not reading.applied or (unflagged and self.account_entity in reading.unknown)
 
     def _count(self, decision: Decision, started: float) -> None:
         if not decision.replayed:
@@ -405,12 +415,6 @@ class DecisionService:
         prefix, suffix = self.flag_key("\0").split("\0")
         return [k[len(prefix) : -len(suffix)] for k in self.features.members(self.flag_index)]
 
-    def account_status_changed(self, account_id: str, status: str, decision_id: str | None) -> None:
-        """Call after the store changed an account's status outside a decision (a
-        reinstatement): the Redis flag follows."""
-        self._set_flags({account_id: (decision_id or "suspended") if status == "suspended"
-                         else None})  # fmt: skip
-
     # --- accounts -----------------------------------------------------------------------------
 
     def score_account(
@@ -456,6 +460,13 @@ class DecisionService:
         mark = time.perf_counter()
         reading = self.features.read_for_decision(probe, [self.flag_key(account_id)], apply=False)
         timings = {"features_ms": _ms(mark)}
+        if (
+            event is None
+            and self.account_entity in reading.unknown
+            and self.store.account_status(account_id).since is None
+        ):
+            # Neither Redis nor the store has heard of it: no record for a made-up account.
+            raise AccountNotFound(f"no activity and no status are known for account {account_id}")
         if self._is_suspended(account_id, reading):
             state = self.store.account_status(account_id)
             raise AccountSuspended(
@@ -542,6 +553,11 @@ class DecisionService:
                 decision = self.score_account(account_id, event=last, triggers=fired)
             except AccountSuspended:
                 continue
+            except Exception:
+                # Not decided: the resent batch must find the account unclaimed.
+                with contextlib.suppress(FeatureStoreUnavailable):
+                    self.features.unclaim(key, int(last["ts"]))
+                raise
             decisions.append((decision, tuple(fired)))
         return Ingested(len(valid), applied, tuple(decisions), tuple(cooling))
 

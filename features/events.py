@@ -14,6 +14,7 @@ customer and merchant ids) only needs `event_id`, `type` and `ts`, plus the fiel
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +127,9 @@ def format_ts(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL and friends: no id or code carries them
+
+
 def _check(name: str, spec: Field, value: Any) -> Any:
     """The normalised value, or ValueError with a message about the value."""
     if spec.kind == "str":
@@ -133,6 +137,8 @@ def _check(name: str, spec: Field, value: Any) -> Any:
             raise ValueError("must be a non-empty string")
         if len(value) > MAX_STR:
             raise ValueError(f"must be at most {MAX_STR} characters")
+        if _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
         if spec.length is not None and len(value) != spec.length:
             raise ValueError(f"must be {spec.length} characters")
         if spec.choices and value not in spec.choices:
@@ -168,6 +174,8 @@ def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The normalised event (`ts` as epoch ms) or `InvalidEvent` naming the event and field."""
     event_id = raw.get("event_id")
     label = event_id if isinstance(event_id, str) and event_id else "<no event_id>"
+    if _CONTROL.search(label):
+        label = repr(label)
     kind = raw.get("type")
     if kind not in EVENT_TYPES:
         known = ", ".join(sorted(EVENT_TYPES))

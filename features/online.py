@@ -52,6 +52,12 @@ return 1
 """
 
 
+_UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Reading:
     """One decision's round trip (`OnlineStore.read_for_decision`)."""
@@ -347,6 +353,13 @@ class OnlineStore:
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 
+    def unclaim(self, key: str, ts: int) -> None:
+        """Withdraw the claim `claim(key, ts, ...)` made (only if it is still that one)."""
+        try:
+            self.client.eval(_UNCLAIM, 1, key, str(ts))
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+
     def members(self, index: str) -> list[str]:
         """The members of a Redis set (an `index` of `set_strings`)."""
         try:
@@ -416,10 +429,14 @@ class OnlineStore:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         finally:
             # A round trip cut short (an error, or the request cancelled) may leave replies
-            # unread on the connection: it is closed, never handed to the next request.
-            if not complete:
-                await conn.disconnect()
-            await pool.release(conn)
+            # unread on the connection: it is closed, never handed to the next request. A
+            # cancelled request's EVALSHA may still have counted its event: the retry is safe
+            # (the dedupe marker), its features then include the event itself.
+            try:
+                if not complete:
+                    await conn.disconnect()
+            finally:
+                await pool.release(conn)
 
     def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         pool = self.client.connection_pool

@@ -3,7 +3,7 @@ events in time order, activity in `POST /v1/events` batches, each payment throug
 `POST /v1/payments/score` (the batch before it flushed first, so the payment sees all earlier
 activity). Labels are left out: they arrive weeks later and feed training, not scoring.
 
-Used by the scenario tests (tests/integration/test_scenarios_e2e.py) and handy by hand:
+Used by the scenario tests (tests/integration/test_service_e2e.py) and handy by hand:
 
     .venv/bin/python -m tests.replay var/world http://127.0.0.1:8000 --per-scenario 2
 """

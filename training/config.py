@@ -150,7 +150,10 @@ class TrainingConfig(_Strict):
 
 def load_training_config(path: str | Path) -> TrainingConfig:
     """Read and validate a training config; `InvalidTrainingConfig` names the entry at fault."""
-    path = Path(path)
+    return _load(Path(path), ())
+
+
+def _load(path: Path, extending: tuple[Path, ...]) -> TrainingConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -162,21 +165,20 @@ def load_training_config(path: str | Path) -> TrainingConfig:
     raw = raw or {}
     if isinstance(raw, dict) and "extends" in raw:
         # `extends: other.yaml` (relative to this file): that config, with this one's keys
-        # merged over it section by section. Only what differs needs saying.
-        base_path = path.parent / str(raw.pop("extends"))
-        base = load_training_config(base_path).model_dump(mode="python", exclude_unset=True)
-        raw = _merged(base, raw)
+        # over it, section by section (a key inside a section replaces the base's whole).
+        base_path = (path.parent / str(raw.pop("extends"))).resolve()
+        seen = (*extending, path.resolve())
+        if base_path in seen:
+            chain = " -> ".join(str(p) for p in (*seen, base_path))
+            raise InvalidTrainingConfig(f"training config {path}: extends itself ({chain})")
+        base = _load(base_path, seen).model_dump(mode="python", exclude_unset=True)
+        raw = {
+            key: {**base[key], **value}
+            if isinstance(value, dict) and isinstance(base.get(key), dict)
+            else value
+            for key, value in {**base, **raw}.items()
+        }
     return parse_training_config(raw, str(path))
-
-
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def parse_training_config(raw: Any, source: str = "training config") -> TrainingConfig:

@@ -31,10 +31,12 @@ def get_account(account_id: AccountId, store: StoreDep) -> AccountOut:
 @router.post(
     "/{account_id}/score",
     response_model=AccountDecisionOut,
-    responses={409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 def score_account(account_id: AccountId, service: ServiceDep) -> AccountDecisionOut:
     """Decide on the account as it is now: the account model (when one is promoted) and the
     policy's account rules. An adverse decision is recorded, notified and, for
-    `suspend_account`, suspends the account. 409 for an account suspended already."""
+    `suspend_account`, suspends the account. 404 for an account of which nothing is known
+    (no activity in the online store, no status in the decision store); 409 for an account
+    suspended already."""
     return account_decision(account_id, service.score_account(account_id))

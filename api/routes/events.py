@@ -2,7 +2,8 @@
 store; accounts whose features then cross one of the policy's triggers are re-scored, and an
 account-level decision may suspend an account with no payment involved. A retried batch is
 counted once (`event_id` is the idempotency key). With Redis unreachable the batch is refused
-with 503 and `Retry-After` (nothing applied; the pipeline keeps it and retries)."""
+with 503 and `Retry-After`: the pipeline keeps it and resends it, which is always safe
+(docs/api.md)."""
 
 from __future__ import annotations
 

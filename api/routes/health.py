@@ -65,10 +65,13 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
     checks["account_model"] = (
         {"ok": True, "name": account_model.name, "version": account_model.version}
         if account_model is not None
-        else {"ok": True, "name": None, "detail": "none promoted: account rules only"}
+        else {"ok": True, "name": None, "detail": "none loaded: account rules only"}
     )
-    if account_watcher is not None and account_watcher.last_error and account_model is not None:
-        checks["account_model"].update(ok=False, error=account_watcher.last_error)
+    if account_watcher is not None and account_watcher.last_error:
+        # None promoted, or a promoted version that fails to load: the error says which.
+        checks["account_model"]["error"] = account_watcher.last_error
+        if account_model is not None:
+            checks["account_model"]["ok"] = False
     try:
         runtime.redis.ping()
         checks["redis"] = {"ok": True}

@@ -84,7 +84,7 @@ def test_a_payment_decided_twice_in_one_batch_is_stored_once(store):
     assert store.chain_head() is not None and store.chain_head()[0] == 2
 
 
-def test_a_failing_batch_fails_each_caller_and_stores_nothing(tmp_path):
+def test_a_store_that_is_down_fails_each_caller(tmp_path):
     unmigrated = DecisionStore(f"sqlite:///{tmp_path / 'empty.db'}")  # no schema
     writer = GroupCommitter(unmigrated)
     futures = [writer.submit(decision(n), suspend=False, notification=None) for n in range(3)]
@@ -93,6 +93,51 @@ def test_a_failing_batch_fails_each_caller_and_stores_nothing(tmp_path):
             future.result(10)
     writer.stop()
     unmigrated.close()
+
+
+class Refusing(SlowFirst):
+    """Refuses any batch holding a decision whose id starts with 'bad' (a record the database
+    would not take)."""
+
+    def append_many(self, batch):
+        if any(a.record.decision_id.startswith("bad") for a in batch):
+            self.sizes.append(len(batch))
+            raise StoreError("the database refused a value")
+        return super().append_many(batch)
+
+
+def test_one_refused_decision_fails_only_its_own_request(tmp_path):
+    store = Refusing(f"sqlite:///{tmp_path / 'arbiter.db'}")
+    store.migrate()
+    writer = GroupCommitter(store)
+    blocker = writer.submit(decision(0), suspend=False, notification=None)
+    time.sleep(0.1)  # the writer is inside the first, slow batch: the next three queue up
+    good = writer.submit(decision(1), suspend=False, notification=None)
+    bad = writer.submit(decision(2, decision_id="bad-2"), suspend=False, notification=None)
+    also_good = writer.submit(decision(3), suspend=False, notification=None)
+    assert blocker.result(10).seq == 1
+    with pytest.raises(StoreError, match="refused"):
+        bad.result(10)
+    assert (good.result(10).seq, also_good.result(10).seq) == (2, 3)
+    writer.stop()
+    assert store.sizes[:2] == [1, 3] and store.verify_chain() is None
+    store.close()
+
+
+def test_a_request_that_gave_up_is_not_stored_and_the_writer_carries_on(tmp_path):
+    store = SlowFirst(f"sqlite:///{tmp_path / 'arbiter.db'}")
+    store.migrate()
+    writer = GroupCommitter(store)
+    blocker = writer.submit(decision(0), suspend=False, notification=None)
+    time.sleep(0.1)
+    gone = writer.submit(decision(1), suspend=False, notification=None)
+    assert gone.cancel()  # the request was cancelled while waiting for its turn
+    kept = writer.submit(decision(2), suspend=False, notification=None)
+    assert blocker.result(10).seq == 1 and kept.result(10).seq == 2
+    later = writer.append_decision(decision(3), suspend=False, notification=None)
+    assert later.seq == 3 and store.get_by_payment("pay-1") is None
+    writer.stop()
+    store.close()
 
 
 def test_stop_stores_what_was_queued(store):

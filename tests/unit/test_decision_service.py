@@ -89,6 +89,10 @@ class Features:
         self.strings[key] = str(ts)
         return True
 
+    def unclaim(self, key, ts):
+        if self.strings.get(key) == str(ts):
+            del self.strings[key]
+
     def members(self, index):
         return sorted(self.index)
 
@@ -133,7 +137,8 @@ class Store:
     def account_status(self, account_id):
         self.status_reads += 1
         status = "suspended" if self.suspended else "active"
-        return AccountState(account_id, status, None, "d0" if self.suspended else None, None)
+        since = 1 if self.suspended else None
+        return AccountState(account_id, status, since, "d0" if self.suspended else None, None)
 
     def append_decision(self, record, *, suspend, notification):
         stored = StoredDecision(record, len(self.appended) + 1, "0" * 64, "f" * 64)
@@ -291,6 +296,7 @@ def sms(i, account="a1"):
 def test_an_account_decision_without_an_account_model_uses_the_account_rules():
     svc = service(0.01)
     svc.features.values = PUMPING
+    svc.features.events.append({"event_id": "e0", "account_id": "a1"})  # Redis knows a1
     decision = svc.score_account("a1")
     assert decision.action == "suspend_account" and decision.score is None
     assert [r.code for r in decision.reasons] == ["SMS_PUMPING"]
@@ -302,6 +308,7 @@ def test_an_account_decision_without_an_account_model_uses_the_account_rules():
 
 def test_an_account_decision_with_an_account_model_scores_and_explains():
     svc = service(0.01)
+    svc.features.events.append({"event_id": "e0", "account_id": "a1"})  # Redis knows a1
     svc.account_model = Model(Scorer(0.3), name="acct", version="3")
     decision = svc.score_account("a1")
     assert decision.action == "review" and decision.model_version == "3"
@@ -358,3 +365,31 @@ def test_the_event_loop_path_decides_and_stores_as_the_plain_one():
     assert svc.features.strings[svc.flag_key("a1")] == decision.decision_id
     again = asyncio.run(svc.score_payment_async(PAYMENT))
     assert again.replayed and again.decision_id == decision.decision_id
+
+
+def test_an_account_decision_that_fails_leaves_the_account_unclaimed_for_the_resend():
+    from engine.errors import StoreUnavailable
+
+    svc = service(0.01)
+    svc.features.values = PUMPING
+    calls = []
+
+    def failing(record):
+        calls.append(record)
+        raise StoreUnavailable("the decision store is locked")
+
+    svc._append = failing
+    with pytest.raises(StoreUnavailable):
+        svc.ingest([sms(i) for i in range(5)])
+    del svc._append  # the store is back: the resent batch decides the account
+    result = svc.ingest([sms(i) for i in range(5)])
+    assert result.applied == 0 and len(result.decisions) == 1 and len(calls) == 1
+
+
+def test_an_account_nobody_has_seen_gets_no_record():
+    from engine.errors import AccountNotFound
+
+    svc = service(0.01)
+    with pytest.raises(AccountNotFound, match="no activity and no status"):
+        svc.score_account("made-up")
+    assert svc.store.appended == []

@@ -66,3 +66,11 @@ def test_a_log_with_a_value_of_the_wrong_type_is_refused():
              "ip": "31.10.0.1", "success": "maybe"}  # fmt: skip
     with pytest.raises(InvalidEvent, match=r"event ev9 \(login\): field 'success' must be true"):
         validate_frame(pd.DataFrame([login]))
+
+
+def test_control_characters_in_a_string_field_are_refused_naming_the_field():
+    event = {"event_id": "e1", "type": "login", "ts": 1_790_000_000_000, "account_id": "a\x00",
+             "ip": "1.2.3.4", "success": True}  # fmt: skip
+    with pytest.raises(InvalidEvent, match="control characters") as caught:
+        validate_event(event)
+    assert caught.value.field == "account_id"

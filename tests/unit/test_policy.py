@@ -135,3 +135,26 @@ def test_an_account_rule_on_an_unknown_feature_is_refused():
     policy = account_policy(rules=[PUMP_RULE])
     with pytest.raises(InvalidPolicy, match="sms, verified"):
         policy.require_features({"other"})
+
+
+def test_a_backtest_replays_account_decisions_through_the_account_section():
+    from engine.backtest import replay
+    from engine.records import DecisionRecord, StoredDecision
+
+    def account_decision(n, score, features):
+        record = DecisionRecord(
+            decision_id=f"d{n}", created_at=1, subject_type="account", subject_id="a1",
+            account_id="a1", action="allow", feature_spec_version="s", policy_version="p0",
+            score=score, features=features,
+        )  # fmt: skip
+        return StoredDecision(record, n, "0" * 64, "f" * 64)
+
+    strict = account_policy(rules=[PUMP_RULE], thresholds={"review": 0.2, "suspend_account": 0.7})
+    what_if = replay(strict, [
+        account_decision(1, None, {"sms": 90, "verified": 0.0}),  # rules only: the rule fires
+        account_decision(2, 0.3, {"sms": 1, "verified": 1.0}),  # the new review threshold
+        account_decision(3, 0.01, {}),
+    ])  # fmt: skip
+    assert what_if.moves == {("allow", "suspend_account"): 1, ("allow", "review"): 1,
+                             ("allow", "allow"): 1}  # fmt: skip
+    assert not what_if.unscored

@@ -97,3 +97,21 @@ def test_promote_without_any_model_says_what_to_do(env):
     code, out = run("promote")
     assert code == 2
     assert "has no version with the alias 'challenger': train one with `arbiter train`" in out
+
+
+def test_a_config_extends_another_section_by_section_and_a_loop_is_refused(tmp_path):
+    from training.config import InvalidTrainingConfig, load_training_config
+
+    base = ROOT / "config" / "training.yaml"
+    (tmp_path / "base.yaml").write_text(base.read_text())
+    (tmp_path / "child.yaml").write_text(
+        "extends: base.yaml\nmodel_name: child\nlabels:\n  scored: {kind: sms}\n"
+    )
+    child, parent = load_training_config(tmp_path / "child.yaml"), load_training_config(base)
+    assert child.model_name == "child"
+    assert child.labels.scored == {"kind": "sms"}  # replaced whole, not merged with type
+    assert child.labels.maturity == parent.labels.maturity and child.model == parent.model
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(InvalidTrainingConfig, match="extends itself"):
+        load_training_config(tmp_path / "a.yaml")
