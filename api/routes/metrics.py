@@ -21,10 +21,12 @@ router = APIRouter(tags=["health"])
 def metrics(request: Request, runtime: RuntimeDep) -> PlainTextResponse:
     registry = runtime.metrics
     service = runtime.service
+    models = (
+        ("champion", service.model), ("challenger", service.shadow),
+        ("champion", service.account_model),
+    )  # fmt: skip
     serving: dict[tuple[str, ...], float] = {
-        (alias, model.name, model.version): 1.0
-        for alias, model in (("champion", service.model), ("challenger", service.shadow))
-        if model is not None
+        (alias, model.name, model.version): 1.0 for alias, model in models if model is not None
     }
     registry.model_info.replace(serving)
     notifier: Notifier | None = getattr(request.app.state, "notifier", None)

@@ -246,6 +246,12 @@ def test_the_event_pipeline_on_sqlite(api):
     check_pumping_suspends_with_no_payment(api)
     check_a_bad_batch_is_refused_whole(api)
     check_an_account_decision_on_demand(api)
+    unknown = api.post("/v1/accounts/acct-nobody-knows/score")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "account_not_found"
+    metrics = api.get("/metrics").text
+    assert f'arbiter_model_info{{alias="champion",name="{ACCOUNT_NAME}",version="1"}} 1' in metrics
+    ready = api.get("/readyz").json()["checks"]["account_model"]
+    assert ready == {"ok": True, "name": ACCOUNT_NAME, "version": "1"}
 
 
 def test_the_service_on_postgresql(models, tmp_path, postgres_admin, redis_client):

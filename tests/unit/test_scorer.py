@@ -34,3 +34,28 @@ def test_contributions_match_shap_tree_explainer_and_sum_to_the_margin():
         assert abs(ours.base - float(np.ravel(theirs.base_values)[0])) <= 1e-9
         margin = scorer.score(vector).margin
         assert abs(ours.base + sum(ours.values.values()) - margin) <= 1e-9
+
+
+def test_the_fast_single_row_path_gives_exactly_what_booster_predict_gives():
+    import threading
+
+    booster = tiny_booster()
+    scorer = Scorer(booster, booster.feature_name())
+    rng = np.random.default_rng(11)
+    rows = rng.normal(size=(300, 5))
+    rows[rng.random(rows.shape) < 0.2] = np.nan
+    expected = booster.predict(rows, raw_score=True, num_threads=1)
+    ours = [scorer.score(row.reshape(1, -1)).margin for row in rows]
+    assert ours == list(expected)  # bit for bit, missing values included
+    # Each thread gets its own prepared configuration; the results do not mix.
+    found: dict[int, list[float]] = {}
+
+    def score_all(n: int) -> None:
+        found[n] = [scorer.score(row.reshape(1, -1)).margin for row in rows]
+
+    threads = [threading.Thread(target=score_all, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(found[n] == list(expected) for n in range(4))
