@@ -44,6 +44,7 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self.batches = 0  # how many transactions; with `appended`, the mean batch size
         self.appended = 0
+        self._stopped = False
 
     # --- what the service calls -----------------------------------------------------------------
 
@@ -55,6 +56,8 @@ class GroupCommitter:
         try:
             return future.result(timeout=self.wait_s)
         except TimeoutError:
+            if not future.cancel():  # being written right now: its outcome is the answer
+                return future.result()
             raise StoreUnavailable(
                 f"the decision writer did not store decision {record.decision_id} within "
                 f"{self.wait_s:g} s"
@@ -64,7 +67,10 @@ class GroupCommitter:
         self, record: DecisionRecord, *, suspend: bool, notification: Mapping[str, Any] | None
     ) -> Future[StoredDecision]:
         """Queue the decision for the writer's next batch; the future is done once it is
-        durable (or failed with the store's error)."""
+        durable (or failed with the store's error). Cancelling it before the writer takes it
+        keeps the decision out of the store."""
+        if self._stopped:
+            raise StoreUnavailable("the decision writer is stopped")
         self._ensure_started()
         future: Future[StoredDecision] = Future()
         self._queue.put((Append(record, suspend, notification), future))
@@ -92,12 +98,21 @@ class GroupCommitter:
                 self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Store what is queued, then stop the writer."""
+        """Store what is queued, then stop the writer; later submits are refused."""
         with self._lock:
+            self._stopped = True
             thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+        # Whatever is still queued (the writer did not finish in time) fails, never hangs.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _settle(item[1], error=StoreUnavailable("the decision writer is stopped"))
 
     def _run(self) -> None:
         while True:
@@ -133,8 +148,11 @@ class GroupCommitter:
         try:
             stored = self.store.append_many([append for append, _ in live])
         except Exception as exc:
-            if len(live) == 1:  # the store's own error, for the one request it concerns
-                _settle(live[0][1], error=exc)
+            if len(live) == 1 or isinstance(exc, StoreUnavailable):
+                # The store's own error for each: a store that is down or locked would only
+                # fail each decision again, one timeout at a time.
+                for _, future in live:
+                    _settle(future, error=exc)
                 return
             # One bad decision must not fail the others of its batch: each alone, then.
             log.warning("a batch of %d decisions failed (%s); storing them one by one",
@@ -150,7 +168,9 @@ class GroupCommitter:
     def _write_one(self, item: tuple[Append, Future[StoredDecision]]) -> None:
         append, future = item
         try:
-            [result] = self.store.append_many([append])
+            # `recover`: the failed batch may have committed after all (a commit that raised);
+            # a decision already stored comes back as stored, not appended twice.
+            [result] = self.store.append_many([append], recover=True)
         except Exception as exc:
             _settle(future, error=exc)
             return

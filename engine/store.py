@@ -107,14 +107,26 @@ class DecisionStore:
         and the customer `notification` (an outbox entry), in one transaction."""
         return self.append_many([Append(record, suspend, notification)])[0]
 
-    def append_many(self, batch: Sequence[Append]) -> list[StoredDecision]:
+    def append_many(
+        self, batch: Sequence[Append], *, recover: bool = False
+    ) -> list[StoredDecision]:
         """Store a batch of decisions in chain order, in one transaction (one commit, one
         fsync: the group commit of `engine.group_commit`). A payment already decided, in the
         store or earlier in the batch, is not appended again: its first decision comes back,
-        `replayed`. All or nothing: a failure stores none of the batch."""
+        `replayed`. All or nothing: a failure stores none of the batch. With `recover` (a retry
+        of a batch whose outcome is unknown), a decision whose id is stored already comes back
+        as it was stored, not replayed."""
         out: list[StoredDecision | None] = [None] * len(batch)
         with writing(self._engine) as conn:
             self._lock_chain(conn)
+            recovered: set[int] = set()
+            if recover:
+                ids = [a.record.decision_id for a in batch]
+                for row in conn.execute(_SELECT.where(decisions.c.decision_id.in_(ids))):
+                    stored = _stored(row)
+                    i = ids.index(stored.record.decision_id)
+                    out[i] = stored
+                    recovered.add(i)
             # Checked under the lock, so two concurrent retries cannot both append: one query
             # for the whole batch.
             payment_ids = [a.record.payment_id for a in batch if a.record.payment_id is not None]
@@ -134,6 +146,8 @@ class DecisionStore:
             rows = []
             for i, item in enumerate(batch):
                 record = item.record
+                if i in recovered:
+                    continue
                 if record.payment_id is not None and record.payment_id in first:
                     out[i] = replace(first[record.payment_id], replayed=True)
                     continue
@@ -147,9 +161,9 @@ class DecisionStore:
                 seq, prev_hash = seq + 1, digest
             if rows:
                 conn.execute(_INSERT, rows)  # parameters, not .values(): compiled once, cached
-            for item, done in zip(batch, out, strict=True):
+            for i, (item, done) in enumerate(zip(batch, out, strict=True)):
                 assert done is not None
-                if done.replayed:
+                if done.replayed or i in recovered:
                     continue
                 record = item.record
                 if item.suspend:

@@ -127,7 +127,9 @@ def format_ts(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL and friends: no id or code carries them
+# NUL and the other control characters (tab and line breaks allowed, for free text): no id or
+# code carries them, and PostgreSQL cannot store a NUL in text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _check(name: str, spec: Field, value: Any) -> Any:

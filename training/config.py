@@ -166,18 +166,22 @@ def _load(path: Path, extending: tuple[Path, ...]) -> TrainingConfig:
     if isinstance(raw, dict) and "extends" in raw:
         # `extends: other.yaml` (relative to this file): that config, with this one's keys
         # over it, section by section (a key inside a section replaces the base's whole).
-        base_path = (path.parent / str(raw.pop("extends"))).resolve()
+        named = raw.pop("extends")
+        if not isinstance(named, str) or not named:
+            raise InvalidTrainingConfig(f"training config {path}: extends: name a config file")
+        base_path = (path.parent / named).resolve()
         seen = (*extending, path.resolve())
         if base_path in seen:
             chain = " -> ".join(str(p) for p in (*seen, base_path))
-            raise InvalidTrainingConfig(f"training config {path}: extends itself ({chain})")
+            raise InvalidTrainingConfig(f"training config {path}: extends form a cycle ({chain})")
         base = _load(base_path, seen).model_dump(mode="python", exclude_unset=True)
         raw = {
             key: {**base[key], **value}
             if isinstance(value, dict) and isinstance(base.get(key), dict)
             else value
             for key, value in {**base, **raw}.items()
-        }
+            if not (value is None and key in base)  # an empty section keeps the base's
+        } | {key: base[key] for key, value in raw.items() if value is None and key in base}
     return parse_training_config(raw, str(path))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.errors import StoreError
+from engine.errors import StoreError, StoreUnavailable
 from engine.group_commit import GroupCommitter
 from engine.store import DecisionStore
 from tests.conftest import drop_postgres_schema, new_postgres_schema
@@ -27,11 +27,11 @@ class SlowFirst(DecisionStore):
         super().__init__(url)
         self.sizes: list[int] = []
 
-    def append_many(self, batch):
+    def append_many(self, batch, *, recover=False):
         self.sizes.append(len(batch))
         if len(self.sizes) == 1:
             time.sleep(0.3)
-        return super().append_many(batch)
+        return super().append_many(batch, recover=recover)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -99,11 +99,11 @@ class Refusing(SlowFirst):
     """Refuses any batch holding a decision whose id starts with 'bad' (a record the database
     would not take)."""
 
-    def append_many(self, batch):
+    def append_many(self, batch, *, recover=False):
         if any(a.record.decision_id.startswith("bad") for a in batch):
             self.sizes.append(len(batch))
             raise StoreError("the database refused a value")
-        return super().append_many(batch)
+        return super().append_many(batch, recover=recover)
 
 
 def test_one_refused_decision_fails_only_its_own_request(tmp_path):
@@ -146,3 +146,58 @@ def test_stop_stores_what_was_queued(store):
     writer.stop()
     assert all(f.done() and not f.exception() for f in futures)
     assert store.chain_head()[0] == 5
+
+
+class CommitsThenRaises(SlowFirst):
+    """The first batch commits, then the call raises (a lost acknowledgement)."""
+
+    def append_many(self, batch, *, recover=False):
+        stored = DecisionStore.append_many(self, batch, recover=recover)
+        self.sizes.append(len(batch))
+        if len(self.sizes) == 2:  # the batch after the slow first one
+            raise StoreError("the connection dropped after COMMIT")
+        return stored
+
+
+def test_a_batch_that_committed_but_raised_is_not_stored_twice(tmp_path):
+    store = CommitsThenRaises(f"sqlite:///{tmp_path / 'arbiter.db'}")
+    store.migrate()
+    writer = GroupCommitter(store)
+    blocker = writer.submit(decision(0), suspend=False, notification=None)
+    time.sleep(0.1)
+    account = decision(1, subject_type="account", action="suspend_account", account="acct-9")
+    futures = [writer.submit(account, suspend=True, notification={"n": 1}),
+               writer.submit(decision(2), suspend=False, notification=None)]  # fmt: skip
+    blocker.result(10)
+    results = [f.result(10) for f in futures]
+    writer.stop()
+    assert [r.replayed for r in results] == [False, False]  # their own decisions, as stored
+    assert [r.seq for r in results] == [2, 3] and store.chain_head()[0] == 3
+    assert store.verify_chain() is None
+    store.close()
+
+
+class Locked(SlowFirst):
+    def append_many(self, batch, *, recover=False):
+        self.sizes.append(len(batch))
+        if len(self.sizes) == 1:
+            time.sleep(0.3)
+            return DecisionStore.append_many(self, batch)
+        raise StoreUnavailable("the decision store is locked")
+
+
+def test_a_store_that_is_unavailable_fails_the_whole_batch_at_once(tmp_path):
+    store = Locked(f"sqlite:///{tmp_path / 'arbiter.db'}")
+    store.migrate()
+    writer = GroupCommitter(store)
+    writer.submit(decision(0), suspend=False, notification=None)
+    time.sleep(0.1)
+    futures = [writer.submit(decision(n), suspend=False, notification=None) for n in (1, 2, 3)]
+    for future in futures:
+        with pytest.raises(StoreUnavailable):
+            future.result(10)
+    assert store.sizes == [1, 3]  # no retry one by one: each would wait for the lock again
+    writer.stop()
+    with pytest.raises(StoreUnavailable, match="stopped"):
+        writer.submit(decision(4), suspend=False, notification=None)
+    store.close()

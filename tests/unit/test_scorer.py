@@ -47,7 +47,7 @@ def test_the_fast_single_row_path_gives_exactly_what_booster_predict_gives():
     expected = booster.predict(rows, raw_score=True, num_threads=1)
     ours = [scorer.score(row.reshape(1, -1)).margin for row in rows]
     assert ours == list(expected)  # bit for bit, missing values included
-    # Each thread gets its own prepared configuration; the results do not mix.
+    # One prepared configuration serves every thread; the results do not mix.
     found: dict[int, list[float]] = {}
 
     def score_all(n: int) -> None:
@@ -59,3 +59,14 @@ def test_the_fast_single_row_path_gives_exactly_what_booster_predict_gives():
     for thread in threads:
         thread.join()
     assert all(found[n] == list(expected) for n in range(4))
+
+
+def test_a_row_of_the_wrong_width_is_refused_not_read_past_its_end():
+    import pytest
+
+    booster = tiny_booster()
+    scorer = Scorer(booster, booster.feature_name())
+    with pytest.raises(ValueError, match="a row of 3 values for a model of 5 features"):
+        scorer.score(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="a row of 10 values"):
+        scorer.score(np.zeros((2, 5)))

@@ -113,5 +113,5 @@ def test_a_config_extends_another_section_by_section_and_a_loop_is_refused(tmp_p
     assert child.labels.maturity == parent.labels.maturity and child.model == parent.model
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
-    with pytest.raises(InvalidTrainingConfig, match="extends itself"):
+    with pytest.raises(InvalidTrainingConfig, match="extends form a cycle"):
         load_training_config(tmp_path / "a.yaml")
