@@ -569,9 +569,12 @@ class DecisionService:
 
     async def _append_async(self, record: DecisionRecord) -> Decision:
         submit = getattr(self.store, "submit", None)
-        if submit is None:  # a store without a writer thread: the direct write
-            return self._append(record)
+        if submit is None:  # a store without a writer thread: the direct write, off the loop
+            return await asyncio.to_thread(self._append, record)
         stored = await asyncio.wrap_future(submit(record, **_with(record)))
+        if record.action == "suspend_account" and not stored.replayed:
+            # The flag write is blocking Redis I/O: off the loop too (rare: suspensions only).
+            return await asyncio.to_thread(self._stored, record, stored)
         return self._stored(record, stored)
 
     def _stored(self, record: DecisionRecord, stored: StoredDecision) -> Decision:
