@@ -112,7 +112,7 @@ def build_runtime(settings: Settings) -> Runtime:
         error_label="account_model_load",
     )  # fmt: skip
     account_models.check_now()  # optional: without one, account decisions use the rules
-    flags = FlagSync(service, interval_s=settings.flag_sync_seconds)
+    flags = FlagSync(service.flags, interval_s=settings.flag_sync_seconds)
     flags.check_now()
     shadows = None
     if settings.shadow_challenger:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import redis
+from benchdoc import write_block
 
 from features.log import frame_records, read_log, write_parquet
 from features.offline import build_features
@@ -193,14 +194,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_doc:
-        doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        block = f"{START}\n{text}\n{END}"
-        if START in doc:
-            pattern = re.escape(START) + ".*?" + re.escape(END)
-            doc = re.sub(pattern, lambda _: block, doc, flags=re.S)
-        else:
-            doc += f"\n## Features (issue 2)\n\n{block}\n"
-        DOC.write_text(doc)
+        write_block(DOC, START, END, "Features (issue 2)", text)
         print(f"\nwritten to {DOC.relative_to(ROOT)}")
 
 

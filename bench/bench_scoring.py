@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchdoc import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -365,14 +367,7 @@ def _installed(module: str) -> bool:
 
 
 def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in doc:
-        pattern = re.escape(START) + ".*?" + re.escape(END)
-        doc = re.sub(pattern, lambda _: block, doc, flags=re.S)
-    else:
-        doc += f"\n## Scoring service (issue 4)\n\n{block}\n"
-    DOC.write_text(doc)
+    write_block(DOC, START, END, "Scoring service (issue 4)", text)
 
 
 def main() -> None:

@@ -87,6 +87,15 @@ def _config(path: Path | None, settings: Settings) -> tuple[TrainingConfig, Path
         raise typer.Exit(2) from None
 
 
+def _registered(path: Path | None) -> tuple[Settings, TrainingConfig, str]:
+    """The settings, the training config and the registered model name it names (for the
+    commands that talk to the registry), with MLflow's chatter quieted."""
+    settings = settings_or_exit()
+    training_config, _ = _config(path, settings)
+    _quiet_mlflow()
+    return settings, training_config, training_config.model_name or settings.model_name
+
+
 def _quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -213,10 +222,7 @@ def promote_command(
         raise typer.BadParameter(
             '--force needs --reason "..." (it is recorded)', param_hint="--reason"
         )
-    settings = settings_or_exit()
-    training_config, _ = _config(config, settings)
-    name = training_config.model_name or settings.model_name
-    _quiet_mlflow()
+    settings, training_config, name = _registered(config)
     try:
         client = tracking.configure(settings.mlflow_tracking_uri)
         result = promote(
@@ -265,10 +271,7 @@ def list_models(config: ConfigOpt = None) -> None:
 
     from training import registry, tracking
 
-    settings = settings_or_exit()
-    training_config, _ = _config(config, settings)
-    name = training_config.model_name or settings.model_name
-    _quiet_mlflow()
+    settings, _, name = _registered(config)
     try:
         client = tracking.configure(settings.mlflow_tracking_uri)
         rows = registry.versions(client, name)

@@ -1,37 +1,105 @@
-"""`FlagSync`: keeps Redis's suspension flags in step with the decision store.
+"""Suspension flags: Redis's copy of which accounts the store holds suspended.
 
-The store is the truth about which accounts are suspended; the scoring hot path reads a copy,
-one flag per suspended account beside the account's features (`DecisionService.flag_key`), in
-the same Redis round trip as the features. The service sets a flag when a decision suspends
-an account and re-sets it when it finds an account Redis knows nothing about suspended in the
-store. What can still leave a flag missing or stale (Redis restarted with its data gone while
-the account kept its features, a flag write that failed, a reinstatement done while Redis was
-down) is repaired here: every `interval_s` seconds the flags of every suspended account are
-written, and flags of accounts no longer suspended are removed (an index set in Redis lists
-every flag, so no key scan is needed).
+The store is the truth; the scoring hot path reads a copy, one flag per suspended account
+beside the account's features (`SuspensionFlags.key`: the account's hash tag), in the same
+Redis round trip as the features. The service sets a flag when a decision suspends an account
+and re-sets it when it finds an account Redis knows nothing about suspended in the store
+(`is_suspended`). What can still leave a flag missing or stale (Redis restarted with its data
+gone while the account kept its features, a flag write that failed, a reinstatement done while
+Redis was down) is repaired by `FlagSync`: every `interval_s` seconds the flags of every
+suspended account are written, and flags of accounts no longer suspended are removed (an
+index set in Redis lists every flag, so no key scan is needed).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 
 from engine.errors import StoreError
+from engine.metrics import Metrics
 from engine.poller import Watcher
-from engine.service import DecisionService
+from engine.ports import DecisionSink, FeatureSource, ReadingLike
 from features.errors import FeatureStoreUnavailable
 
 log = logging.getLogger("arbiter.flags")
 
 
+class SuspensionFlags:
+    def __init__(
+        self, features: FeatureSource, store: DecisionSink, metrics: Metrics, entity: str
+    ) -> None:
+        self.features = features
+        self.store = store
+        self.metrics = metrics
+        self.entity = entity  # the feature spec's entity keyed by account_id
+        self.index = f"{features.key(entity, '')}:suspended-index"  # every flag key
+
+    def key(self, account_id: str) -> str:
+        """The Redis key flagging a suspended account (its value: the decision behind it). It
+        shares the account's hash tag, so it sits beside the account's features."""
+        return f"{self.features.key(self.entity, account_id)}:suspended"
+
+    def is_suspended(self, account_id: str, reading: ReadingLike) -> bool:
+        """From a reading that asked for `key(account_id)` first: the flag decides, except for
+        an account Redis knows nothing about (new, idle past its ttl, or lost with a Redis
+        restart): then the store does, and the flag is set again."""
+        if reading.flags and reading.flags[0] is not None:
+            return True
+        if self.entity not in reading.unknown:
+            return False
+        state = self.store.account_status(account_id)
+        if state.status != "suspended":
+            return False
+        self.set({account_id: state.decision_id or "suspended"})
+        return True
+
+    def needs_store(self, reading: ReadingLike) -> bool:
+        """Whether `is_suspended` would ask the store (blocking I/O) for this reading."""
+        unflagged = not reading.flags or reading.flags[0] is None
+        return unflagged and self.entity in reading.unknown
+
+    def set(self, accounts: Mapping[str, str | None]) -> None:
+        """Flag (decision id) or unflag (None) accounts. Best effort: a flag Redis missed is
+        set again by `sync` or by the store look-up of an account Redis does not know."""
+        try:
+            self.features.set_strings(
+                {self.key(a): v for a, v in accounts.items()}, index=self.index
+            )
+        except FeatureStoreUnavailable as exc:
+            self.metrics.dependency_errors.inc("redis")
+            log.warning("suspension flags not written (%s); the next sync writes them", exc)
+
+    def flagged(self) -> list[str]:
+        """The accounts Redis flags as suspended (from the flag index)."""
+        prefix, suffix = self.key("\0").split("\0")
+        return [k[len(prefix) : -len(suffix)] for k in self.features.members(self.index)]
+
+    def sync(self, stale: Iterable[str] = ()) -> int:
+        """Make Redis's flags match the store: set every suspended account's, and clear those
+        of the `stale` accounts (flagged in Redis) that are active again. Returns how many
+        flags were written."""
+        suspended = self.store.suspended_accounts()
+        values: dict[str, str | None] = {a: d or "suspended" for a, d in suspended.items()}
+        for account_id in stale:
+            if account_id not in suspended:
+                values[account_id] = None
+        if values:
+            self.features.set_strings({self.key(a): v for a, v in values.items()}, index=self.index)
+        return len(values)
+
+
 class FlagSync(Watcher[int]):
-    def __init__(self, service: DecisionService, *, interval_s: float) -> None:
-        self.service = service
+    """`SuspensionFlags.sync` every `interval_s` seconds, in a background thread."""
+
+    def __init__(self, flags: SuspensionFlags, *, interval_s: float) -> None:
+        self.flags = flags
         self.last_error: str | None = None
         super().__init__(interval_s=interval_s, name="suspension-flag-sync")
 
     def _check(self) -> int | None:
         try:
-            written = self.service.sync_flags(stale=self.service.flagged_accounts())
+            written = self.flags.sync(stale=self.flags.flagged())
         except (FeatureStoreUnavailable, StoreError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             if message != self.last_error:

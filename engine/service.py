@@ -6,9 +6,9 @@ champion, lets the policy decide, and stores the decision (with the account's su
 the customer's notification) before returning it. `payment_id` is the idempotency key: a
 retry gets the stored decision back, and the online store counts the event (`pay:<id>`) once.
 
-What the service needs from the packages below is stated here as small protocols; the app
-factory hands it the real ones (`features.online.OnlineStore`, `models.registry.LoadedModel`,
-`engine.store.DecisionStore`). The policy, the model and the shadow model are plain
+What the service needs from the packages below is stated as small protocols in `engine.ports`.
+Suspension flags are `engine.flags`, customer notifications `engine.notices`, the event
+pipeline's batches `engine.intake`. The policy, the model and the shadow model are plain
 attributes: a reload builds the new object fully, then rebinds the attribute, so a request in
 flight finishes on the one it started with.
 
@@ -23,97 +23,26 @@ retry is not a new decision), the time to decide, and the failures of Redis and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from engine.accounts import AccountState
 from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
+from engine.flags import SuspensionFlags
 from engine.metrics import Metrics
+from engine.notices import notification_of
 from engine.policy import SEVERITY, Action, Facts, Policy, Verdict, score_action
+from engine.ports import ChampionModel, ContributionsLike, DecisionSink, FeatureSource, ReadingLike
 from engine.reasons import reasons_of, top_features
 from engine.records import DecisionRecord, Reason, StoredDecision
-from features.errors import FeatureStoreUnavailable, InvalidEvent
-from features.events import format_ts, validate_event
+from features.errors import FeatureStoreUnavailable
+from features.events import validate_event
 from features.state import numeric
 
 log = logging.getLogger("arbiter.service")
-
-OBJECTION_WINDOW_DAYS = 30  # the privacy policy's answer time for a data-rights request
-_DAY_MS = 86_400_000
-
-
-# --- what the service needs ------------------------------------------------------------------
-
-
-class ReadingLike(Protocol):
-    @property
-    def features(self) -> dict[str, Any]: ...
-    @property
-    def applied(self) -> bool: ...
-    @property
-    def flags(self) -> tuple[str | None, ...]: ...
-    @property
-    def unknown(self) -> frozenset[str]: ...
-
-
-class FeatureSource(Protocol):
-    def key(self, entity: str, value: Any) -> str: ...
-    def read_for_decision(
-        self, event: Mapping[str, Any], flags: Sequence[str] = (), *, apply: bool = True
-    ) -> ReadingLike: ...
-    def read_many(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]: ...
-    def apply_many(self, events: Iterable[Mapping[str, Any]], *, dedupe: bool = True) -> int: ...
-    def set_strings(
-        self, values: Mapping[str, str | None], *, index: str | None = None
-    ) -> None: ...
-    def members(self, index: str) -> list[str]: ...
-    def claim(self, key: str, ts: int, gap_ms: int) -> bool: ...
-    def unclaim(self, key: str, ts: int) -> None: ...
-
-
-class ScoreLike(Protocol):
-    @property
-    def probability(self) -> float: ...
-    @property
-    def margin(self) -> float: ...
-
-
-class ContributionsLike(Protocol):
-    @property
-    def values(self) -> dict[str, float]: ...
-    @property
-    def base(self) -> float: ...
-
-
-class ScorerLike(Protocol):
-    def vector(self, values: Mapping[str, Any]) -> Any: ...
-    def score(self, row: Any) -> ScoreLike: ...
-    def contributions(self, row: Any) -> ContributionsLike: ...
-
-
-class ChampionModel(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def scorer(self) -> ScorerLike: ...
-
-
-class DecisionSink(Protocol):
-    def get_by_payment(self, payment_id: str) -> StoredDecision | None: ...
-    def account_status(self, account_id: str) -> AccountState: ...
-    def suspended_accounts(self) -> dict[str, str | None]: ...
-    def append_decision(
-        self, record: DecisionRecord, *, suspend: bool, notification: Mapping[str, Any] | None
-    ) -> StoredDecision: ...
 
 
 # --- what it gives back ----------------------------------------------------------------------
@@ -157,16 +86,6 @@ class _Pending:
     flag: str
 
 
-@dataclass(frozen=True)
-class Ingested:
-    """What `DecisionService.ingest` did with a batch of events."""
-
-    received: int
-    applied: int  # new events (the rest had been applied before: retries)
-    decisions: tuple[tuple[Decision, tuple[str, ...]], ...]  # account decisions and triggers
-    cooling_down: tuple[str, ...] = ()  # triggered accounts re-scored shortly before
-
-
 class DecisionService:
     def __init__(
         self,
@@ -194,6 +113,7 @@ class DecisionService:
         self.metrics = metrics if metrics is not None else Metrics()
         self.account_model = account_model
         self.account_entity = account_entity
+        self.flags = SuspensionFlags(features, store, self.metrics, account_entity)
 
     # --- payments -----------------------------------------------------------------------------
 
@@ -248,8 +168,7 @@ class DecisionService:
 
     def _needs_store(self, reading: ReadingLike) -> bool:
         """Whether finishing this payment reads the store (blocking I/O, kept off the loop)."""
-        unflagged = not reading.flags or reading.flags[0] is None
-        return not reading.applied or (unflagged and self.account_entity in reading.unknown)
+        return not reading.applied or self.flags.needs_store(reading)
 
     def _count(self, decision: Decision, started: float) -> None:
         if not decision.replayed:
@@ -279,7 +198,7 @@ class DecisionService:
             feature_spec_version=self.feature_spec_version, policy_version=policy.version,
         )  # fmt: skip
         return _Pending(started, time.perf_counter(), event, base, policy, model, shadow,
-                        self.flag_key(account_id))  # fmt: skip
+                        self.flags.key(account_id))  # fmt: skip
 
     def _without_features(self, pending: _Pending) -> Decision | DecisionRecord:
         """Redis did not answer: a retry still gets its decision, a suspended account is still
@@ -305,7 +224,7 @@ class DecisionService:
             previous = self.store.get_by_payment(payment_id)
             if previous is not None:
                 return Decision.of(previous)
-        if self._is_suspended(account_id, reading):
+        if self.flags.is_suspended(account_id, reading):
             return self._suspended(base, started)
         if model is None:
             raise ModelNotLoaded("no model is loaded: promote a champion, then check /readyz")
@@ -322,13 +241,7 @@ class DecisionService:
         facts = facts_of(event, features)
         verdict = policy.decide(score.probability, features, facts)
         codes = list(verdict.reasons)
-        contributions = None
-        if verdict.action != "allow":
-            mark = time.perf_counter()
-            contributions = model.scorer.contributions(row)
-            timings["contributions_ms"] = _ms(mark)
-            if score_action(score.probability, verdict.thresholds) != "allow":
-                codes += top_features(contributions.values) or ["SCORE"]
+        contributions = _explain(model, row, score.probability, verdict, codes, timings)
         timings["total_ms"] = _ms(started)
         return DecisionRecord(
             **base, action=verdict.action, score=score.probability, raw_margin=score.margin,
@@ -357,63 +270,6 @@ class DecisionService:
             **base, action=action, degraded=True, segment=verdict.segment,
             reasons=tuple(reasons_of(codes, self.descriptions)), timings=_timings(started),
         )  # fmt: skip
-
-    # --- suspension flags ---------------------------------------------------------------------
-
-    def flag_key(self, account_id: str) -> str:
-        """The Redis key flagging a suspended account (its value: the decision behind it). It
-        shares the account's hash tag, so it sits beside the account's features."""
-        return f"{self.features.key(self.account_entity, account_id)}:suspended"
-
-    def _is_suspended(self, account_id: str, reading: ReadingLike) -> bool:
-        """The flag decides, except for an account Redis knows nothing about (new, idle past
-        its ttl, or lost with a Redis restart): then the store does, and the flag is set again.
-        """
-        if reading.flags and reading.flags[0] is not None:
-            return True
-        if self.account_entity not in reading.unknown:
-            return False
-        state = self.store.account_status(account_id)
-        if state.status != "suspended":
-            return False
-        self._set_flags({account_id: state.decision_id or "suspended"})
-        return True
-
-    def _set_flags(self, accounts: Mapping[str, str | None]) -> None:
-        """Best effort: a flag Redis missed is set again by `sync_flags` (the app runs it
-        every few seconds) or by the store look-up of an account Redis does not know."""
-        try:
-            self.features.set_strings(
-                {self.flag_key(a): v for a, v in accounts.items()}, index=self.flag_index
-            )
-        except FeatureStoreUnavailable as exc:
-            self.metrics.dependency_errors.inc("redis")
-            log.warning("suspension flags not written (%s); the next sync writes them", exc)
-
-    def sync_flags(self, stale: Iterable[str] = ()) -> int:
-        """Make Redis's suspension flags match the store: set every suspended account's, and
-        clear those of the `stale` accounts (flagged in Redis) that are active again. Returns
-        how many flags were written."""
-        suspended = self.store.suspended_accounts()
-        values: dict[str, str | None] = {a: d or "suspended" for a, d in suspended.items()}
-        for account_id in stale:
-            if account_id not in suspended:
-                values[account_id] = None
-        if values:
-            self.features.set_strings(
-                {self.flag_key(a): v for a, v in values.items()}, index=self.flag_index
-            )
-        return len(values)
-
-    @property
-    def flag_index(self) -> str:
-        """The Redis set of every flag key (what `sync_flags` checks for stale flags)."""
-        return f"{self.features.key(self.account_entity, '')}:suspended-index"
-
-    def flagged_accounts(self) -> list[str]:
-        """The accounts Redis flags as suspended (from the flag index)."""
-        prefix, suffix = self.flag_key("\0").split("\0")
-        return [k[len(prefix) : -len(suffix)] for k in self.features.members(self.flag_index)]
 
     # --- accounts -----------------------------------------------------------------------------
 
@@ -458,7 +314,7 @@ class DecisionService:
             else {"type": "account_review", "account_id": account_id, "ts": now}
         )
         mark = time.perf_counter()
-        reading = self.features.read_for_decision(probe, [self.flag_key(account_id)], apply=False)
+        reading = self.features.read_for_decision(probe, [self.flags.key(account_id)], apply=False)
         timings = {"features_ms": _ms(mark)}
         if (
             event is None
@@ -467,7 +323,7 @@ class DecisionService:
         ):
             # Neither Redis nor the store has heard of it: no record for a made-up account.
             raise AccountNotFound(f"no activity and no status are known for account {account_id}")
-        if self._is_suspended(account_id, reading):
+        if self.flags.is_suspended(account_id, reading):
             state = self.store.account_status(account_id)
             raise AccountSuspended(
                 f"account {account_id} is suspended already (decision {state.decision_id})",
@@ -482,12 +338,8 @@ class DecisionService:
             timings["model_ms"] = _ms(mark)
         verdict = policy.decide_account(score.probability if score else None, features, account_id)
         codes = list(verdict.reasons)
-        if model is not None and score is not None and verdict.action != "allow":
-            mark = time.perf_counter()
-            contributions = model.scorer.contributions(model.scorer.vector(features))
-            timings["contributions_ms"] = _ms(mark)
-            if score_action(score.probability, verdict.thresholds) != "allow":
-                codes += top_features(contributions.values) or ["SCORE"]
+        if model is not None and score is not None:
+            contributions = _explain(model, row, score.probability, verdict, codes, timings)
         timings["total_ms"] = _ms(started)
         record = DecisionRecord(
             decision_id=str(uuid.uuid4()), created_at=now, subject_type="account",
@@ -503,63 +355,6 @@ class DecisionService:
             base_value=contributions.base if contributions else None, timings=timings,
         )  # fmt: skip
         return self._append(record)
-
-    # --- the event pipeline -------------------------------------------------------------------
-
-    def ingest(self, events: Sequence[Mapping[str, Any]]) -> Ingested:
-        """Apply a batch of activity events to the online store (all validated first: one bad
-        event refuses the batch, nothing applied), then re-score the accounts whose features
-        now cross one of the policy's triggers (each at most once per cooldown, in event
-        time, so a replay of history behaves as the live stream did)."""
-        valid = []
-        for i, raw in enumerate(events):
-            try:
-                valid.append(validate_event(raw))
-            except InvalidEvent as exc:
-                field = f"events[{i}].{exc.field}" if exc.field else f"events[{i}]"
-                raise InvalidEvent(str(exc), event_id=exc.event_id, field=field) from None
-        try:
-            applied = self.features.apply_many(valid)
-        except FeatureStoreUnavailable:
-            self.metrics.dependency_errors.inc("redis")
-            raise
-        policy = self.policy
-        decisions: list[tuple[Decision, tuple[str, ...]]] = []
-        cooling: list[str] = []
-        if not policy.model.triggers:
-            return Ingested(len(valid), applied, ())
-        latest: dict[str, Mapping[str, Any]] = {}
-        for event in valid:
-            account_id = event.get("account_id")
-            if account_id is None or event["type"] == "label":
-                continue
-            seen = latest.get(str(account_id))
-            if seen is None or int(event["ts"]) >= int(seen["ts"]):
-                latest[str(account_id)] = event
-        # The account alone, just after its latest event: triggers are account features.
-        now_of = [{"type": e["type"], "account_id": a, "ts": int(e["ts"]) + 1}
-                  for a, e in latest.items()]  # fmt: skip
-        current = self.features.read_many(now_of) if now_of else []
-        cooldown_ms = policy.model.account.cooldown_seconds * 1000
-        for (account_id, last), now_features in zip(latest.items(), current, strict=True):
-            fired = policy.triggered(now_features)
-            if not fired:
-                continue
-            key = f"{self.features.key(self.account_entity, account_id)}:rescored"
-            if cooldown_ms and not self.features.claim(key, int(last["ts"]), cooldown_ms):
-                cooling.append(account_id)
-                continue
-            try:
-                decision = self.score_account(account_id, event=last, triggers=fired)
-            except AccountSuspended:
-                continue
-            except Exception:
-                # Not decided: the resent batch must find the account unclaimed.
-                with contextlib.suppress(FeatureStoreUnavailable):
-                    self.features.unclaim(key, int(last["ts"]))
-                raise
-            decisions.append((decision, tuple(fired)))
-        return Ingested(len(valid), applied, tuple(decisions), tuple(cooling))
 
     # --- storing --------------------------------------------------------------------------------
 
@@ -579,8 +374,28 @@ class DecisionService:
 
     def _stored(self, record: DecisionRecord, stored: StoredDecision) -> Decision:
         if record.action == "suspend_account" and not stored.replayed:
-            self._set_flags({record.account_id: record.decision_id})
+            self.flags.set({record.account_id: record.decision_id})
         return Decision.of(stored)
+
+
+def _explain(
+    model: ChampionModel,
+    row: Any,
+    probability: float,
+    verdict: Verdict,
+    codes: list[str],
+    timings: dict[str, float],
+) -> ContributionsLike | None:
+    """An adverse decision's exact contributions (None for `allow`: derived on first read);
+    when the score itself made the action adverse, its strongest features join `codes`."""
+    if verdict.action == "allow":
+        return None
+    mark = time.perf_counter()
+    contributions = model.scorer.contributions(row)
+    timings["contributions_ms"] = _ms(mark)
+    if score_action(probability, verdict.thresholds) != "allow":
+        codes += top_features(contributions.values) or ["SCORE"]
+    return contributions
 
 
 def _with(record: DecisionRecord) -> dict[str, Any]:
@@ -617,43 +432,6 @@ def facts_of(event: Mapping[str, Any], features: Mapping[str, Any]) -> Facts:
         trial=None if numeric(trial) != numeric(trial) else numeric(trial) == 1.0,
         account_age_days=age / 86_400 if isinstance(age, int | float) and _is_number(age) else None,
     )
-
-
-_WHAT = {
-    "review": "Your payment {payment} is being reviewed before it is accepted.",
-    "decline": "Your payment {payment} was declined.",
-    "suspend_account": "Your payment {payment} was declined and your account was suspended.",
-}
-_WHAT_ACCOUNT = {
-    "review": "Your account's recent activity is being reviewed.",
-    "suspend_account": "Your account was suspended because of its recent activity.",
-}
-
-
-def notification_of(record: DecisionRecord) -> dict[str, Any]:
-    """The customer notification of an adverse decision: what happened, why, how to object."""
-    deadline = record.created_at + OBJECTION_WINDOW_DAYS * _DAY_MS
-    return {
-        "type": "adverse_decision",
-        "decision_id": record.decision_id,
-        "account_id": record.account_id,
-        "payment_id": record.payment_id,
-        "action": record.action,
-        "decided_at": format_ts(record.created_at),
-        "what_happened": (
-            _WHAT.get(record.action, "").format(payment=record.payment_id)
-            if record.subject_type == "payment"
-            else _WHAT_ACCOUNT.get(record.action, "")
-        ),
-        "reasons": [{"code": r.code, "text": r.text} for r in record.reasons],
-        "automated": True,
-        "how_to_object": (
-            "You may object to this automated decision and ask for an explanation of its "
-            f"rationale: contact support quoting decision {record.decision_id}. A person will "
-            "review the decision."
-        ),
-        "object_by": format_ts(deadline),
-    }
 
 
 def _is_number(value: Any) -> bool:

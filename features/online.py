@@ -39,23 +39,10 @@ import redis.asyncio
 
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver
+from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
 from features.store_script import render_script
-
-_CLAIM = """
-local last = redis.call('GET', KEYS[1])
-local ts, gap = tonumber(ARGV[1]), tonumber(ARGV[2])
-if last and ts - tonumber(last) < gap then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(gap, 1))
-return 1
-"""
-
-
-_UNCLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -68,7 +55,7 @@ class Reading:
     unknown: frozenset[str]  # entities with no state in Redis
 
 
-class OnlineStore:
+class OnlineStore(SideKeys):
     def __init__(
         self,
         client: redis.Redis,
@@ -325,49 +312,6 @@ class OnlineStore:
             for event, entities in zip(enriched, per_event, strict=True)
         ]
 
-    def set_strings(self, values: Mapping[str, str | None], *, index: str | None = None) -> None:
-        """SET each key to its value (DEL where None), pipelined (flags beside the features);
-        with `index`, the keys set are also members of that Redis set (and removed with them).
-        """
-        pipe = self.client.pipeline(transaction=False)
-        for key, value in values.items():
-            if value is None:
-                pipe.delete(key)
-                if index is not None:
-                    pipe.srem(index, key)
-            else:
-                pipe.set(key, value)
-                if index is not None:
-                    pipe.sadd(index, key)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-
-    def claim(self, key: str, ts: int, gap_ms: int) -> bool:
-        """A cooldown in event time, atomically: True (and `ts` kept) when no claim at least
-        `gap_ms` older than `ts` stands on `key`; False while one does. The key lives as long
-        as the cooldown after the latest claim in wall time too."""
-        try:
-            return bool(self.client.eval(_CLAIM, 1, key, str(ts), str(gap_ms)))
-        except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-
-    def unclaim(self, key: str, ts: int) -> None:
-        """Withdraw the claim `claim(key, ts, ...)` made (only if it is still that one)."""
-        try:
-            self.client.eval(_UNCLAIM, 1, key, str(ts))
-        except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-
-    def members(self, index: str) -> list[str]:
-        """The members of a Redis set (an `index` of `set_strings`)."""
-        try:
-            found: Any = self.client.smembers(index)
-        except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-        return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in found)
-
     def _keys_of(self, event: Mapping[str, Any], entities: Sequence[str]) -> list[str]:
         return [self.key(e, event[self._keys[e]]) for e in entities]
 
@@ -376,36 +320,26 @@ class OnlineStore:
         path: redis-py's pipeline object and its reply callbacks cost more than Redis itself
         here; HGETALL replies stay flat lists, which `parse_state` reads). If Redis lost the
         apply script (a restart), load it and run again: nothing was applied."""
-        for attempt in (1, 2):
+        replies = self._send(commands)
+        if _script_lost(replies):
+            try:
+                self.client.script_load(self._source)
+            except redis.RedisError as exc:
+                raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
             replies = self._send(commands)
-            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
-            if not errors:
-                return replies
-            if attempt == 1 and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
-                try:
-                    self.client.script_load(self._source)
-                except redis.RedisError as exc:
-                    raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-                continue
-            raise FeatureStoreUnavailable(f"Redis: {errors[0]}")
-        raise AssertionError("unreachable")
+        return _checked(replies)
 
     async def _round_trip_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """`_round_trip` on the event loop."""
-        for attempt in (1, 2):
+        assert self.async_client is not None
+        replies = await self._send_async(commands)
+        if _script_lost(replies):
+            try:
+                await self.async_client.script_load(self._source)
+            except redis.RedisError as exc:
+                raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
             replies = await self._send_async(commands)
-            errors = [r for r in replies if isinstance(r, redis.ResponseError)]
-            if not errors:
-                return replies
-            if attempt == 1 and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
-                assert self.async_client is not None
-                try:
-                    await self.async_client.script_load(self._source)
-                except redis.RedisError as exc:
-                    raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-                continue
-            raise FeatureStoreUnavailable(f"Redis: {errors[0]}")
-        raise AssertionError("unreachable")
+        return _checked(replies)
 
     async def _send_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         assert self.async_client is not None
@@ -477,3 +411,17 @@ class OnlineStore:
             alive = state.touched is not None and q - state.touched < self._ttl[entity]
             states[entity] = state if alive else EMPTY
         return self._computer.compute(event, q, states)
+
+
+def _script_lost(replies: Sequence[Any]) -> bool:
+    """Every error reply says the apply script is missing (Redis restarted): load it, resend."""
+    errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+    return bool(errors) and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors)
+
+
+def _checked(replies: list[Any]) -> list[Any]:
+    """The replies, or `FeatureStoreUnavailable` for the first error reply among them."""
+    error = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
+    if error is not None:
+        raise FeatureStoreUnavailable(f"Redis: {error}")
+    return replies

@@ -1,18 +1,23 @@
 """A real uvicorn process serving the app (`api.app:create_app --factory`) for end-to-end tests:
 its own SQLite file (or the URL given), the given Redis and MLflow store, and any other
-`ARBITER_` settings; its log is kept and shown when it fails to start."""
+`ARBITER_` settings; its log is kept and shown when it fails to start. And `running`: the app
+in process, for tests that reach into its runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.conftest import ROOT
 
@@ -78,3 +83,16 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+
+
+def running(app: FastAPI, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
+    """Run `body` against the app in process (httpx's ASGI transport), its lifespan started
+    and stopped around it."""
+
+    async def main() -> Any:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                return await body(client)
+
+    return asyncio.run(main())

@@ -39,4 +39,4 @@ def score_account(account_id: AccountId, service: ServiceDep) -> AccountDecision
     `suspend_account`, suspends the account. 404 for an account of which nothing is known
     (no activity in the online store, no status in the decision store); 409 for an account
     suspended already."""
-    return account_decision(account_id, service.score_account(account_id))
+    return account_decision(service.score_account(account_id))

@@ -11,16 +11,16 @@ from fastapi import APIRouter
 
 from api.deps import ServiceDep
 from api.schemas import AccountDecisionOut, ErrorBody, EventsRequest, EventsResponse, ReasonOut
+from engine.intake import ingest
 from engine.service import Decision
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
 
-def account_decision(account_id: str, decision: Decision, triggers: tuple[str, ...] = ()
-                     ) -> AccountDecisionOut:  # fmt: skip
+def account_decision(decision: Decision, triggers: tuple[str, ...] = ()) -> AccountDecisionOut:
     return AccountDecisionOut(
         decision_id=decision.decision_id,
-        account_id=account_id,
+        account_id=decision.account_id,
         action=decision.action,  # type: ignore[arg-type]  # account decisions never decline
         score=decision.score,
         reasons=[ReasonOut(code=r.code, text=r.text) for r in decision.reasons],
@@ -37,10 +37,10 @@ def account_decision(account_id: str, decision: Decision, triggers: tuple[str, .
 )
 def ingest_events(body: EventsRequest, service: ServiceDep) -> EventsResponse:
     """Apply a batch of events (at most 5,000) and re-score the accounts it triggers."""
-    result = service.ingest(body.events)
+    result = ingest(service, body.events)
     return EventsResponse(
         received=result.received,
         applied=result.applied,
-        decisions=[account_decision(d.account_id, d, t) for d, t in result.decisions],
+        decisions=[account_decision(d, t) for d, t in result.decisions],
         cooling_down=list(result.cooling_down),
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,13 @@ import lightgbm as lgb
 import mlflow
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from mlflow import MlflowClient
 
 from api.app import create_app
 from engine.settings import Settings
 from features.spec import load_spec
 from tests.conftest import ROOT, TEST_REDIS_URL
+from tests.server import running
 
 pytestmark = pytest.mark.integration
 
@@ -86,16 +85,6 @@ def settings_for(tmp_path: Path, uri: str, **changes: Any) -> Settings:
         webhook_url=None,
     )
     return Settings(**{**values, **changes})
-
-
-def running(app: FastAPI, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-                return await body(client)
-
-    return asyncio.run(main())
 
 
 def payment() -> dict[str, Any]:

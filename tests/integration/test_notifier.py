@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from api.app import start_notifier
 from cli import notify as notify_cmds
+from engine.notices import notification_of
 from engine.notifier import Backoff, Notifier, NotifierThread, webhook_notifier
 from engine.outbox import Notification
-from engine.service import notification_of
 from engine.settings import Settings
 from engine.store import DecisionStore
 from tests.integration.test_decision_store import decision

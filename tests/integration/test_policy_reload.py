@@ -6,20 +6,17 @@ by `/readyz`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 import pytest
 import yaml
-from fastapi import FastAPI
 
 from api.app import create_app
 from engine.policy import InvalidPolicy
 from engine.settings import Settings
 from tests.conftest import ROOT, TEST_REDIS_URL
+from tests.server import running
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +39,6 @@ def settings_for(tmp_path, policy) -> Settings:
         policy_reload_seconds=3600,  # the test polls itself
         webhook_url=None,
     )
-
-
-def running(app: FastAPI, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
-    """Run `body` against the app, its lifespan started and stopped around it."""
-
-    async def main() -> Any:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-                return await body(client)
-
-    return asyncio.run(main())
 
 
 async def policy_check(client: httpx.AsyncClient) -> dict:

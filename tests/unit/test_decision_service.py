@@ -9,6 +9,7 @@ import pytest
 
 from engine.accounts import AccountState
 from engine.errors import ModelNotLoaded
+from engine.intake import ingest
 from engine.policy import load_policy
 from engine.records import StoredDecision
 from engine.service import DecisionService
@@ -187,14 +188,14 @@ def test_a_suspended_account_is_declined_without_the_model():
     assert decision.action == "decline" and decision.score is None
     assert [r.code for r in decision.reasons] == ["ACCOUNT_SUSPENDED"]
     # Redis did not know the account: the store answered, and the flag is back in Redis.
-    assert svc.store.status_reads == 1 and svc.features.strings[svc.flag_key("a1")] == "d0"
+    assert svc.store.status_reads == 1 and svc.features.strings[svc.flags.key("a1")] == "d0"
 
 
 def test_a_suspension_sets_the_flag_that_declines_later_payments_without_the_store():
     svc = service(0.99)
     assert svc.score_payment(PAYMENT).action == "suspend_account"
     suspended_by = svc.store.appended[0][0].record.decision_id
-    assert svc.features.strings[svc.flag_key("a1")] == suspended_by
+    assert svc.features.strings[svc.flags.key("a1")] == suspended_by
     reads = svc.store.status_reads
     later = svc.score_payment({**PAYMENT, "payment_id": "p2"})
     assert later.action == "decline" and later.score is None
@@ -204,11 +205,11 @@ def test_a_suspension_sets_the_flag_that_declines_later_payments_without_the_sto
 
 def test_flag_sync_sets_missing_flags_and_clears_stale_ones():
     svc = service(0.01, suspended=True)
-    svc.features.set_strings({svc.flag_key("gone"): "d9"}, index="i")
-    assert svc.flagged_accounts() == ["gone"]
-    assert svc.sync_flags(stale=svc.flagged_accounts()) == 2
-    assert svc.features.strings == {svc.flag_key("a1"): "d0"}
-    assert svc.flagged_accounts() == ["a1"]
+    svc.features.set_strings({svc.flags.key("gone"): "d9"}, index="i")
+    assert svc.flags.flagged() == ["gone"]
+    assert svc.flags.sync(stale=svc.flags.flagged()) == 2
+    assert svc.features.strings == {svc.flags.key("a1"): "d0"}
+    assert svc.flags.flagged() == ["a1"]
 
 
 def test_redis_down_still_declines_a_suspended_account_from_the_store():
@@ -329,28 +330,28 @@ def test_an_account_suspended_already_is_not_decided_again():
 def test_a_batch_crossing_a_trigger_rescores_the_account_once_per_cooldown():
     svc = service(0.01)
     svc.features.values = PUMPING
-    result = svc.ingest([sms(i) for i in range(5)])
+    result = ingest(svc, [sms(i) for i in range(5)])
     assert (result.received, result.applied) == (5, 5)
     [(decision, triggers)] = result.decisions
     assert decision.action == "suspend_account" and triggers == ("account_sms_10m>60.0",)
     record = svc.store.appended[0][0].record
     assert record.rules_fired == ("trigger:account_sms_10m>60.0", "sms_pumping")
-    again = svc.ingest([sms(i) for i in range(5, 8)])
+    again = ingest(svc, [sms(i) for i in range(5, 8)])
     assert again.decisions == () and again.cooling_down == ("a1",)
-    retried = svc.ingest([sms(i) for i in range(5)])
+    retried = ingest(svc, [sms(i) for i in range(5)])
     assert retried.applied == 0
 
 
 def test_a_batch_below_every_trigger_decides_nothing():
     svc = service(0.01)
-    result = svc.ingest([sms(1), sms(2, account="a2")])
+    result = ingest(svc, [sms(1), sms(2, account="a2")])
     assert result.applied == 2 and result.decisions == () and svc.store.appended == []
 
 
 def test_one_bad_event_refuses_the_whole_batch_naming_its_place():
     svc = service(0.01)
     with pytest.raises(InvalidEvent) as caught:
-        svc.ingest([sms(1), {**sms(2), "type": "fax"}])
+        ingest(svc, [sms(1), {**sms(2), "type": "fax"}])
     assert caught.value.field == "events[1].type"
     assert svc.features.events == []
 
@@ -362,7 +363,7 @@ def test_the_event_loop_path_decides_and_stores_as_the_plain_one():
     decision = asyncio.run(svc.score_payment_async(PAYMENT))
     assert decision.action == "suspend_account"
     assert svc.store.appended[0][1] is True  # suspended in the decision's transaction
-    assert svc.features.strings[svc.flag_key("a1")] == decision.decision_id
+    assert svc.features.strings[svc.flags.key("a1")] == decision.decision_id
     again = asyncio.run(svc.score_payment_async(PAYMENT))
     assert again.replayed and again.decision_id == decision.decision_id
 
@@ -380,9 +381,9 @@ def test_an_account_decision_that_fails_leaves_the_account_unclaimed_for_the_res
 
     svc._append = failing
     with pytest.raises(StoreUnavailable):
-        svc.ingest([sms(i) for i in range(5)])
+        ingest(svc, [sms(i) for i in range(5)])
     del svc._append  # the store is back: the resent batch decides the account
-    result = svc.ingest([sms(i) for i in range(5)])
+    result = ingest(svc, [sms(i) for i in range(5)])
     assert result.applied == 0 and len(result.decisions) == 1 and len(calls) == 1
 
 

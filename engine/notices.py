@@ -1,0 +1,49 @@
+"""The customer notification of an adverse decision: what happened, the reasons in plain
+language, how and by when to object. It goes into the outbox in the decision's transaction
+(`engine.store`), and the notifier delivers it (docs/notifications.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.records import DecisionRecord
+from features.events import format_ts
+
+OBJECTION_WINDOW_DAYS = 30  # the privacy policy's answer time for a data-rights request
+_DAY_MS = 86_400_000
+
+_WHAT = {
+    "review": "Your payment {payment} is being reviewed before it is accepted.",
+    "decline": "Your payment {payment} was declined.",
+    "suspend_account": "Your payment {payment} was declined and your account was suspended.",
+}
+_WHAT_ACCOUNT = {
+    "review": "Your account's recent activity is being reviewed.",
+    "suspend_account": "Your account was suspended because of its recent activity.",
+}
+
+
+def notification_of(record: DecisionRecord) -> dict[str, Any]:
+    """The customer notification of an adverse decision: what happened, why, how to object."""
+    deadline = record.created_at + OBJECTION_WINDOW_DAYS * _DAY_MS
+    return {
+        "type": "adverse_decision",
+        "decision_id": record.decision_id,
+        "account_id": record.account_id,
+        "payment_id": record.payment_id,
+        "action": record.action,
+        "decided_at": format_ts(record.created_at),
+        "what_happened": (
+            _WHAT.get(record.action, "").format(payment=record.payment_id)
+            if record.subject_type == "payment"
+            else _WHAT_ACCOUNT.get(record.action, "")
+        ),
+        "reasons": [{"code": r.code, "text": r.text} for r in record.reasons],
+        "automated": True,
+        "how_to_object": (
+            "You may object to this automated decision and ask for an explanation of its "
+            f"rationale: contact support quoting decision {record.decision_id}. A person will "
+            "review the decision."
+        ),
+        "object_by": format_ts(deadline),
+    }
