@@ -13,7 +13,7 @@ ACCOUNTS ?= 2000
 DAYS ?= 60
 
 .PHONY: help venv redis world run train promote train-account promote-account test test-unit \
-        test-integration lint format typecheck bench-features bench-training bench-scoring bench clean
+        test-integration screenshots lint format typecheck bench-features bench-training bench-scoring bench clean
 
 help:
 	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
@@ -58,7 +58,14 @@ promote-account: venv
 test: venv
 	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"
 	@scripts/ensure-postgres.sh "$(ARBITER_TEST_POSTGRES_URL)"
+	@scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest tests -q
+
+# Refresh the page screenshots docs/objections.md shows (a real server and Debian's Chromium).
+screenshots: venv
+	@scripts/ensure-redis.sh "$(ARBITER_TEST_REDIS_URL)"
+	@scripts/ensure-chromium.sh
+	ARBITER_TEST_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/e2e/test_pages.py -q
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit -q

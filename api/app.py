@@ -29,7 +29,18 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Runtime
 from api.responses import OrjsonResponse
-from api.routes import accounts, decisions, echo, events, health, metrics, payments
+from api.routes import (
+    accounts,
+    decisions,
+    echo,
+    events,
+    health,
+    metrics,
+    objections,
+    pages,
+    payments,
+)
+from engine.deadlines import InvalidDeadlines, load_deadlines
 from engine.deferred import DeferredContributions
 from engine.errors import StoreError
 from engine.flags import FlagSync
@@ -37,11 +48,14 @@ from engine.group_commit import GroupCommitter
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.notifier import NotifierThread, webhook_notifier
+from engine.objections import ObjectionDesk
 from engine.policy import Policy
 from engine.policy_watch import PolicyWatcher
+from engine.rationales import Rationales
 from engine.service import DecisionService
 from engine.settings import Settings, load_settings
-from engine.store import DecisionStore
+from engine.store import DecisionStore, now_ms
+from explanations.catalogue import InvalidCatalogue, load_catalogue
 from features.online import OnlineStore
 from features.spec import load_spec
 from models.registry import (
@@ -62,7 +76,14 @@ def build_runtime(settings: Settings) -> Runtime:
     plan = load_spec(settings.feature_spec)
 
     def swap(new: Policy) -> None:
+        remember(new)
         service.policy = new  # rebinding is atomic: a request in flight keeps the one it took
+
+    def remember(policy: Policy) -> None:
+        try:  # the thresholds a rationale states years later come from here
+            store.remember_policy(policy.version, policy.model.model_dump(mode="json"))
+        except StoreError as exc:
+            log.error("policy %s not recorded in the store: %s", policy.version, exc.message)
 
     watcher = PolicyWatcher(
         settings.policy_path, swap, features={f.name for f in plan.features},
@@ -87,6 +108,7 @@ def build_runtime(settings: Settings) -> Runtime:
     except StoreError as exc:
         problems["store"] = exc.message
         log.error("decision store: %s", exc.message)
+    remember(policy)
     metrics = Metrics()
     descriptions = {f.name: f.description for f in plan.model.features if f.description}
     # Decisions are written by one thread, many per transaction (engine/group_commit.py).
@@ -120,11 +142,27 @@ def build_runtime(settings: Settings) -> Runtime:
         shadows.check_now()
     uri, cache = settings.mlflow_tracking_uri, settings.data_dir / "models"
     deferred = DeferredContributions(store, lambda n, v: load_version(uri, n, v, cache))
+    desk = None
+    try:
+        desk = ObjectionDesk(
+            store.database, load_deadlines(settings.objections_config), clock=now_ms,
+            on_reinstated=lambda account_id: service.flags.set({account_id: None}),
+        )  # fmt: skip
+    except InvalidDeadlines as exc:
+        problems["objections"] = exc.message
+        log.error("objections: %s", exc.message)
+    rationales = None
+    try:
+        catalogue = load_catalogue(settings.reasons_catalogue)
+        rationales = Rationales(store, deferred, catalogue, desk=desk, clock=now_ms)
+    except InvalidCatalogue as exc:
+        problems["rationales"] = exc.message
+        log.error("rationales: %s", exc.message)
     return Runtime(
         settings, service, store, client, problems, policy_watcher=watcher,
         model_watcher=models, shadow_watcher=shadows, metrics=metrics, deferred=deferred,
         account_model_watcher=account_models, flag_sync=flags, writer=writer,
-        redis_async=async_client,
+        redis_async=async_client, desk=desk, rationales=rationales,
     )  # fmt: skip
 
 
@@ -203,6 +241,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=OrjsonResponse,
     )
     errors.install(app)
-    for module in (payments, events, decisions, accounts, health, metrics, echo):
+    for module in (payments, events, decisions, objections, pages, accounts, health, metrics, echo):
         app.include_router(module.router)
     return app

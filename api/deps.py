@@ -7,15 +7,18 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from redis.asyncio import Redis as AsyncRedis
 
 from engine.deferred import DeferredContributions
+from engine.errors import ObjectionsUnavailable, RationalesUnavailable
 from engine.flags import FlagSync
 from engine.group_commit import GroupCommitter
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
+from engine.objections import ObjectionDesk
 from engine.policy_watch import PolicyWatcher
+from engine.rationales import Rationales
 from engine.service import DecisionService
 from engine.settings import Settings
 from engine.store import DecisionStore
@@ -40,6 +43,8 @@ class Runtime:
     flag_sync: FlagSync | None = None  # Redis's suspension flags, kept in step with the store
     writer: GroupCommitter | None = None  # the decision writer (group commit)
     redis_async: AsyncRedis | None = None  # the payment route's Redis client
+    desk: ObjectionDesk | None = None  # objection cases
+    rationales: Rationales | None = None  # rationale documents of decisions
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -62,11 +67,41 @@ async def get_deferred(request: Request) -> DeferredContributions:
     return runtime.deferred or DeferredContributions(runtime.store, _no_models)
 
 
+async def get_desk(request: Request) -> ObjectionDesk:
+    runtime: Runtime = request.app.state.runtime
+    if runtime.desk is None:
+        raise ObjectionsUnavailable(runtime.problems.get("objections", "objections are off"))
+    return runtime.desk
+
+
+async def get_rationales(request: Request) -> Rationales:
+    runtime: Runtime = request.app.state.runtime
+    if runtime.rationales is None:
+        raise RationalesUnavailable(runtime.problems.get("rationales", "rationales are off"))
+    return runtime.rationales
+
+
 def _no_models(name: str, version: str) -> LoadedModel:
     raise LookupError(f"no model loader: {name} v{version}")
 
 
+async def get_actor(
+    x_arbiter_actor: Annotated[
+        str,
+        Header(
+            pattern=r"^[A-Za-z0-9._@-]{1,128}$",
+            description="who is acting (support agent, reviewer): recorded in the case and "
+            "the audit trail. Until API keys arrive (docs/security.md) it is taken on trust.",
+        ),
+    ],
+) -> str:
+    return x_arbiter_actor
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ActorDep = Annotated[str, Depends(get_actor)]
 DeferredDep = Annotated[DeferredContributions, Depends(get_deferred)]
 ServiceDep = Annotated[DecisionService, Depends(get_service)]
 StoreDep = Annotated[DecisionStore, Depends(get_store)]
+DeskDep = Annotated[ObjectionDesk, Depends(get_desk)]
+RationalesDep = Annotated[Rationales, Depends(get_rationales)]

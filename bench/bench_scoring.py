@@ -171,11 +171,11 @@ def loadgen_main(spec_path: Path, out_path: Path) -> None:
 # --- the world, the server, the payloads ------------------------------------------------------
 
 
-def env_for(redis_url: str) -> dict[str, str]:
+def env_for(redis_url: str, database_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
     env.update(
         ARBITER_REDIS_URL=redis_url,
-        ARBITER_DATABASE_URL=f"sqlite:///{HOME}/arbiter.db",
+        ARBITER_DATABASE_URL=database_url or f"sqlite:///{HOME}/arbiter.db",
         ARBITER_MLFLOW_TRACKING_URI=f"sqlite:///{HOME}/mlflow/mlflow.db",
         ARBITER_MLFLOW_ARTIFACTS=str(HOME / "mlflow" / "artifacts"),
         ARBITER_MODEL_NAME=MODEL,
@@ -214,7 +214,23 @@ def setup(args: argparse.Namespace, env: dict[str, str]) -> Path:
     # A fresh decision store each run: the benchmark's decisions only.
     for suffix in ("", "-wal", "-shm"):
         (HOME / f"arbiter.db{suffix}").unlink(missing_ok=True)
+    if not env["ARBITER_DATABASE_URL"].startswith("sqlite"):
+        _empty_database(env["ARBITER_DATABASE_URL"])
     return world
+
+
+def _empty_database(url: str) -> None:
+    """Drop the decision store's tables (and Alembic's) from a server database: the service
+    migrates it afresh at start."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        meta.drop_all(engine)
+    finally:
+        engine.dispose()
 
 
 def _has_champion(env: dict[str, str]) -> bool:
@@ -386,6 +402,10 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--days", type=int, default=45)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
+    parser.add_argument(
+        "--database-url", help="decision store (default: SQLite in var/bench/scoring); a "
+        "PostgreSQL database given here is EMPTIED of its tables first",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/BENCHMARKS.md")
     parser.add_argument("--loadgen", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -394,7 +414,7 @@ def main() -> None:
         loadgen_main(*args.loadgen)
         return
 
-    env = env_for(args.redis_url)
+    env = env_for(args.redis_url, args.database_url)
     world = setup(args, env)
     mix = Mix(world, args.seed)
     run = dt.datetime.now().strftime("%Y%m%d%H%M%S")
@@ -470,6 +490,10 @@ def _count(item: tuple[str, int]) -> int:
     return -item[1]
 
 
+def env_store(args: argparse.Namespace) -> str:
+    return "sqlite" if not args.database_url or args.database_url.startswith("sqlite") else "pg"
+
+
 def report(args: argparse.Namespace, results: list[dict[str, Any]], ramp: list[dict[str, Any]],
            breakdown: dict[str, float], top_score: dict[str, Any], top: int) -> str:  # fmt: skip
     rows = [summarise(r) for r in results]
@@ -493,7 +517,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], ramp: list[d
         f"Measured {today} on {machine()}. uvicorn with {args.workers} worker process"
         f"{'es' if args.workers > 1 else ''} and the load "
         f"generator (asyncio, {args.connections} keep-alive connections, open loop, latency from "
-        "the scheduled send) share the machine over loopback; Redis and SQLite (WAL) local.",
+        "the scheduled send) share the machine over loopback; Redis and "
+        f"{'SQLite (WAL)' if env_store(args) == 'sqlite' else 'PostgreSQL'} local.",
         f"World: {args.accounts:,} accounts x {args.days} days, ingested into Redis; "
         f"{args.duration:g} s per rate, unique payment_ids, timeout {args.timeout:g} s.",
         "",

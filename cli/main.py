@@ -14,6 +14,7 @@ from cli import decisions as decisions_cmds
 from cli import features as features_cmds
 from cli import notify as notify_cmds
 from cli import policy as policy_cmds
+from cli import privacy as privacy_cmds
 from cli import serve as serve_cmds
 from cli import simulate as simulate_cmds
 from cli import train as train_cmds
@@ -32,6 +33,7 @@ train_cmds.register(app)
 serve_cmds.register(app)
 policy_cmds.register(app)
 notify_cmds.register(app)
+privacy_cmds.register(app)
 
 
 def main() -> None:

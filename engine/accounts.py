@@ -5,7 +5,8 @@ status and one `suspension_events` row (from, to, the decision or objection behi
 actor, the reason, the time) in the caller's transaction; setting the status an account
 already has changes nothing and records nothing. Changes to one account are serialized (on
 PostgreSQL by a transaction-scoped advisory lock on the account, on SQLite by the write lock),
-so each event's `from_status` is the previous event's `to_status`.
+so each event's `from_status` is the previous event's `to_status`. Each change is also an event
+of the audit trail (`engine.audit`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
+from engine import audit
 from engine.errors import InvalidAccountStatus
 from engine.schema import account_status, suspension_events
 
@@ -92,6 +94,12 @@ def change(
             account_id=account_id, from_status=before.status, to_status=to,
             decision_id=decision_id, objection_id=objection_id, actor=actor, reason=reason, at=at,
         )
+    )  # fmt: skip
+    audit.append(
+        conn, actor=actor, action="account.status", subject_type="account",
+        subject_id=account_id, account_id=account_id, at=at,
+        details={"from": before.status, "to": to, "decision_id": decision_id,
+                 "objection_id": objection_id, "reason": reason},
     )  # fmt: skip
     return AccountState(account_id, to, at, decision_id, at), True
 

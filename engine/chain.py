@@ -96,6 +96,10 @@ def _digest(value: JsonValue) -> str:
     return hashlib.sha256(canonical(value).encode("utf-8")).hexdigest()
 
 
+# The digest of any JSON value in canonical form (the audit trail's links use it too).
+digest = _digest
+
+
 def decision_hash(fields: Mapping[str, JsonValue], seq: int, prev_hash: str) -> str:
     return _digest({**fields, "seq": seq, "prev_hash": prev_hash})
 
@@ -138,6 +142,7 @@ class Link:
     prev_hash: str
     hash: str
     deferred: Deferred | None = None
+    purged: bool = False  # a retention tombstone: linked, its content removed
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,8 @@ def first_break(links: Iterable[Link], *, expected_seq: int = 1) -> ChainBreak |
     A record breaks the chain when its seq is not the next one (a record before it is missing),
     its prev_hash is not the previous record's hash (one was removed, inserted or rewritten with
     its hash), its own hash does not match its content (a field was changed), or its deferred
-    contributions do not match their hash or belong to another version of the record.
+    contributions do not match their hash or belong to another version of the record. A
+    tombstone (retention purged its content) is checked for its links only.
     """
     prev_hash = GENESIS
     for link in links:
@@ -168,7 +174,7 @@ def first_break(links: Iterable[Link], *, expected_seq: int = 1) -> ChainBreak |
         if link.prev_hash != prev_hash:
             why = "prev_hash is not the hash of the record before it"
             return ChainBreak(link.decision_id, link.seq, why)
-        if decision_hash(link.fields, link.seq, link.prev_hash) != link.hash:
+        if not link.purged and decision_hash(link.fields, link.seq, link.prev_hash) != link.hash:
             why = "hash does not match the record's content (a field was changed)"
             return ChainBreak(link.decision_id, link.seq, why)
         deferred = link.deferred

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from engine.errors import EngineError
+from engine.ports import ScorerLike
 from engine.records import StoredDecision
 
 log = logging.getLogger("arbiter.deferred")
@@ -30,21 +31,9 @@ class ContributionsMismatch(EngineError):
     code = "contributions_mismatch"
 
 
-class _Contributions(Protocol):
-    @property
-    def values(self) -> dict[str, float]: ...
-    @property
-    def base(self) -> float: ...
-
-
-class _Scorer(Protocol):
-    def vector(self, values: Any) -> Any: ...
-    def contributions(self, row: Any) -> _Contributions: ...
-
-
 class _Model(Protocol):
     @property
-    def scorer(self) -> _Scorer: ...
+    def scorer(self) -> ScorerLike: ...
 
 
 class _Store(Protocol):
@@ -74,7 +63,7 @@ class DeferredContributions:
         ):
             return stored
         try:
-            model = self._model(record.model_name, record.model_version)
+            model = self.model(record.model_name, record.model_version)
             derived = model.scorer.contributions(model.scorer.vector(record.features))
         except Exception as exc:  # the registry or the artifact: the record is still served
             log.warning("decision %s: contributions not derived: %s", decision_id, exc)
@@ -89,7 +78,9 @@ class DeferredContributions:
         self.store.store_contributions(decision_id, derived.values, derived.base)
         return self.store.get_decision(decision_id)
 
-    def _model(self, name: str, version: str) -> _Model:
+    def model(self, name: str, version: str) -> _Model:
+        """That exact model version, loaded once and kept: also what a `Verifier` is given as
+        its `load_version`, so both share one copy of each version."""
         with self._lock:
             if (name, version) not in self._models:
                 self._models[(name, version)] = self.load_version(name, version)

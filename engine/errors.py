@@ -9,6 +9,14 @@
     ├── ModelNotLoaded          no model is loaded to score with (none promoted, or its load failed)
     ├── AccountNotFound         an account decision asked of an account nobody has seen
     ├── AccountSuspended        an account decision asked of an account suspended already
+    ├── ObjectionNotFound       no objection case with that id
+    ├── ObjectionConflict       no case can be opened (nothing adverse, one is open, unknown
+    │                           jurisdiction)
+    ├── InvalidTransition       a case transition not allowed from its status, or missing what
+    │                           it needs (a note, an outcome)
+    ├── SameReviewer            the person who opened a case tries to decide it
+    ├── ObjectionsUnavailable   the objection desk is not configured (its config is invalid)
+    ├── RationalesUnavailable   rationales cannot be written (the reason catalogue is invalid)
     └── StoreError              the decision store failed a read or a write
         └── StoreUnavailable    it cannot be reached, is locked, read-only, or has no schema
 
@@ -78,3 +86,27 @@ class StoreError(EngineError):
 
 class StoreUnavailable(StoreError):
     code = "store_unavailable"
+
+
+class ObjectionNotFound(EngineError):
+    code = "objection_not_found"
+
+
+class ObjectionConflict(EngineError):
+    code = "objection_conflict"
+
+
+class InvalidTransition(EngineError):
+    code = "invalid_transition"
+
+
+class SameReviewer(EngineError):
+    code = "same_reviewer"
+
+
+class ObjectionsUnavailable(EngineError):
+    code = "objections_unavailable"
+
+
+class RationalesUnavailable(EngineError):
+    code = "rationales_unavailable"

@@ -55,6 +55,8 @@ decisions = sa.Table(
     sa.Column("timings", sa.JSON, nullable=False),
     sa.Column("prev_hash", Hash, nullable=False),
     sa.Column("hash", Hash, nullable=False),
+    # Retention's tombstone: the personal content removed, seq and hashes kept (docs/objections.md)
+    sa.Column("purged_at", Ms, nullable=True),
     # The chain order has no gaps and no forks: one record per seq and per prev_hash.
     sa.UniqueConstraint("seq"),
     sa.UniqueConstraint("prev_hash"),
@@ -124,4 +126,120 @@ outbox = sa.Table(
     # The delivery worker's query: due entries, oldest first.
     sa.Index(None, "status", "next_attempt_at"),
     sa.Index(None, "decision_id"),
+)
+
+# --- right to object (docs/objections.md) ------------------------------------------------------
+
+OBJECTION_STATUSES = (
+    "received", "acknowledged", "under_review", "awaiting_customer", "decided", "notified",
+    "closed", "withdrawn", "rejected",
+)  # fmt: skip
+
+objections = sa.Table(
+    "objections",
+    metadata,
+    sa.Column("objection_id", sa.String(64), primary_key=True),
+    sa.Column("decision_id", sa.String(64), sa.ForeignKey("decisions.decision_id"), nullable=False),
+    sa.Column("account_id", Id, nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("jurisdiction", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("statement", sa.Text, nullable=False),
+    sa.Column("opened_by", sa.String(128), nullable=False),
+    sa.Column("received_at", Ms, nullable=False),
+    sa.Column("ack_due_at", Ms, nullable=False),
+    sa.Column("acknowledged_at", Ms, nullable=True),
+    sa.Column("deadline_at", Ms, nullable=False),
+    sa.Column("extended_at", Ms, nullable=True),
+    sa.Column("extension_reason", sa.Text, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("new_action", sa.String(32), nullable=True),
+    sa.Column("review_rationale", sa.Text, nullable=True),
+    sa.Column("departed_from_model", sa.Boolean, nullable=True),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("decided_at", Ms, nullable=True),
+    sa.Column("closed_at", Ms, nullable=True),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in OBJECTION_STATUSES) + ")", name="status"
+    ),
+    sa.CheckConstraint(
+        "outcome IS NULL OR outcome IN ('upheld', 'overturned', 'modified')", name="outcome"
+    ),
+    # The queue: open cases by deadline.
+    sa.Index(None, "status", "deadline_at"),
+    sa.Index(None, "decision_id"),
+    sa.Index(None, "account_id"),
+)
+
+objection_events = sa.Table(
+    "objection_events",
+    metadata,
+    sa.Column("id", SerialKey, primary_key=True, autoincrement=True),
+    sa.Column(
+        "objection_id", sa.String(64), sa.ForeignKey("objections.objection_id"), nullable=False
+    ),
+    sa.Column("at", Ms, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("from_status", sa.String(24), nullable=True),
+    sa.Column("to_status", sa.String(24), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("deadline_at", Ms, nullable=False),
+    sa.Index(None, "objection_id", "id"),
+)
+
+# The audit trail: who read or changed what, append-only and hash-chained like the decisions.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", Ms, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject_type", sa.String(32), nullable=False),
+    sa.Column("subject_id", Id, nullable=False),
+    sa.Column("account_id", Id, nullable=True),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("prev_hash", Hash, nullable=False),
+    sa.Column("hash", Hash, nullable=False),
+    sa.Column("purged_at", Ms, nullable=True),  # a tombstone: content removed, link kept
+    sa.UniqueConstraint("prev_hash"),
+    sa.Index(None, "account_id", "seq"),
+    sa.Index(None, "subject_type", "subject_id"),
+)
+
+# Every policy version that decided something, as validated: a rationale written years later
+# states the thresholds that applied, not today's.
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("first_seen_at", Ms, nullable=False),
+)
+
+# Label events for retraining (an overturned objection: not fraud), exported as JSONL.
+label_events = sa.Table(
+    "label_events",
+    metadata,
+    sa.Column("id", SerialKey, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(128), nullable=False),
+    sa.Column("account_id", Id, nullable=False),
+    sa.Column("objection_id", sa.String(64), nullable=True),
+    sa.Column("event", sa.JSON, nullable=False),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.UniqueConstraint("event_id"),
+)
+
+# Closure (from `account_closed` events) and legal holds: what retention needs to know.
+account_lifecycle = sa.Table(
+    "account_lifecycle",
+    metadata,
+    sa.Column("account_id", Id, primary_key=True),
+    sa.Column("closed_at", Ms, nullable=True),
+    sa.Column("legal_hold", sa.Boolean, nullable=False),
+    sa.Column("hold_reason", sa.Text, nullable=True),
+    sa.Column("purged_at", Ms, nullable=True),
+    sa.Column("updated_at", Ms, nullable=False),
 )

@@ -49,12 +49,18 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 5
     notify_max_attempts: int = 8
     notify_backoff_seconds: float = 2
+    # Objection deadlines per jurisdiction, and the reason-code catalogue of rationales.
+    objections_config: Path = Path("config/objections.yaml")
+    reasons_catalogue: Path = Path("config/reasons.yaml")
+    # Records of accounts closed longer ago than this are purged (`arbiter retention purge`).
+    retention_days: int = 7 * 365 + 2
     # `/metrics` without credentials (when false, the auth issue puts it behind a token).
     metrics_public: bool = True
 
     @field_validator(
         "dedupe_ttl_hours", "webhook_timeout_seconds", "notify_max_attempts",
         "notify_backoff_seconds", "policy_reload_seconds", "model_poll_seconds",
+        "retention_days",
     )  # fmt: skip
     @classmethod
     def _positive(cls, value: float) -> float:

@@ -48,7 +48,7 @@ from engine.database import (
 from engine.errors import ContributionsConflict, DecisionNotFound, StoreError
 from engine.outbox import Notification
 from engine.records import FIELDS, DecisionRecord, StoredDecision
-from engine.schema import account_status, decisions
+from engine.schema import account_status, decisions, policy_versions
 from engine.schema import decision_contributions as contrib
 
 _CHAIN_LOCK = 0x41524243  # "ARBC": advisory lock class of chain appends
@@ -90,6 +90,11 @@ class DecisionStore:
     @property
     def backend(self) -> str:
         return self._engine.dialect.name
+
+    @property
+    def database(self) -> sa.Engine:
+        """The SQLAlchemy engine, for the engine's other tables (objections, audit, privacy)."""
+        return self._engine
 
     def close(self) -> None:
         self._engine.dispose()
@@ -201,6 +206,15 @@ class DecisionStore:
             finally:
                 rows.close()
 
+    def decisions_of_account(self, account_id: str, limit: int = 100_000) -> list[StoredDecision]:
+        """The account's decisions, oldest first (a data-subject export)."""
+        query = (
+            _SELECT.where(decisions.c.account_id == account_id).order_by(decisions.c.seq)
+            .limit(limit)
+        )  # fmt: skip
+        with reading(self._engine) as conn:
+            return [_stored(row) for row in conn.execute(query)]
+
     def store_contributions(
         self,
         decision_id: str,
@@ -267,6 +281,28 @@ class DecisionStore:
                 return first_break(_link(row) for row in rows)
             finally:
                 rows.close()
+
+    # --- policy versions ----------------------------------------------------------------------
+
+    def remember_policy(self, version: str, document: Mapping[str, Any]) -> None:
+        """Keep a policy version's validated content (once): rationales state the thresholds
+        that applied when a decision was made, whatever the policy is today."""
+        with writing(self._engine) as conn:
+            known = conn.execute(
+                sa.select(policy_versions.c.version).where(policy_versions.c.version == version)
+            ).first()
+            if known is None:
+                conn.execute(policy_versions.insert().values(
+                    version=version, document=to_json(dict(document), "policy"),
+                    first_seen_at=now_ms(),
+                ))  # fmt: skip
+
+    def policy_document(self, version: str) -> dict[str, Any] | None:
+        with reading(self._engine) as conn:
+            row = conn.execute(
+                sa.select(policy_versions.c.document).where(policy_versions.c.version == version)
+            ).first()
+        return dict(row.document) if row else None
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -415,7 +451,7 @@ def _link(row: sa.Row[Any]) -> Link:
     values = row._mapping
     return Link(
         values["decision_id"], values["seq"], _fields(row), values["prev_hash"], values["hash"],
-        _deferred(row),
+        _deferred(row), values["purged_at"] is not None,
     )  # fmt: skip
 
 

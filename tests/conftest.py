@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -73,3 +74,12 @@ def new_postgres_schema(admin: sa.Engine) -> tuple[str, str]:
 def drop_postgres_schema(admin: sa.Engine, name: str) -> None:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The payment and account models trained and promoted once per session
+    (tests/integration/conftest.py `train_models`; about a minute and a half)."""
+    from tests.integration.conftest import train_models
+
+    return train_models(tmp_path_factory)

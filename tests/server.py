@@ -60,6 +60,7 @@ class Server:
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.database_url = env["ARBITER_DATABASE_URL"]
+        self.env = env  # what the CLI needs to reach the same stores
 
     def wait(self, path: str = "/healthz", timeout: float = 40.0) -> Server:
         deadline = time.monotonic() + timeout

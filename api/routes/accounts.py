@@ -1,15 +1,21 @@
 """`GET /v1/accounts/{id}`: whether an account is active or suspended, since when, by what;
-`POST /v1/accounts/{id}/score`: an account-level decision on demand (no payment involved)."""
+`POST /v1/accounts/{id}/score`: an account-level decision on demand (no payment involved);
+`GET /v1/accounts/{id}/export`: everything Arbiter holds about the account (data-subject access
+and portability, engine/privacy.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from api.deps import ServiceDep, StoreDep
+from api.deps import ActorDep, RuntimeDep, ServiceDep, StoreDep
 from api.routes.events import account_decision
 from api.schemas import AccountDecisionOut, AccountOut, ErrorBody
+from engine import privacy
+from engine.records import StoredDecision
+from engine.store import now_ms
+from features.errors import FeatureStoreUnavailable
 from features.events import format_ts
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -40,3 +46,32 @@ def score_account(account_id: AccountId, service: ServiceDep) -> AccountDecision
     (no activity in the online store, no status in the decision store); 409 for an account
     suspended already."""
     return account_decision(service.score_account(account_id))
+
+
+@router.get("/{account_id}/export", responses={422: {"model": ErrorBody}})
+def export_account(account_id: AccountId, runtime: RuntimeDep, actor: ActorDep) -> dict[str, Any]:
+    """One portable JSON document: decisions with their rationales, status changes, objection
+    cases, notifications, label events, the audit entries about them, the data categories and
+    purposes. The export is itself recorded in the audit trail."""
+    rationales = runtime.rationales
+
+    def rationale_of(stored: StoredDecision) -> dict[str, Any] | None:
+        if rationales is None:
+            return None
+        document: dict[str, Any] = rationales.customer_view(stored)
+        return document
+
+    categories = rationales.data_categories() if rationales is not None else []
+    now = now_ms()
+    online: dict[str, Any]
+    try:  # the account's aggregates in Redis now (what a decision would read)
+        probe = {"type": "account_review", "account_id": account_id, "ts": now}
+        values = runtime.service.features.read_for_decision(probe, [], apply=False).features
+        online = {"as_of": format_ts(now), "values": dict(values)}
+    except FeatureStoreUnavailable as exc:
+        online = {"as_of": format_ts(now), "unavailable": exc.message}
+    return privacy.export_account(
+        runtime.store.database, account_id, decisions_of=runtime.store.decisions_of_account,
+        rationale_of=rationale_of, data_categories=categories, actor=actor, at=now,
+        online=online,
+    )  # fmt: skip

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import DeferredDep
+from api.deps import ActorDep, DeferredDep, RationalesDep
 from api.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
@@ -25,3 +25,15 @@ def get_decision(decision_id: str, deferred: DeferredDep) -> dict[str, Any]:
         "prev_hash": stored.prev_hash,
         "hash": stored.hash,
     }
+
+
+@router.get("/{decision_id}/rationale", responses={404: {"model": ErrorBody}})
+def get_rationale(
+    decision_id: str, rationales: RationalesDep, actor: ActorDep, verify: bool = False
+) -> dict[str, Any]:
+    """The decision's rationale: `customer` (what the customer is told: at most four reasons,
+    what would have changed the outcome, the data categories used, how and by when to object)
+    and `internal` (contributions, base value, thresholds, model and policy versions). With
+    `verify=true`, the score and contributions re-derived with the exact model version that
+    decided (`verification`). Each read is recorded in the audit trail."""
+    return rationales.document(decision_id, actor=actor, verify=verify)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import ServiceDep
+from api.deps import RuntimeDep
 from api.schemas import AccountDecisionOut, ErrorBody, EventsRequest, EventsResponse, ReasonOut
 from engine.intake import ingest
+from engine.privacy import close_account
 from engine.service import Decision
+from features.events import parse_ts
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -35,9 +37,13 @@ def account_decision(decision: Decision, triggers: tuple[str, ...] = ()) -> Acco
     response_model=EventsResponse,
     responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-def ingest_events(body: EventsRequest, service: ServiceDep) -> EventsResponse:
-    """Apply a batch of events (at most 5,000) and re-score the accounts it triggers."""
-    result = ingest(service, body.events)
+def ingest_events(body: EventsRequest, runtime: RuntimeDep) -> EventsResponse:
+    """Apply a batch of events (at most 5,000) and re-score the accounts it triggers. An
+    `account_closed` event also starts the account's retention period (engine/privacy.py)."""
+    result = ingest(runtime.service, body.events)
+    for event in body.events:
+        if event.get("type") == "account_closed":  # valid: `ingest` checked every event
+            close_account(runtime.store.database, str(event["account_id"]), parse_ts(event["ts"]))
     return EventsResponse(
         received=result.received,
         applied=result.applied,

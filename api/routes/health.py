@@ -5,8 +5,9 @@ A check with a `problem` makes the service not ready (503). A refused policy edi
 as the policy check's `error` (`ok` false) but the service stays ready: the last good policy,
 `serving_version`, keeps deciding (docs/policy.md). A model that failed to load (or a registry
 that does not answer) is reported the same way while an earlier version keeps scoring; the
-`shadow` check (with `shadow_challenger`) and the `account_model` check never fail readiness
-(without an account model, account decisions use the policy's account rules)."""
+`shadow` check (with `shadow_challenger`), the `account_model` check (without an account model,
+account decisions use the policy's account rules) and the `objections` and `rationales` checks
+(an invalid config/objections.yaml or config/reasons.yaml) never fail readiness."""
 
 from __future__ import annotations
 
@@ -90,4 +91,12 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
         # Still ready: the last good policy keeps deciding. An `error` (not a `problem`) does
         # not fail readiness; it says the file on disk was refused.
         checks["policy"].update(ok=False, error=refused, serving_version=policy.version)
+    # The right to object's parts: reported, never a readiness failure (payments are decided
+    # without them); their routes answer 503 saying why.
+    for name, part in (("objections", runtime.desk), ("rationales", runtime.rationales)):
+        checks[name] = (
+            {"ok": True}
+            if part is not None
+            else {"ok": False, "error": runtime.problems.get(name, "not configured")}
+        )
     return checks

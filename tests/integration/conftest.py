@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end tests: one simulated world, the payment model and the account model
+"""What the end-to-end tests share: one simulated world, the payment model and the account model
 trained on it with the shipped configurations into a temporary MLflow store and promoted
 champion (once per session, about a minute and a half)."""
 
@@ -48,8 +48,9 @@ class Models:
         return str(train(self.source, self.config(rounds=rounds), self.payment).registered.version)
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory) -> Models:
+def train_models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """The session's `models` fixture (tests/conftest.py, so that tests/integration and
+    tests/e2e share one training)."""
     folder = tmp_path_factory.mktemp("e2e-mlflow")
     uri = f"sqlite:///{folder}/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:

@@ -1,0 +1,453 @@
+"""Objection cases: a customer contests an automated decision and a person decides.
+
+    received -> acknowledged -> under_review <-> awaiting_customer -> decided -> notified -> closed
+    (extend: the deadline moves once, with a reason and a notice; withdrawn, rejected: end early)
+
+`ObjectionDesk.open` records the customer's statement, channel and jurisdiction against an
+adverse decision (one open case per decision) and sets the deadlines from `engine.deadlines`.
+`ObjectionDesk.act` performs one transition: each writes the case, an `objection_events` row
+(actor, time, note, the deadline after it) and an audit event in one transaction, with what
+belongs to it:
+
+* `acknowledge`, `extend`, `reject` queue a notice to the customer in the outbox;
+* `decide` (only from `under_review`, never by the person who opened the case; the reviewer's
+  rationale and whether they departed from the model are required) queues the outcome notice and
+  moves on to `notified` in the same transaction. `overturned` lifts the account's suspension
+  (through `engine.accounts`, so it is an audited status change) and records a `not_fraud`
+  label event for retraining (`label_events`); `modified` replaces the action by a milder one
+  (lifting a suspension if the new action is not one); `upheld` states the rationale applied
+  and the remedies left (a complaint to the supervisory authority, the courts).
+
+Errors are `engine.errors`' `ObjectionNotFound`, `ObjectionConflict` (no case possible, or one is
+open), `InvalidTransition` (not from this status, or the action's own rules) and
+`SameReviewer` (the opener may not decide).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from engine import accounts, audit, outbox
+from engine.database import reading, writing
+from engine.deadlines import Deadlines
+from engine.errors import (
+    DecisionNotFound,
+    InvalidTransition,
+    ObjectionConflict,
+    ObjectionNotFound,
+    SameReviewer,
+)
+from engine.schema import decisions, label_events, objection_events, objections
+from features.events import format_ts
+
+Outcome = Literal["upheld", "overturned", "modified"]
+OPEN = ("received", "acknowledged", "under_review", "awaiting_customer")
+# action -> (the statuses it may start from, the status it leads to; None: unchanged)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "acknowledge": (("received",), "acknowledged"),
+    "start_review": (("acknowledged",), "under_review"),
+    "request_info": (("under_review",), "awaiting_customer"),
+    "customer_replied": (("awaiting_customer",), "under_review"),
+    "extend": (OPEN, None),
+    "decide": (("under_review",), "decided"),
+    "close": (("notified",), "closed"),
+    "withdraw": (OPEN, "withdrawn"),
+    "reject": (("received", "acknowledged", "under_review"), "rejected"),
+}
+ACTIONS = tuple(TRANSITIONS)
+MILDER = {"allow": 0, "review": 1, "decline": 2, "suspend_account": 3}
+NOTICE = "objection_notice"  # the outbox kind of the customers' notices about their case
+
+
+@dataclass(frozen=True)
+class CaseEvent:
+    at: int
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    note: str
+    deadline_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": format_ts(self.at), "actor": self.actor, "action": self.action,
+                "from_status": self.from_status, "to_status": self.to_status,
+                "note": self.note, "deadline": format_ts(self.deadline_at)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    objection_id: str
+    decision_id: str
+    account_id: str
+    status: str
+    jurisdiction: str
+    channel: str
+    statement: str
+    opened_by: str
+    received_at: int
+    ack_due_at: int
+    acknowledged_at: int | None
+    deadline_at: int
+    extended_at: int | None
+    extension_reason: str | None
+    outcome: str | None
+    new_action: str | None
+    review_rationale: str | None
+    departed_from_model: bool | None
+    decided_by: str | None
+    decided_at: int | None
+    closed_at: int | None
+    updated_at: int
+    events: tuple[CaseEvent, ...] = field(default=())
+
+    def overdue(self, now: int) -> bool:
+        """Open past its answer deadline, or unacknowledged past the acknowledgement's."""
+        if self.status not in OPEN:
+            return False
+        late_ack = self.status == "received" and now > self.ack_due_at
+        return now > self.deadline_at or late_ack
+
+    def to_json(self, now: int) -> dict[str, Any]:
+        def ts(ms: int | None) -> str | None:
+            return None if ms is None else format_ts(ms)
+
+        return {
+            "objection_id": self.objection_id, "decision_id": self.decision_id,
+            "account_id": self.account_id, "status": self.status,
+            "jurisdiction": self.jurisdiction, "channel": self.channel,
+            "statement": self.statement, "opened_by": self.opened_by,
+            "received_at": ts(self.received_at), "acknowledge_by": ts(self.ack_due_at),
+            "acknowledged_at": ts(self.acknowledged_at), "deadline": ts(self.deadline_at),
+            "extended_at": ts(self.extended_at), "extension_reason": self.extension_reason,
+            "outcome": self.outcome, "new_action": self.new_action,
+            "review_rationale": self.review_rationale,
+            "departed_from_model": self.departed_from_model, "decided_by": self.decided_by,
+            "decided_at": ts(self.decided_at), "closed_at": ts(self.closed_at),
+            "overdue": self.overdue(now), "events": [e.to_json() for e in self.events],
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a transition asks for, beyond its name: the note is always required."""
+
+    action: str
+    actor: str
+    note: str
+    outcome: Outcome | None = None
+    new_action: str | None = None
+    departed_from_model: bool | None = None
+
+
+class ObjectionDesk:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        deadlines: Deadlines,
+        *,
+        clock: Callable[[], int],
+        on_reinstated: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_reinstated(account_id)` runs after a commit that lifted a suspension (the
+        service clears the account's Redis flag with it)."""
+        self.engine = engine
+        self.deadlines = deadlines
+        self.clock = clock
+        self.on_reinstated = on_reinstated
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def get(self, objection_id: str) -> Case:
+        with reading(self.engine) as conn:
+            return self._case(conn, objection_id)
+
+    def for_decision(self, decision_id: str) -> list[Case]:
+        return self._cases(objections.c.decision_id == decision_id)
+
+    def for_account(self, account_id: str) -> list[Case]:
+        return self._cases(objections.c.account_id == account_id)
+
+    def queue(
+        self, *, statuses: Sequence[str] = OPEN, overdue: bool | None = None, limit: int = 200
+    ) -> list[Case]:
+        """Cases in `statuses`, the nearest deadline first; `overdue` True/False filters."""
+        now = self.clock()
+        cases = self._cases(objections.c.status.in_(list(statuses)), order_by_deadline=True)
+        if overdue is not None:
+            cases = [c for c in cases if c.overdue(now) is overdue]
+        return cases[:limit]
+
+    # --- opening ------------------------------------------------------------------------------
+
+    def open(
+        self, decision_id: str, *, actor: str, statement: str, channel: str, jurisdiction: str
+    ) -> Case:
+        if jurisdiction not in self.deadlines.jurisdictions:
+            known = ", ".join(sorted(self.deadlines.jurisdictions))
+            raise ObjectionConflict(f"jurisdiction {jurisdiction!r} is not configured ({known})")
+        now = self.clock()
+        objection_id = str(uuid.uuid4())
+        with writing(self.engine) as conn:
+            decision = _decision(conn, decision_id)
+            if decision.action == "allow":
+                raise ObjectionConflict(
+                    f"decision {decision_id} allowed the {decision.subject_type}: there is no "
+                    "adverse decision to object to"
+                )
+            open_case = conn.execute(
+                sa.select(objections.c.objection_id).where(
+                    objections.c.decision_id == decision_id, objections.c.status.in_(OPEN)
+                )
+            ).first()
+            if open_case is not None:
+                raise ObjectionConflict(
+                    f"decision {decision_id} already has an open objection "
+                    f"({open_case.objection_id})"
+                )
+            deadline = self.deadlines.respond_by(jurisdiction, now)
+            conn.execute(
+                objections.insert().values(
+                    objection_id=objection_id, decision_id=decision_id,
+                    account_id=decision.account_id, status="received",
+                    jurisdiction=jurisdiction, channel=channel, statement=statement,
+                    opened_by=actor, received_at=now,
+                    ack_due_at=self.deadlines.acknowledge_by(now), deadline_at=deadline,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+            self._event(conn, objection_id, decision.account_id, now, actor, "open", None,
+                        "received", f"objection received via {channel}", deadline)  # fmt: skip
+            return self._case(conn, objection_id)
+
+    # --- transitions --------------------------------------------------------------------------
+
+    def act(self, objection_id: str, step: Step) -> Case:
+        if step.action not in TRANSITIONS:
+            raise InvalidTransition(f"unknown action {step.action!r} (known: {', '.join(ACTIONS)})")
+        if not step.note.strip():
+            raise InvalidTransition(f"{step.action} needs a note (what was done and why)")
+        now = self.clock()
+        reinstated: str | None = None
+        with writing(self.engine) as conn:
+            case = self._case(conn, objection_id)
+            starts, to = TRANSITIONS[step.action]
+            if case.status not in starts:
+                raise InvalidTransition(
+                    f"objection {objection_id} is {case.status}: {step.action} is possible only "
+                    f"from {' or '.join(starts)}"
+                )
+            values: dict[str, Any] = {"updated_at": now}
+            deadline = case.deadline_at
+            if step.action == "acknowledge":
+                values["acknowledged_at"] = now
+                self._notify(conn, case, now, "acknowledged", self._ack_text(case))
+            elif step.action == "extend":
+                deadline = self._extend(case, now, step.note)
+                values |= {"deadline_at": deadline, "extended_at": now,
+                           "extension_reason": step.note}  # fmt: skip
+                self._notify(conn, case, now, "extended",
+                             f"We need more time to review your objection: {step.note} We will "
+                             f"answer by {format_ts(deadline)}.")  # fmt: skip
+            elif step.action == "reject":
+                remedies = self._remedies(case)
+                self._notify(
+                    conn,
+                    case,
+                    now,
+                    "rejected",
+                    f"Your objection could not be taken up: {step.note} {remedies}",
+                )
+            elif step.action == "decide":
+                values |= self._decide(conn, case, step, now)
+                if values.get("reinstated"):
+                    reinstated = case.account_id
+                values.pop("reinstated", None)
+            elif step.action == "close":
+                values["closed_at"] = now
+            if to is not None:
+                values["status"] = to
+            conn.execute(
+                objections.update().where(objections.c.objection_id == objection_id)
+                .values(values)
+            )  # fmt: skip
+            self._event(conn, objection_id, case.account_id, now, step.actor, step.action,
+                        case.status, to or case.status, step.note, deadline)  # fmt: skip
+            if step.action == "decide":
+                self._event(conn, objection_id, case.account_id, now, "engine", "notify",
+                            "decided", "notified", "outcome notice queued in the outbox",
+                            deadline)  # fmt: skip
+                conn.execute(
+                    objections.update().where(objections.c.objection_id == objection_id)
+                    .values(status="notified")
+                )  # fmt: skip
+            after = self._case(conn, objection_id)
+        if reinstated is not None and self.on_reinstated is not None:
+            self.on_reinstated(reinstated)
+        return after
+
+    def _extend(self, case: Case, now: int, reason: str) -> int:
+        if case.extended_at is not None:
+            raise InvalidTransition(f"objection {case.objection_id} was extended already")
+        if now > case.deadline_at:
+            raise InvalidTransition(
+                f"objection {case.objection_id}: the deadline {format_ts(case.deadline_at)} has "
+                "passed; an extension must be notified within the first period"
+            )
+        return self.deadlines.extended(case.jurisdiction, case.received_at)
+
+    def _decide(self, conn: sa.Connection, case: Case, step: Step, now: int) -> dict[str, Any]:
+        if step.actor == case.opened_by:
+            raise SameReviewer(
+                f"{step.actor} opened objection {case.objection_id} and may not decide it: "
+                "another reviewer must"
+            )
+        if step.outcome not in ("upheld", "overturned", "modified"):
+            raise InvalidTransition("decide needs an outcome: upheld, overturned or modified")
+        if step.departed_from_model is None:
+            raise InvalidTransition("decide needs departed_from_model: true or false")
+        decision = _decision(conn, case.decision_id)
+        new_action = step.new_action
+        if step.outcome == "modified":
+            if new_action is None or MILDER.get(new_action, 9) >= MILDER[decision.action]:
+                raise InvalidTransition(
+                    f"a modified outcome needs new_action milder than {decision.action}"
+                )
+        elif new_action is not None:
+            raise InvalidTransition("new_action goes with a modified outcome only")
+        lifts = decision.action == "suspend_account" and (
+            step.outcome == "overturned" or new_action != "suspend_account"
+        ) and step.outcome != "upheld"  # fmt: skip
+        reinstated = False
+        if lifts:
+            state = accounts.read(conn, case.account_id)
+            if state.status == "suspended":
+                _, reinstated = accounts.change(
+                    conn, case.account_id, "active", actor=step.actor, at=now,
+                    reason=f"objection {case.objection_id} {step.outcome}",
+                    objection_id=case.objection_id,
+                )  # fmt: skip
+        if step.outcome == "overturned":
+            self._label(conn, case, decision, now, step.note)
+        self._notify(conn, case, now, step.outcome, self._outcome_text(case, decision, step))
+        return {"outcome": step.outcome, "new_action": new_action, "decided_at": now,
+                "review_rationale": step.note, "decided_by": step.actor,
+                "departed_from_model": step.departed_from_model,
+                "reinstated": reinstated}  # fmt: skip
+
+    def _label(self, conn: sa.Connection, case: Case, decision: Any, now: int,
+               why: str) -> None:  # fmt: skip
+        """The not-fraud label an overturn teaches the next model (`arbiter labels export`)."""
+        event: dict[str, Any] = {
+            "event_id": f"label:objection:{case.objection_id}", "type": "label", "ts": now,
+            "account_id": case.account_id, "label": "not_fraud", "source": "objection",
+            "reason": why[:500],
+        }  # fmt: skip
+        if decision.payment_id is not None:
+            event["target_event_id"] = f"pay:{decision.payment_id}"
+        conn.execute(
+            label_events.insert().values(
+                event_id=event["event_id"], account_id=case.account_id,
+                objection_id=case.objection_id, event=event, created_at=now,
+            )
+        )  # fmt: skip
+
+    # --- notices ------------------------------------------------------------------------------
+
+    def _notify(self, conn: sa.Connection, case: Case, now: int, what: str, text: str) -> None:
+        outbox.enqueue(
+            conn, account_id=case.account_id, decision_id=case.decision_id, at=now, kind=NOTICE,
+            payload={"type": f"objection_{what}", "objection_id": case.objection_id,
+                     "decision_id": case.decision_id, "account_id": case.account_id,
+                     "message": text, "sent_at": format_ts(now)},
+        )  # fmt: skip
+
+    def _ack_text(self, case: Case) -> str:
+        return (
+            f"We received your objection to decision {case.decision_id} on "
+            f"{format_ts(case.received_at)}. A person who took no part in the decision will "
+            f"review it, and you will have our answer by {format_ts(case.deadline_at)}."
+        )
+
+    def _remedies(self, case: Case) -> str:
+        authority = self.deadlines.rules(case.jurisdiction).authority
+        return (
+            f"If you disagree, you may lodge a complaint with {authority} or seek a judicial "
+            "remedy."
+        )
+
+    def _outcome_text(self, case: Case, decision: Any, step: Step) -> str:
+        subject = "payment" if decision.subject_type == "payment" else "account"
+        if step.outcome == "overturned":
+            after = (
+                "Your account is active again."
+                if decision.action == "suspend_account"
+                else f"The {subject} decision is withdrawn; you may retry the payment."
+            )
+            return f"A reviewer overturned the decision: {step.note} {after}"
+        if step.outcome == "modified":
+            return (
+                f"A reviewer changed the decision to '{step.new_action}': {step.note} "
+                f"{self._remedies(case)}"
+            )
+        return (
+            "A reviewer examined your objection and upheld the decision. The rationale applied: "
+            f"{step.note} {self._remedies(case)}"
+        )
+
+    # --- rows ---------------------------------------------------------------------------------
+
+    def _event(self, conn: sa.Connection, objection_id: str, account_id: str, at: int,
+               actor: str, action: str, before: str | None, after: str, note: str,
+               deadline: int) -> None:  # fmt: skip
+        conn.execute(
+            objection_events.insert().values(
+                objection_id=objection_id, at=at, actor=actor, action=action,
+                from_status=before, to_status=after, note=note, deadline_at=deadline,
+            )
+        )  # fmt: skip
+        audit.append(
+            conn, actor=actor, action=f"objection.{action}", subject_type="objection",
+            subject_id=objection_id, account_id=account_id, at=at,
+            details={"from": before, "to": after, "deadline": deadline},
+        )  # fmt: skip
+
+    def _case(self, conn: sa.Connection, objection_id: str) -> Case:
+        row = conn.execute(
+            sa.select(objections).where(objections.c.objection_id == objection_id)
+        ).first()
+        if row is None:
+            raise ObjectionNotFound(f"no objection {objection_id}")
+        events = conn.execute(
+            sa.select(objection_events).where(objection_events.c.objection_id == objection_id)
+            .order_by(objection_events.c.id)
+        )  # fmt: skip
+        return Case(**row._asdict(), events=tuple(
+            CaseEvent(e.at, e.actor, e.action, e.from_status, e.to_status, e.note, e.deadline_at)
+            for e in events
+        ))  # fmt: skip
+
+    def _cases(
+        self, where: sa.ColumnElement[bool], *, order_by_deadline: bool = False
+    ) -> list[Case]:
+        order = objections.c.deadline_at if order_by_deadline else objections.c.received_at
+        with reading(self.engine) as conn:
+            ids = [r.objection_id for r in conn.execute(
+                sa.select(objections.c.objection_id).where(where).order_by(order)
+            )]  # fmt: skip
+            return [self._case(conn, i) for i in ids]
+
+
+def _decision(conn: sa.Connection, decision_id: str) -> Any:
+    row = conn.execute(
+        sa.select(decisions.c.action, decisions.c.account_id, decisions.c.payment_id,
+                  decisions.c.subject_type).where(decisions.c.decision_id == decision_id)
+    ).first()  # fmt: skip
+    if row is None:
+        raise DecisionNotFound(f"no decision {decision_id}", decision_id=decision_id)
+    return row

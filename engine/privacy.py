@@ -1,0 +1,282 @@
+"""Data-subject rights and retention: what Arbiter holds about an account, and forgetting it.
+
+`export_account` gathers everything about one account (its decisions with their rationales,
+status changes, objection cases, notifications, label events, the audit entries about them, the
+online features held about it, the data categories and purposes) into one portable JSON
+document; the export itself is audited.
+
+Retention: an account closes with an `account_closed` event (`close_account`); `purge` removes
+the records of accounts closed longer ago than the retention period (seven years by default),
+except accounts under legal hold (`set_hold`). The hash chains stay verifiable: a purged
+decision or audit entry becomes a tombstone (`purged_at` set, its personal content removed,
+its seq, prev_hash and hash kept), which `verify-chain` and `audit verify` check for links only.
+Objection cases, notifications, status changes and label events of the account are deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine import audit
+from engine.database import reading, writing
+from engine.records import StoredDecision
+from engine.schema import (
+    account_lifecycle,
+    account_status,
+    audit_events,
+    decision_contributions,
+    decisions,
+    label_events,
+    objection_events,
+    objections,
+    outbox,
+    suspension_events,
+)
+from features.events import format_ts
+
+RETENTION_DAYS = 7 * 365 + 2  # seven years, leap days included
+_DAY_MS = 86_400_000
+PURPOSES = [
+    "Preventing fraud in payments and account activity (legitimate interest; the privacy "
+    "policy's automated decisions).",
+    "Explaining automated decisions and handling objections (GDPR Art. 15(1)(h), 22(3)).",
+    "Keeping a verifiable record of decisions for audits and disputes.",
+]
+_TOMBSTONE = "purged"
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    accounts: int
+    decisions: int
+    objections: int
+    notifications: int
+    audit_events: int
+    held: int  # accounts past retention kept for a legal hold
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def close_account(engine: sa.Engine, account_id: str, at: int) -> None:
+    """Record the account's closure (the first one counts; a later event changes nothing)."""
+    with writing(engine) as conn:
+        row = _lifecycle(conn, account_id)
+        if row is None:
+            conn.execute(
+                account_lifecycle.insert().values(
+                    account_id=account_id, closed_at=at, legal_hold=False, updated_at=at
+                )
+            )
+        elif row.closed_at is None:
+            conn.execute(account_lifecycle.update()
+                         .where(account_lifecycle.c.account_id == account_id)
+                         .values(closed_at=at, updated_at=at))  # fmt: skip
+
+
+def set_hold(engine: sa.Engine, account_id: str, *, hold: bool, reason: str, actor: str,
+             at: int) -> None:  # fmt: skip
+    """Put an account under legal hold (retention skips it) or release it; audited."""
+    with writing(engine) as conn:
+        values = {"legal_hold": hold, "hold_reason": reason if hold else None, "updated_at": at}
+        if _lifecycle(conn, account_id) is None:
+            conn.execute(account_lifecycle.insert().values(account_id=account_id, **values))
+        else:
+            conn.execute(
+                account_lifecycle.update()
+                .where(account_lifecycle.c.account_id == account_id)
+                .values(values)
+            )
+        audit.append(conn, actor=actor, action="retention.hold" if hold else "retention.release",
+                     subject_type="account", subject_id=account_id, account_id=account_id,
+                     at=at, details={"reason": reason})  # fmt: skip
+
+
+def export_account(
+    engine: sa.Engine,
+    account_id: str,
+    *,
+    decisions_of: Callable[[str], list[StoredDecision]],
+    rationale_of: Callable[[StoredDecision], dict[str, Any] | None],
+    data_categories: list[str],
+    actor: str,
+    at: int,
+    online: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything held about `account_id`, as one JSON document (audited as `account.export`).
+    `online`: what the online feature store holds about the account now, if the caller read it."""
+    stored = decisions_of(account_id)
+    ids = [s.record.decision_id for s in stored]
+    with reading(engine) as conn:
+        life = _lifecycle(conn, account_id)
+        status = conn.execute(
+            sa.select(account_status).where(account_status.c.account_id == account_id)
+        ).first()
+        history = conn.execute(
+            sa.select(suspension_events)
+            .where(suspension_events.c.account_id == account_id)
+            .order_by(suspension_events.c.id)
+        ).all()
+        cases = conn.execute(
+            sa.select(objections)
+            .where(objections.c.account_id == account_id)
+            .order_by(objections.c.received_at)
+        ).all()
+        case_ids = [c.objection_id for c in cases]
+        case_events = conn.execute(
+            sa.select(objection_events)
+            .where(objection_events.c.objection_id.in_(case_ids))
+            .order_by(objection_events.c.id)
+        ).all()
+        notices = conn.execute(
+            sa.select(outbox).where(outbox.c.account_id == account_id).order_by(outbox.c.id)
+        ).all()
+        labels = conn.execute(
+            sa.select(label_events)
+            .where(label_events.c.account_id == account_id)
+            .order_by(label_events.c.id)
+        ).all()
+        trail = audit.about(conn, account_id=account_id,
+                            subjects=[("decision", i) for i in ids])  # fmt: skip
+    document = {
+        "account_id": account_id,
+        "exported_at": format_ts(at),
+        "format": "arbiter-account-export/1",
+        "purposes": PURPOSES,
+        "data_categories": data_categories,
+        "status": _row(status) if status else {"status": "active"},
+        "lifecycle": _row(life) if life else None,
+        "status_changes": [_row(r) for r in history],
+        "online_features": dict(online) if online is not None else None,
+        "decisions": [
+            {
+                **s.record.to_json(),
+                "contributions": s.record.contributions or s.contributions,
+                "base_value": s.record.base_value
+                if s.record.base_value is not None
+                else s.base_value,
+                "hash": s.hash,
+                "rationale": rationale_of(s),
+            }
+            for s in stored
+        ],
+        "objections": [
+            {
+                **_row(c),
+                "events": [_row(e) for e in case_events if e.objection_id == c.objection_id],
+            }
+            for c in cases
+        ],
+        "notifications": [_row(n) for n in notices],
+        "label_events": [dict(r.event) for r in labels],
+        "audit_events": [e.to_json() for e in trail],
+    }
+    with writing(engine) as conn:
+        audit.append(conn, actor=actor, action="account.export", subject_type="account",
+                     subject_id=account_id, account_id=account_id, at=at,
+                     details={"decisions": len(stored), "objections": len(cases)})  # fmt: skip
+    return document
+
+
+def purge(
+    engine: sa.Engine, *, now: int, actor: str, retention_days: int = RETENTION_DAYS
+) -> PurgeReport:
+    """Forget the accounts closed more than `retention_days` ago and not under legal hold."""
+    cutoff = now - retention_days * _DAY_MS
+    counts = dict.fromkeys(("decisions", "objections", "notifications", "audit_events"), 0)
+    with writing(engine) as conn:
+        due = conn.execute(
+            sa.select(account_lifecycle).where(
+                account_lifecycle.c.closed_at.is_not(None),
+                account_lifecycle.c.closed_at < cutoff,
+            )
+        ).all()
+        held = [r for r in due if r.legal_hold]
+        gone = [r.account_id for r in due if not r.legal_hold]
+        for account_id in gone:
+            for key, value in _forget(conn, account_id, now).items():
+                counts[key] += value
+        report = PurgeReport(accounts=len(gone), held=len(held), **counts)
+        audit.append(conn, actor=actor, action="retention.purge", subject_type="retention",
+                     subject_id=format_ts(now), at=now,
+                     details={**report.to_json(), "retention_days": retention_days,
+                              "closed_before": format_ts(cutoff)})  # fmt: skip
+    return report
+
+
+def _forget(conn: sa.Connection, account_id: str, now: int) -> dict[str, int]:
+    ids = [
+        r.decision_id
+        for r in conn.execute(
+            sa.select(decisions.c.decision_id).where(decisions.c.account_id == account_id)
+        )
+    ]
+    case_ids = [
+        r.objection_id
+        for r in conn.execute(
+            sa.select(objections.c.objection_id).where(objections.c.account_id == account_id)
+        )
+    ]
+    conn.execute(objection_events.delete().where(objection_events.c.objection_id.in_(case_ids)))
+    conn.execute(objections.delete().where(objections.c.account_id == account_id))
+    conn.execute(
+        decision_contributions.delete().where(decision_contributions.c.decision_id.in_(ids))
+    )
+    tombstoned = conn.execute(
+        decisions.update()
+        .where(decisions.c.account_id == account_id)
+        .values(
+            subject_id=_TOMBSTONE,
+            account_id=_TOMBSTONE,
+            payment_id=None,
+            score=None,
+            raw_margin=None,
+            segment=None,
+            rules_fired=[],
+            reasons=[],
+            features={},
+            contributions=None,
+            base_value=None,
+            shadow=None,
+            timings={},
+            purged_at=now,
+        )
+    ).rowcount
+    notes = conn.execute(outbox.delete().where(outbox.c.account_id == account_id)).rowcount
+    conn.execute(suspension_events.delete().where(suspension_events.c.account_id == account_id))
+    conn.execute(account_status.delete().where(account_status.c.account_id == account_id))
+    conn.execute(label_events.delete().where(label_events.c.account_id == account_id))
+    trail = conn.execute(
+        audit_events.update()
+        .where(audit_events.c.account_id == account_id)
+        .values(subject_id=_TOMBSTONE, account_id=None, details={}, purged_at=now)
+    ).rowcount
+    conn.execute(account_lifecycle.delete().where(account_lifecycle.c.account_id == account_id))
+    return {"decisions": tombstoned, "objections": len(case_ids), "notifications": notes,
+            "audit_events": trail}  # fmt: skip
+
+
+def labels_since(engine: sa.Engine, since_ms: int = 0) -> list[dict[str, Any]]:
+    """Label events recorded since `since_ms` (an overturned objection: not fraud), oldest
+    first, as events of the log (`docs/events.md`) ready for `arbiter ingest` and training."""
+    with reading(engine) as conn:
+        rows = conn.execute(
+            sa.select(label_events.c.event)
+            .where(label_events.c.created_at >= since_ms)
+            .order_by(label_events.c.id)
+        ).all()
+    return [dict(r.event) for r in rows]
+
+
+def _lifecycle(conn: sa.Connection, account_id: str) -> sa.Row[Any] | None:
+    return conn.execute(
+        sa.select(account_lifecycle).where(account_lifecycle.c.account_id == account_id)
+    ).first()
+
+
+def _row(row: sa.Row[Any]) -> dict[str, Any]:
+    return dict(row._asdict())
