@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 # LightGBM scores with one thread; idle OpenMP threads must not spin beside the web server.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -40,11 +41,13 @@ from api.routes import (
     pages,
     payments,
 )
+from api.schemas import ErrorBody
 from engine.deadlines import InvalidDeadlines, load_deadlines
 from engine.deferred import DeferredContributions
 from engine.errors import StoreError
 from engine.flags import FlagSync
 from engine.group_commit import GroupCommitter
+from engine.keys import KeyRing
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.notifier import NotifierThread, webhook_notifier
@@ -62,7 +65,9 @@ from models.registry import (
     CHALLENGER,
     CHAMPION,
     LoadedModel,
+    ModelUnavailable,
     alias_version,
+    load_cached,
     load_model,
     load_version,
 )
@@ -81,7 +86,7 @@ def build_runtime(settings: Settings) -> Runtime:
 
     def remember(policy: Policy) -> None:
         try:  # the thresholds a rationale states years later come from here
-            store.remember_policy(policy.version, policy.model.model_dump(mode="json"))
+            store.remember_policy(policy.version, thresholds_of(policy))
         except StoreError as exc:
             log.error("policy %s not recorded in the store: %s", policy.version, exc.message)
 
@@ -118,6 +123,8 @@ def build_runtime(settings: Settings) -> Runtime:
         feature_spec_version=plan.version, descriptions=descriptions, metrics=metrics,
     )  # fmt: skip
 
+    service.redis_budget_s = settings.redis_budget_ms / 1000
+
     def champion(new: LoadedModel) -> None:
         service.model = new  # loaded fully before: a request in flight keeps the one it took
 
@@ -129,11 +136,13 @@ def build_runtime(settings: Settings) -> Runtime:
 
     models = model_watcher(settings, CHAMPION, champion, metrics)
     models.check_now()  # the first load; without a champion the app starts, not ready
+    from_cache(models, settings.model_name, settings)
     account_models = model_watcher(
         settings, CHAMPION, account_champion, metrics, name=settings.account_model_name,
         error_label="account_model_load",
     )  # fmt: skip
     account_models.check_now()  # optional: without one, account decisions use the rules
+    from_cache(account_models, settings.account_model_name, settings)
     flags = FlagSync(service.flags, interval_s=settings.flag_sync_seconds)
     flags.check_now()
     shadows = None
@@ -147,10 +156,12 @@ def build_runtime(settings: Settings) -> Runtime:
         desk = ObjectionDesk(
             store.database, load_deadlines(settings.objections_config), clock=now_ms,
             on_reinstated=lambda account_id: service.flags.set({account_id: None}),
+            explain=lambda decision_id: reasons_for(rationales, store, decision_id),
         )  # fmt: skip
     except InvalidDeadlines as exc:
         problems["objections"] = exc.message
         log.error("objections: %s", exc.message)
+    keys = KeyRing(store.database)
     rationales = None
     try:
         catalogue = load_catalogue(settings.reasons_catalogue)
@@ -163,7 +174,40 @@ def build_runtime(settings: Settings) -> Runtime:
         model_watcher=models, shadow_watcher=shadows, metrics=metrics, deferred=deferred,
         account_model_watcher=account_models, flag_sync=flags, writer=writer,
         redis_async=async_client, desk=desk, rationales=rationales,
+        keys=keys,
     )  # fmt: skip
+
+
+def from_cache(watcher: ModelWatcher[LoadedModel], name: str, settings: Settings) -> None:
+    """The registry did not answer at start: serve the champion this machine last loaded (the
+    watcher says so in /readyz, and follows the alias once the registry answers)."""
+    if watcher.model is not None or watcher.last_error is None:
+        return
+    try:
+        cached = load_cached(name, settings.data_dir / "models")
+    except ModelUnavailable:
+        return  # nothing cached: start without one, not ready (as before)
+    watcher.adopt(cached, "cache")
+
+
+def thresholds_of(policy: Policy) -> dict[str, Any]:
+    """What a rationale needs of a policy version, years later: its thresholds (the lists hold
+    personal data, and are not kept)."""
+    document = policy.model.model_dump(mode="json")
+    return {
+        "thresholds": document.get("thresholds"),
+        "segments": [{"name": s.get("name"), "thresholds": s.get("thresholds")}
+                     for s in document.get("segments") or ()],
+        "account": {"thresholds": (document.get("account") or {}).get("thresholds")},
+    }  # fmt: skip
+
+
+def reasons_for(rationales: Rationales | None, store: DecisionStore, decision_id: str) -> list[str]:
+    """The customer-facing reasons of a decision, as its rationale states them."""
+    if rationales is None:
+        return []
+    customer = rationales.customer_view(store.get_decision(decision_id))
+    return [str(reason["text"]) for reason in customer.get("reasons") or ()]
 
 
 def model_watcher(
@@ -239,6 +283,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        # What any route may answer besides its own (docs/security.md): the one error body.
+        responses={
+            401: {"model": ErrorBody, "description": "no API key, or an unknown or revoked one"},
+            403: {"model": ErrorBody, "description": "the key lacks a role this route admits"},
+            413: {"model": ErrorBody, "description": "the body is larger than 8 MiB"},
+            422: {"model": ErrorBody, "description": "invalid input (the field is named)"},
+        },
     )
     errors.install(app)
     for module in (payments, events, decisions, objections, pages, accounts, health, metrics, echo):

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from redis.asyncio import Redis as AsyncRedis
 
+from api import auth
 from engine.deferred import DeferredContributions
 from engine.errors import ObjectionsUnavailable, RationalesUnavailable
 from engine.flags import FlagSync
 from engine.group_commit import GroupCommitter
+from engine.keys import KeyRing, Principal
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
 from engine.objections import ObjectionDesk
@@ -45,6 +47,7 @@ class Runtime:
     redis_async: AsyncRedis | None = None  # the payment route's Redis client
     desk: ObjectionDesk | None = None  # objection cases
     rationales: Rationales | None = None  # rationale documents of decisions
+    keys: KeyRing | None = None  # the API keys (api/auth.py)
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -85,21 +88,15 @@ def _no_models(name: str, version: str) -> LoadedModel:
     raise LookupError(f"no model loader: {name} v{version}")
 
 
-async def get_actor(
-    x_arbiter_actor: Annotated[
-        str,
-        Header(
-            pattern=r"^[A-Za-z0-9._@-]{1,128}$",
-            description="who is acting (support agent, reviewer): recorded in the case and "
-            "the audit trail. Until API keys arrive (docs/security.md) it is taken on trust.",
-        ),
-    ],
-) -> str:
-    return x_arbiter_actor
-
-
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-ActorDep = Annotated[str, Depends(get_actor)]
+# The callers each door admits (api/auth.py); the value is the caller, its name the actor.
+ScorerKey = Annotated[Principal, Depends(auth.SCORER)]
+IngestKey = Annotated[Principal, Depends(auth.INGEST)]
+CaseReader = Annotated[Principal, Depends(auth.READ_CASES)]
+CaseWorker = Annotated[Principal, Depends(auth.SUPPORT)]
+OpsKey = Annotated[Principal, Depends(auth.OPS)]
+AccountReader = Annotated[Principal, Depends(auth.ACCOUNT_STATUS)]
+PrivacyKey = Annotated[Principal, Depends(auth.PRIVACY)]
 DeferredDep = Annotated[DeferredContributions, Depends(get_deferred)]
 ServiceDep = Annotated[DecisionService, Depends(get_service)]
 StoreDep = Annotated[DecisionStore, Depends(get_store)]

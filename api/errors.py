@@ -20,13 +20,17 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import logs
 from api.responses import OrjsonResponse
+from api.screen import BodyScreen
 from engine.deferred import ContributionsMismatch
 from engine.errors import (
     AccountNotFound,
     AccountSuspended,
     DecisionNotFound,
+    DecisionPurged,
     EngineError,
+    Forbidden,
     InvalidAccountStatus,
     InvalidTransition,
     ModelNotLoaded,
@@ -37,16 +41,22 @@ from engine.errors import (
     SameReviewer,
     StoreError,
     StoreUnavailable,
+    Unauthenticated,
 )
+from engine.keys import InvalidKey
 from features.errors import FeatureError, FeatureStoreUnavailable, InvalidEvent
 
 log = logging.getLogger("arbiter.api")
 
 # Most specific first; the first class an error is an instance of decides.
 STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (InvalidKey, 422),
     (InvalidEvent, 422),
     (InvalidAccountStatus, 422),
     (DecisionNotFound, 404),
+    (DecisionPurged, 410),
     (AccountNotFound, 404),
     (AccountSuspended, 409),
     (ObjectionNotFound, 404),
@@ -88,6 +98,9 @@ async def _domain(request: Request, exc: Exception) -> OrjsonResponse:
     response = error_response(request, status, exc.code, exc.message, field)
     if status == 503:  # a dependency is down or nothing is loaded yet: worth a retry
         response.headers["retry-after"] = "1"
+    if status == 401:
+        response.headers["www-authenticate"] = 'Bearer realm="arbiter"'
+
     return response
 
 
@@ -108,6 +121,9 @@ async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
 
 async def _http(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8 JSON)
+        return error_response(request, 422, "invalid_request",
+                              "the body is not JSON in UTF-8", "body")  # fmt: skip
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(request, exc.status_code, code, str(exc.detail))
 
@@ -123,6 +139,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodyScreen)  # inside RequestId (added last, so outermost)
     app.add_middleware(RequestId)
 
 
@@ -141,10 +158,14 @@ class RequestId:
         )
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        token = logs.request_id.set(rid)  # every log line of this request carries it
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.request_id.reset(token)

@@ -50,9 +50,10 @@ SAMPLE_DECISIONS = 300  # decisions read back for their `timings`
 # --- the load generator (its own process) -----------------------------------------------------
 
 
-def _request(path: str, body: bytes) -> bytes:
+def _request(path: str, body: bytes, key: str) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -87,9 +88,9 @@ def _children(pid: int) -> list[int]:
 
 
 async def _phase(port: int, phase: dict[str, Any], connections: int, timeout: float,
-                 server_pid: int) -> dict[str, Any]:  # fmt: skip
+                 server_pid: int, key: str) -> dict[str, Any]:  # fmt: skip
     loop = asyncio.get_running_loop()
-    requests = [_request(phase["path"], body.encode()) for body in phase["bodies"]]
+    requests = [_request(phase["path"], body.encode(), key) for body in phase["bodies"]]
     n, rate = len(requests), float(phase["rate"])
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(connections):
@@ -157,7 +158,9 @@ async def _loadgen(spec: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     for phase in spec["phases"]:
         results.append(
-            await _phase(spec["port"], phase, spec["connections"], spec["timeout"], spec["pid"])
+            await _phase(
+                spec["port"], phase, spec["connections"], spec["timeout"], spec["pid"], spec["key"]
+            )
         )
         await _drain(spec["pid"], spec["pause"])
     return results
@@ -341,12 +344,13 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def timings(port: int, decision_ids: list[str]) -> dict[str, float]:
+def timings(port: int, key: str, decision_ids: list[str]) -> dict[str, float]:
     import httpx
 
     sums: dict[str, float] = {}
     count = 0
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as client:
         for decision_id in decision_ids:
             record = client.get(f"/v1/decisions/{decision_id}").json()
             if "model_ms" not in (record.get("timings") or {}):
@@ -421,12 +425,16 @@ def main() -> None:
     port = free_port()
     server = start_server(env, port, args.workers)
     try:
-        from engine.store import DecisionStore
+        from engine.keys import create_key
+        from engine.store import DecisionStore, now_ms
 
         store = DecisionStore(env["ARBITER_DATABASE_URL"])
         for account in mix.suspended:
             store.set_account_status(account["account_id"], "suspended", actor="bench",
                                      reason="bench: suspended before the run")  # fmt: skip
+        # The scorer's key for the load, the admin's to read decisions back (api/auth.py).
+        _, key = create_key(store.database, name=f"bench-{run}", roles=["scorer", "support"],
+                            actor="bench", at=now_ms())  # fmt: skip
         store.close()
 
         def phase(name: str, path: str, rate: int, duration: float) -> dict[str, Any]:
@@ -435,7 +443,7 @@ def main() -> None:
                     "keep_bodies": name == "score", "kinds": kinds}  # fmt: skip
 
         def drive(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            spec = {"port": port, "pid": server.pid, "connections": args.connections,
+            spec = {"port": port, "pid": server.pid, "connections": args.connections, "key": key,
                     "timeout": args.timeout, "pause": 1.0, "phases": phases}  # fmt: skip
             spec_path, out_path = HOME / "loadgen-spec.json", HOME / "loadgen-out.json"
             spec_path.write_text(json.dumps(spec))
@@ -471,7 +479,7 @@ def main() -> None:
             (r for r in results if r["name"] == "score"), key=lambda r: len(r["responses"])
         )
         ids = [r["decision_id"] for r in scored_at_top["responses"] if r["decision_id"]]
-        breakdown = timings(port, ids[:: max(1, len(ids) // SAMPLE_DECISIONS)])
+        breakdown = timings(port, key, ids[:: max(1, len(ids) // SAMPLE_DECISIONS)])
     finally:
         server.terminate()
         try:

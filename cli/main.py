@@ -12,6 +12,7 @@ import typer
 
 from cli import decisions as decisions_cmds
 from cli import features as features_cmds
+from cli import keys as keys_cmds
 from cli import notify as notify_cmds
 from cli import policy as policy_cmds
 from cli import privacy as privacy_cmds
@@ -34,6 +35,7 @@ serve_cmds.register(app)
 policy_cmds.register(app)
 notify_cmds.register(app)
 privacy_cmds.register(app)
+keys_cmds.register(app)
 
 
 def main() -> None:

@@ -49,15 +49,17 @@ def audit_verify() -> None:
 @retention_app.command("purge")
 def retention_purge(
     actor: str = typer.Option(..., help="who runs the purge (recorded in the audit trail)"),
-    days: int | None = typer.Option(None, help="retention in days (default: the setting)"),
+    days: int | None = typer.Option(
+        None, min=1, help="retention in days (default: ARBITER_RETENTION_DAYS, 7 years)"
+    ),
 ) -> None:
     """Purge the records of accounts closed longer ago than the retention period (legal holds
     excepted); decisions and audit entries become tombstones, so the chains still verify."""
     settings = settings_or_exit()
     store = open_decision_store(settings, console)
     try:
-        report = privacy.purge(store.database, now=now_ms(), actor=actor,
-                               retention_days=days or settings.retention_days)  # fmt: skip
+        keep = days if days is not None else settings.retention_days
+        report = privacy.purge(store.database, now=now_ms(), actor=actor, retention_days=keep)
     except StoreError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(2) from exc
@@ -83,6 +85,9 @@ def retention_hold(
     try:
         privacy.set_hold(store.database, account_id, hold=not release, reason=reason,
                          actor=actor, at=now_ms())  # fmt: skip
+    except StoreError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
     finally:
         store.close()
     console.print(f"{account_id}: legal hold {'lifted' if release else 'placed'}")

@@ -29,6 +29,8 @@ def serve(
     """Serve the decision API (POST /v1/payments/score, /readyz, /docs)."""
     import uvicorn  # here, so other commands do not pay for importing the web stack
 
+    from api.logs import LOG_CONFIG  # JSON lines with request ids (docs/security.md)
+
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -36,6 +38,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=LOG_CONFIG,
         access_log=False,
     )
 

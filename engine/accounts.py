@@ -75,10 +75,7 @@ def change(
         raise InvalidAccountStatus(f"account status {to!r} is neither active nor suspended")
     if not actor or not reason:
         raise InvalidAccountStatus("a status change needs an actor and a reason")
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(_ACCOUNT_LOCK, sa.func.hashtext(account_id)))
-        )
+    lock(conn, account_id)
     before = read(conn, account_id)
     if before.status == to:
         return before, False
@@ -102,6 +99,16 @@ def change(
                  "objection_id": objection_id, "reason": reason},
     )  # fmt: skip
     return AccountState(account_id, to, at, decision_id, at), True
+
+
+def lock(conn: sa.Connection, account_id: str) -> None:
+    """Serialize changes to one account until the transaction ends (PostgreSQL; SQLite's write
+    lock already does). Lock order, everywhere: the decision chain, then accounts (sorted by
+    id when several), then the audit trail."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(_ACCOUNT_LOCK, sa.func.hashtext(account_id)))
+        )
 
 
 def history(conn: sa.Connection, account_id: str) -> list[SuspensionEvent]:

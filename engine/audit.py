@@ -17,16 +17,19 @@ first broken link.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from engine.chain import GENESIS, JsonValue, digest, to_json
+from engine.chain import GENESIS, TOMBSTONE, JsonValue, digest, to_json
+from engine.database import writing
 from engine.schema import audit_events
 
 _AUDIT_LOCK = 0x41524255  # "ARBU": advisory lock class of audit appends
+PURGE_ACCOUNT = "retention.purge.account"  # lists the seqs a purge turned into tombstones
 _CONTENT = ("at", "actor", "action", "subject_type", "subject_id", "account_id", "details")
 
 
@@ -102,20 +105,49 @@ def append(
                       prev_hash, digest)  # fmt: skip
 
 
+def record(
+    engine: sa.Engine,
+    *,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    account_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """An event in its own transaction (a read: nothing else to write with it), now."""
+    with writing(engine) as conn:
+        return append(conn, actor=actor, action=action, subject_type=subject_type,
+                      subject_id=subject_id, at=time.time_ns() // 1_000_000,
+                      account_id=account_id, details=details)  # fmt: skip
+
+
 def first_break(events: Iterable[AuditEvent]) -> AuditBreak | None:
-    """Walk the trail in seq order; the first event that breaks it, or None."""
+    """Walk the trail in seq order; the first event that breaks it, or None. A tombstone must be
+    empty and listed by a later purge event (`PURGE_ACCOUNT`'s `audit_seqs`)."""
     expected, prev_hash = 1, GENESIS
+    tombstones: list[int] = []
+    listed: set[int] = set()
     for event in events:
         if event.seq != expected:
             return AuditBreak(event.seq, f"seq {event.seq} follows {expected - 1}: one is missing")
         if event.prev_hash != prev_hash:
             return AuditBreak(event.seq, "prev_hash is not the hash of the event before it")
-        if event.purged_at is None:
+        if event.action == PURGE_ACCOUNT:
+            listed.update(int(s) for s in event.details.get("audit_seqs", ()))
+        if event.purged_at is not None:
+            if dict(event.details) or event.subject_id != TOMBSTONE or event.account_id:
+                return AuditBreak(event.seq, "marked purged but still holds content")
+            tombstones.append(event.seq)
+        else:
             content = {name: getattr(event, name) for name in _CONTENT}
             content["details"] = dict(event.details)
             if event_hash(content, event.seq, event.prev_hash) != event.hash:
                 return AuditBreak(event.seq, "hash does not match the event's content")
         prev_hash, expected = event.hash, expected + 1
+    for seq in tombstones:
+        if seq not in listed:
+            return AuditBreak(seq, "a tombstone that no purge recorded")
     return None
 
 
@@ -135,7 +167,7 @@ def about(
     *,
     account_id: str | None = None,
     subjects: Iterable[tuple[str, str]] = (),
-    limit: int = 10_000,
+    limit: int | None = 10_000,
 ) -> list[AuditEvent]:
     """Events about an account or about given (subject_type, subject_id)s, oldest first."""
     where: list[sa.ColumnElement[bool]] = []
@@ -147,7 +179,6 @@ def about(
         )
     if not where:
         return []
-    rows = conn.execute(
-        sa.select(audit_events).where(sa.or_(*where)).order_by(audit_events.c.seq).limit(limit)
-    )
+    query = sa.select(audit_events).where(sa.or_(*where)).order_by(audit_events.c.seq)
+    rows = conn.execute(query if limit is None else query.limit(limit))
     return [AuditEvent.from_row(row) for row in rows]

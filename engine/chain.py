@@ -157,6 +157,21 @@ class ChainBreak:
         return f"decision {self.decision_id} (seq {self.seq}): {self.why}"
 
 
+TOMBSTONE = "purged"
+_EMPTY: dict[str, JsonValue] = {
+    "account_id": TOMBSTONE, "score": None, "raw_margin": None,
+    "segment": None, "rules_fired": [], "reasons": [], "features": {}, "contributions": None,
+    "base_value": None, "shadow": None, "timings": {},
+}  # fmt: skip
+
+
+def is_tombstone(decision_id: str, fields: Mapping[str, JsonValue]) -> bool:
+    """Whether a record holds exactly what retention leaves of one (nothing personal)."""
+    payment, subject = fields.get("payment_id"), fields.get("subject_id")
+    kept = (subject, payment) in ((TOMBSTONE, None), (f"{TOMBSTONE}:{decision_id}",) * 2)
+    return kept and all(fields.get(k) == v for k, v in _EMPTY.items())
+
+
 def first_break(links: Iterable[Link], *, expected_seq: int = 1) -> ChainBreak | None:
     """Walk `links` in seq order from `expected_seq`; the first record that breaks, or None.
 
@@ -173,6 +188,9 @@ def first_break(links: Iterable[Link], *, expected_seq: int = 1) -> ChainBreak |
             return ChainBreak(link.decision_id, link.seq, why)
         if link.prev_hash != prev_hash:
             why = "prev_hash is not the hash of the record before it"
+            return ChainBreak(link.decision_id, link.seq, why)
+        if link.purged and not is_tombstone(link.decision_id, link.fields):
+            why = "marked purged but still holds content (only retention may purge a record)"
             return ChainBreak(link.decision_id, link.seq, why)
         if not link.purged and decision_hash(link.fields, link.seq, link.prev_hash) != link.hash:
             why = "hash does not match the record's content (a field was changed)"

@@ -4,6 +4,7 @@
     ├── InvalidDecisionRecord   a record the store cannot keep (bad subject, non-finite value)
     ├── InvalidAccountStatus    a status other than active or suspended
     ├── DecisionNotFound        no decision with that id (or payment id)
+    ├── DecisionPurged          a decision whose content retention has removed (a tombstone)
     ├── NotificationNotFound    no outbox entry with that id
     ├── ContributionsConflict   different contributions for a decision that already has some
     ├── ModelNotLoaded          no model is loaded to score with (none promoted, or its load failed)
@@ -17,6 +18,8 @@
     ├── SameReviewer            the person who opened a case tries to decide it
     ├── ObjectionsUnavailable   the objection desk is not configured (its config is invalid)
     ├── RationalesUnavailable   rationales cannot be written (the reason catalogue is invalid)
+    ├── Unauthenticated         no API key, or one that is unknown or revoked
+    ├── Forbidden               a key without a role the door asks for
     └── StoreError              the decision store failed a read or a write
         └── StoreUnavailable    it cannot be reached, is locked, read-only, or has no schema
 
@@ -50,6 +53,10 @@ class DecisionNotFound(EngineError):
     def __init__(self, message: str, *, decision_id: str | None = None) -> None:
         super().__init__(message)
         self.decision_id = decision_id
+
+
+class DecisionPurged(EngineError):
+    code = "decision_purged"
 
 
 class NotificationNotFound(EngineError):
@@ -110,3 +117,11 @@ class ObjectionsUnavailable(EngineError):
 
 class RationalesUnavailable(EngineError):
     code = "rationales_unavailable"
+
+
+class Unauthenticated(EngineError):
+    code = "unauthenticated"
+
+
+class Forbidden(EngineError):
+    code = "forbidden"

@@ -51,6 +51,7 @@ class ModelWatcher(Watcher[M]):
         self.alias = alias
         self.on_error = on_error
         self.last_error: str | None = None
+        self.source = "registry"  # or "cache": adopted at start while the registry was down
         self._model: M | None = None
         super().__init__(interval_s=interval_s, name=f"model-watcher-{alias}")
 
@@ -58,6 +59,14 @@ class ModelWatcher(Watcher[M]):
     def model(self) -> M | None:
         """The model serving (None before a first successful load)."""
         return self._model
+
+    def adopt(self, model: M, source: str) -> None:
+        """Serve `model`, obtained elsewhere (a cached copy at start, when the registry does
+        not answer); the next polls follow the alias as usual."""
+        self.on_change(model)
+        self._model = model
+        self.source = source
+        log.warning("model %s version %s serving from %s", model.name, model.version, source)
 
     @property
     def serving_version(self) -> str | None:
@@ -74,6 +83,7 @@ class ModelWatcher(Watcher[M]):
             self._fail(exc)
             return None
         if wanted == self.serving_version:
+            self.source = "registry"
             self._recover()
             return None
         try:
@@ -82,6 +92,7 @@ class ModelWatcher(Watcher[M]):
             self._fail(exc)
             return None
         self._recover()
+        self.source = "registry"
         if model.version == self.serving_version:  # the alias moved back while we loaded
             return None
         previous = self.serving_version

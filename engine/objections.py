@@ -37,6 +37,7 @@ from engine.database import reading, writing
 from engine.deadlines import Deadlines
 from engine.errors import (
     DecisionNotFound,
+    DecisionPurged,
     InvalidTransition,
     ObjectionConflict,
     ObjectionNotFound,
@@ -54,14 +55,20 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "request_info": (("under_review",), "awaiting_customer"),
     "customer_replied": (("awaiting_customer",), "under_review"),
     "extend": (OPEN, None),
-    "decide": (("under_review",), "decided"),
+    "decide": (("under_review", "awaiting_customer"), "decided"),
     "close": (("notified",), "closed"),
     "withdraw": (OPEN, "withdrawn"),
-    "reject": (("received", "acknowledged", "under_review"), "rejected"),
+    "reject": (("received", "acknowledged", "under_review", "awaiting_customer"), "rejected"),
 }
 ACTIONS = tuple(TRANSITIONS)
 MILDER = {"allow": 0, "review": 1, "decline": 2, "suspend_account": 3}
-NOTICE = "objection_notice"  # the outbox kind of the customers' notices about their case
+NOTICE = "objection_notice"
+_CASE_LOCK = 0x4152424F  # "ARBO": advisory lock class of opening a case on a decision
+_IN_WORDS = {
+    "allow": "accepted",
+    "review": "held for a manual review",
+    "decline": "declined",
+}  # the outbox kind of the customers' notices about their case
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ class ObjectionDesk:
         *,
         clock: Callable[[], int],
         on_reinstated: Callable[[str], None] | None = None,
+        explain: Callable[[str], list[str]] | None = None,
     ) -> None:
         """`on_reinstated(account_id)` runs after a commit that lifted a suspension (the
         service clears the account's Redis flag with it)."""
@@ -160,6 +168,8 @@ class ObjectionDesk:
         self.deadlines = deadlines
         self.clock = clock
         self.on_reinstated = on_reinstated
+        # The customer-facing reasons of a decision (its rationale), for the upheld notice.
+        self.explain = explain
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -194,7 +204,12 @@ class ObjectionDesk:
         now = self.clock()
         objection_id = str(uuid.uuid4())
         with writing(self.engine) as conn:
+            if conn.dialect.name == "postgresql":  # one open case per decision, even racing
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                    _CASE_LOCK, sa.func.hashtext(decision_id))))  # fmt: skip
             decision = _decision(conn, decision_id)
+            if decision.purged_at is not None:
+                raise DecisionPurged(f"decision {decision_id} was purged: no case can be opened")
             if decision.action == "allow":
                 raise ObjectionConflict(
                     f"decision {decision_id} allowed the {decision.subject_type}: there is no "
@@ -235,7 +250,7 @@ class ObjectionDesk:
         now = self.clock()
         reinstated: str | None = None
         with writing(self.engine) as conn:
-            case = self._case(conn, objection_id)
+            case = self._case(conn, objection_id, lock=True)  # concurrent steps wait their turn
             starts, to = TRANSITIONS[step.action]
             if case.status not in starts:
                 raise InvalidTransition(
@@ -254,6 +269,14 @@ class ObjectionDesk:
                 self._notify(conn, case, now, "extended",
                              f"We need more time to review your objection: {step.note} We will "
                              f"answer by {format_ts(deadline)}.")  # fmt: skip
+            elif step.action == "request_info":
+                self._notify(
+                    conn,
+                    case,
+                    now,
+                    "information_requested",
+                    f"To review your objection we need more from you: {step.note}",
+                )
             elif step.action == "reject":
                 remedies = self._remedies(case)
                 self._notify(
@@ -326,7 +349,8 @@ class ObjectionDesk:
         reinstated = False
         if lifts:
             state = accounts.read(conn, case.account_id)
-            if state.status == "suspended":
+            # Only the suspension this decision made: a later one has its own decision.
+            if state.status == "suspended" and state.decision_id == case.decision_id:
                 _, reinstated = accounts.change(
                     conn, case.account_id, "active", actor=step.actor, at=now,
                     reason=f"objection {case.objection_id} {step.outcome}",
@@ -387,17 +411,24 @@ class ObjectionDesk:
             after = (
                 "Your account is active again."
                 if decision.action == "suspend_account"
-                else f"The {subject} decision is withdrawn; you may retry the payment."
+                else f"The {subject} decision is withdrawn: you may make the payment again "
+                "(as a new payment)."
             )
             return f"A reviewer overturned the decision: {step.note} {after}"
         if step.outcome == "modified":
-            return (
-                f"A reviewer changed the decision to '{step.new_action}': {step.note} "
-                f"{self._remedies(case)}"
+            after = _IN_WORDS.get(str(step.new_action), str(step.new_action))
+            lifted = (
+                " Your account is active again." if decision.action == "suspend_account" else ""
             )
+            return (
+                f"A reviewer changed the decision: the {subject} is now {after}. {step.note}"
+                f"{lifted} {self._remedies(case)}"
+            )
+        reasons = self.explain(case.decision_id) if self.explain is not None else []
+        why = f" The reasons the decision rests on: {' '.join(reasons)}" if reasons else ""
         return (
             "A reviewer examined your objection and upheld the decision. The rationale applied: "
-            f"{step.note} {self._remedies(case)}"
+            f"{step.note}{why} {self._remedies(case)}"
         )
 
     # --- rows ---------------------------------------------------------------------------------
@@ -417,10 +448,9 @@ class ObjectionDesk:
             details={"from": before, "to": after, "deadline": deadline},
         )  # fmt: skip
 
-    def _case(self, conn: sa.Connection, objection_id: str) -> Case:
-        row = conn.execute(
-            sa.select(objections).where(objections.c.objection_id == objection_id)
-        ).first()
+    def _case(self, conn: sa.Connection, objection_id: str, *, lock: bool = False) -> Case:
+        query = sa.select(objections).where(objections.c.objection_id == objection_id)
+        row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise ObjectionNotFound(f"no objection {objection_id}")
         events = conn.execute(
@@ -446,7 +476,8 @@ class ObjectionDesk:
 def _decision(conn: sa.Connection, decision_id: str) -> Any:
     row = conn.execute(
         sa.select(decisions.c.action, decisions.c.account_id, decisions.c.payment_id,
-                  decisions.c.subject_type).where(decisions.c.decision_id == decision_id)
+                  decisions.c.subject_type, decisions.c.purged_at)
+        .where(decisions.c.decision_id == decision_id)
     ).first()  # fmt: skip
     if row is None:
         raise DecisionNotFound(f"no decision {decision_id}", decision_id=decision_id)

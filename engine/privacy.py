@@ -15,13 +15,15 @@ Objection cases, notifications, status changes and label events of the account a
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from engine import audit
+from engine import accounts, audit
+from engine.chain import TOMBSTONE
 from engine.database import reading, writing
 from engine.records import StoredDecision
 from engine.schema import (
@@ -46,7 +48,6 @@ PURPOSES = [
     "Explaining automated decisions and handling objections (GDPR Art. 15(1)(h), 22(3)).",
     "Keeping a verifiable record of decisions for audits and disputes.",
 ]
-_TOMBSTONE = "purged"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class PurgeReport:
 
 
 def close_account(engine: sa.Engine, account_id: str, at: int) -> None:
-    """Record the account's closure (the first one counts; a later event changes nothing)."""
+    """Record the account's closure (the latest one counts: the retention period runs from
+    it; a decision after it means the account is active again, and `purge` keeps it)."""
     with writing(engine) as conn:
         row = _lifecycle(conn, account_id)
         if row is None:
@@ -72,7 +74,7 @@ def close_account(engine: sa.Engine, account_id: str, at: int) -> None:
                     account_id=account_id, closed_at=at, legal_hold=False, updated_at=at
                 )
             )
-        elif row.closed_at is None:
+        elif row.closed_at is None or row.closed_at < at:
             conn.execute(account_lifecycle.update()
                          .where(account_lifecycle.c.account_id == account_id)
                          .values(closed_at=at, updated_at=at))  # fmt: skip
@@ -110,7 +112,6 @@ def export_account(
     """Everything held about `account_id`, as one JSON document (audited as `account.export`).
     `online`: what the online feature store holds about the account now, if the caller read it."""
     stored = decisions_of(account_id)
-    ids = [s.record.decision_id for s in stored]
     with reading(engine) as conn:
         life = _lifecycle(conn, account_id)
         status = conn.execute(
@@ -140,8 +141,10 @@ def export_account(
             .where(label_events.c.account_id == account_id)
             .order_by(label_events.c.id)
         ).all()
-        trail = audit.about(conn, account_id=account_id,
-                            subjects=[("decision", i) for i in ids])  # fmt: skip
+        # Every audit event about the account carries its id (rationale reads, case steps,
+        # status changes); the trail's own housekeeping (holds, keys, purges) is not theirs.
+        trail = [e for e in audit.about(conn, account_id=account_id, limit=None)
+                 if not e.action.startswith(("retention.", "key."))]  # fmt: skip
     document = {
         "account_id": account_id,
         "exported_at": format_ts(at),
@@ -149,7 +152,7 @@ def export_account(
         "purposes": PURPOSES,
         "data_categories": data_categories,
         "status": _row(status) if status else {"status": "active"},
-        "lifecycle": _row(life) if life else None,
+        "closed_at": format_ts(life.closed_at) if life and life.closed_at else None,
         "status_changes": [_row(r) for r in history],
         "online_features": dict(online) if online is not None else None,
         "decisions": [
@@ -171,7 +174,16 @@ def export_account(
             }
             for c in cases
         ],
-        "notifications": [_row(n) for n in notices],
+        "notifications": [
+            {
+                "created_at": format_ts(n.created_at),
+                "kind": n.kind,
+                "status": n.status,
+                "delivered_at": format_ts(n.delivered_at) if n.delivered_at else None,
+                "message": n.payload,
+            }
+            for n in notices
+        ],
         "label_events": [dict(r.event) for r in labels],
         "audit_events": [e.to_json() for e in trail],
     }
@@ -185,36 +197,62 @@ def export_account(
 def purge(
     engine: sa.Engine, *, now: int, actor: str, retention_days: int = RETENTION_DAYS
 ) -> PurgeReport:
-    """Forget the accounts closed more than `retention_days` ago and not under legal hold."""
+    """Forget the accounts closed more than `retention_days` ago and not under legal hold, one
+    transaction per account (the account locked, so no status change slips in meanwhile). An
+    account with a decision after its closure is active again: it is kept."""
+    if retention_days < 1:
+        raise ValueError("retention_days must be at least 1")
     cutoff = now - retention_days * _DAY_MS
-    counts = dict.fromkeys(("decisions", "objections", "notifications", "audit_events"), 0)
-    with writing(engine) as conn:
+    counts = dict.fromkeys(("accounts", "decisions", "objections", "notifications",
+                            "audit_events", "held"), 0)  # fmt: skip
+    run = uuid.uuid4().hex
+    with reading(engine) as conn:
         due = conn.execute(
-            sa.select(account_lifecycle).where(
-                account_lifecycle.c.closed_at.is_not(None),
-                account_lifecycle.c.closed_at < cutoff,
-            )
-        ).all()
-        held = [r for r in due if r.legal_hold]
-        gone = [r.account_id for r in due if not r.legal_hold]
-        for account_id in gone:
-            for key, value in _forget(conn, account_id, now).items():
-                counts[key] += value
-        report = PurgeReport(accounts=len(gone), held=len(held), **counts)
+            sa.select(account_lifecycle.c.account_id).where(
+                account_lifecycle.c.closed_at.is_not(None), account_lifecycle.c.closed_at < cutoff
+            ).order_by(account_lifecycle.c.account_id)
+        ).all()  # fmt: skip
+    for (account_id,) in due:
+        with writing(engine) as conn:
+            accounts.lock(conn, account_id)
+            life = _lifecycle(conn, account_id)  # read again, under the lock
+            if life is None or life.closed_at is None or life.closed_at >= cutoff:
+                continue
+            if life.legal_hold:
+                counts["held"] += 1
+                continue
+            later = conn.execute(
+                sa.select(sa.func.count()).select_from(decisions).where(
+                    decisions.c.account_id == account_id, decisions.c.created_at > life.closed_at
+                )
+            ).scalar()  # fmt: skip
+            if later:
+                continue
+            forgotten = _forget(conn, account_id, now)
+            audit.append(conn, actor=actor, action=audit.PURGE_ACCOUNT, subject_type="retention",
+                         subject_id=run, at=now, details=forgotten)  # fmt: skip
+            counts["accounts"] += 1
+            counts["decisions"] += len(forgotten["decision_seqs"])
+            counts["audit_events"] += len(forgotten["audit_seqs"])
+            counts["objections"] += forgotten["objections"]
+            counts["notifications"] += forgotten["notifications"]
+    report = PurgeReport(**counts)
+    with writing(engine) as conn:
         audit.append(conn, actor=actor, action="retention.purge", subject_type="retention",
-                     subject_id=format_ts(now), at=now,
+                     subject_id=run, at=now,
                      details={**report.to_json(), "retention_days": retention_days,
                               "closed_before": format_ts(cutoff)})  # fmt: skip
     return report
 
 
-def _forget(conn: sa.Connection, account_id: str, now: int) -> dict[str, int]:
-    ids = [
-        r.decision_id
-        for r in conn.execute(
-            sa.select(decisions.c.decision_id).where(decisions.c.account_id == account_id)
-        )
-    ]
+def _forget(conn: sa.Connection, account_id: str, now: int) -> dict[str, Any]:
+    """Delete or tombstone what is held about the account; what was done, without the account
+    (seq numbers are not personal data)."""
+    rows = conn.execute(
+        sa.select(decisions.c.decision_id, decisions.c.seq).where(
+            decisions.c.account_id == account_id)
+    ).all()  # fmt: skip
+    ids = [r.decision_id for r in rows]
     case_ids = [
         r.objection_id
         for r in conn.execute(
@@ -226,38 +264,39 @@ def _forget(conn: sa.Connection, account_id: str, now: int) -> dict[str, int]:
     conn.execute(
         decision_contributions.delete().where(decision_contributions.c.decision_id.in_(ids))
     )
-    tombstoned = conn.execute(
-        decisions.update()
-        .where(decisions.c.account_id == account_id)
-        .values(
-            subject_id=_TOMBSTONE,
-            account_id=_TOMBSTONE,
-            payment_id=None,
-            score=None,
-            raw_margin=None,
-            segment=None,
-            rules_fired=[],
-            reasons=[],
-            features={},
-            contributions=None,
-            base_value=None,
-            shadow=None,
-            timings={},
-            purged_at=now,
+    conn.execute(
+        decisions.update().where(decisions.c.account_id == account_id).values(
+            account_id=TOMBSTONE, score=None, raw_margin=None,
+            segment=None, rules_fired=[], reasons=[], features={}, contributions=None,
+            base_value=None, shadow=None, timings={}, purged_at=now,
+            # A payment decision keeps a payment_id (the record's shape), unique per tombstone.
+            payment_id=sa.case(
+                (decisions.c.payment_id.is_(None), sa.null()),
+                else_=sa.literal(f"{TOMBSTONE}:") + decisions.c.decision_id,
+            ),
+            subject_id=sa.case(
+                (decisions.c.payment_id.is_(None), sa.literal(TOMBSTONE)),
+                else_=sa.literal(f"{TOMBSTONE}:") + decisions.c.decision_id,
+            ),
         )
-    ).rowcount
+    )  # fmt: skip
     notes = conn.execute(outbox.delete().where(outbox.c.account_id == account_id)).rowcount
     conn.execute(suspension_events.delete().where(suspension_events.c.account_id == account_id))
     conn.execute(account_status.delete().where(account_status.c.account_id == account_id))
     conn.execute(label_events.delete().where(label_events.c.account_id == account_id))
-    trail = conn.execute(
-        audit_events.update()
-        .where(audit_events.c.account_id == account_id)
-        .values(subject_id=_TOMBSTONE, account_id=None, details={}, purged_at=now)
-    ).rowcount
+    trail = [
+        r.seq
+        for r in conn.execute(
+            sa.select(audit_events.c.seq).where(audit_events.c.account_id == account_id)
+        )
+    ]
+    conn.execute(
+        audit_events.update().where(audit_events.c.account_id == account_id)
+        .values(subject_id=TOMBSTONE, account_id=None, details={}, purged_at=now)
+    )  # fmt: skip
     conn.execute(account_lifecycle.delete().where(account_lifecycle.c.account_id == account_id))
-    return {"decisions": tombstoned, "objections": len(case_ids), "notifications": notes,
-            "audit_events": trail}  # fmt: skip
+    return {"decision_seqs": sorted(r.seq for r in rows), "audit_seqs": sorted(trail),
+            "objections": len(case_ids), "notifications": notes}  # fmt: skip
 
 
 def labels_since(engine: sa.Engine, since_ms: int = 0) -> list[dict[str, Any]]:

@@ -119,6 +119,7 @@ class StoredDecision:
     hash: str
     deferred: Deferred | None = None  # contributions stored after the decision
     replayed: bool = False  # True when an append found the payment already decided
+    purged: bool = False  # a retention tombstone: its personal content removed
 
     @property
     def decision_id(self) -> str:

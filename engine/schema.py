@@ -243,3 +243,17 @@ account_lifecycle = sa.Table(
     sa.Column("purged_at", Ms, nullable=True),
     sa.Column("updated_at", Ms, nullable=False),
 )
+
+# API keys (engine/keys.py): only a hash of each secret is kept.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("secret_hash", Hash, nullable=False),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("revoked_at", Ms, nullable=True),
+    sa.Index(None, "name"),
+)

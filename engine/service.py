@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,9 @@ class DecisionService:
         self.account_model = account_model
         self.account_entity = account_entity
         self.flags = SuspensionFlags(features, store, self.metrics, account_entity)
+        # How long a payment waits for Redis before it is decided degraded (None: the client's
+        # own socket timeout).
+        self.redis_budget_s: float | None = None
 
     # --- payments -----------------------------------------------------------------------------
 
@@ -146,7 +149,7 @@ class DecisionService:
         try:
             try:
                 if read_async is not None:
-                    reading = await read_async(pending.event, [pending.flag])
+                    reading = await self._within_budget(read_async(pending.event, [pending.flag]))
                 else:
                     reading = self.features.read_for_decision(pending.event, [pending.flag])
             except FeatureStoreUnavailable:
@@ -165,6 +168,18 @@ class DecisionService:
             raise
         self._count(decision, pending.started)
         return decision
+
+    async def _within_budget(self, reading: Awaitable[ReadingLike]) -> ReadingLike:
+        """The Redis round trip, or `FeatureStoreUnavailable` past `redis_budget_s` (a slow
+        Redis must not hold billing up: the payment is decided degraded instead)."""
+        if self.redis_budget_s is None:
+            return await reading
+        try:
+            async with asyncio.timeout(self.redis_budget_s):
+                return await reading
+        except TimeoutError:
+            ms = round(self.redis_budget_s * 1000)
+            raise FeatureStoreUnavailable(f"Redis did not answer within {ms} ms") from None
 
     def _needs_store(self, reading: ReadingLike) -> bool:
         """Whether finishing this payment reads the store (blocking I/O, kept off the loop)."""

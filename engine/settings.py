@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # The account-level model (scores an account's activity; `config/training-account.yaml`).
     # Optional: without a champion of it, account decisions use the policy's account rules.
     account_model_name: str = "arbiter-fraud-account"
+    # How long a payment waits for Redis (features, flag, the event) before it is decided
+    # degraded with FEATURES_UNAVAILABLE (milliseconds; docs/security.md).
+    redis_budget_ms: float = 50
     # How often Redis's suspension flags are made to match the store (seconds).
     flag_sync_seconds: float = 30
     # How often the service asks the registry which version holds `champion` (seconds); a new
@@ -60,7 +63,7 @@ class Settings(BaseSettings):
     @field_validator(
         "dedupe_ttl_hours", "webhook_timeout_seconds", "notify_max_attempts",
         "notify_backoff_seconds", "policy_reload_seconds", "model_poll_seconds",
-        "retention_days",
+        "retention_days", "redis_budget_ms",
     )  # fmt: skip
     @classmethod
     def _positive(cls, value: float) -> float:

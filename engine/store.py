@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine import accounts, outbox
 from engine.accounts import AccountState, AccountStatus, SuspensionEvent
+from engine.audit import PURGE_ACCOUNT
 from engine.chain import (
     GENESIS,
     ChainBreak,
@@ -45,10 +46,10 @@ from engine.database import (
     reading,
     writing,
 )
-from engine.errors import ContributionsConflict, DecisionNotFound, StoreError
+from engine.errors import ContributionsConflict, DecisionNotFound, DecisionPurged, StoreError
 from engine.outbox import Notification
 from engine.records import FIELDS, DecisionRecord, StoredDecision
-from engine.schema import account_status, decisions, policy_versions
+from engine.schema import account_status, audit_events, decisions, policy_versions
 from engine.schema import decision_contributions as contrib
 
 _CHAIN_LOCK = 0x41524243  # "ARBC": advisory lock class of chain appends
@@ -166,6 +167,10 @@ class DecisionStore:
                 seq, prev_hash = seq + 1, digest
             if rows:
                 conn.execute(_INSERT, rows)  # parameters, not .values(): compiled once, cached
+            # Every account this batch suspends, locked in one order before any change (each
+            # change then takes the audit lock: engine.accounts.lock says the order).
+            for account_id in sorted({item.record.account_id for item in batch if item.suspend}):
+                accounts.lock(conn, account_id)
             for i, (item, done) in enumerate(zip(batch, out, strict=True)):
                 assert done is not None
                 if done.replayed or i in recovered:
@@ -185,10 +190,16 @@ class DecisionStore:
         return [s for s in out if s is not None]
 
     def get_decision(self, decision_id: str) -> StoredDecision:
+        """The stored decision; `DecisionPurged` for a retention tombstone."""
         with reading(self._engine) as conn:
             found = self._one(conn, decisions.c.decision_id == decision_id)
         if found is None:
             raise DecisionNotFound(f"no decision {decision_id}", decision_id=decision_id)
+        if found.purged:
+            raise DecisionPurged(
+                f"decision {decision_id} was purged under the retention policy: only its place "
+                "in the hash chain is kept"
+            )
         return found
 
     def get_by_payment(self, payment_id: str) -> StoredDecision | None:
@@ -198,7 +209,10 @@ class DecisionStore:
 
     def decisions_since(self, since_ms: int) -> Iterator[StoredDecision]:
         """Decisions made at or after `since_ms`, in chain order, streamed (for backtests)."""
-        query = _SELECT.where(decisions.c.created_at >= since_ms).order_by(decisions.c.seq)
+        query = (
+            _SELECT.where(decisions.c.created_at >= since_ms, decisions.c.purged_at.is_(None))
+            .order_by(decisions.c.seq)
+        )  # fmt: skip
         with reading(self._engine) as conn:
             rows = conn.execution_options(yield_per=1000).execute(query)
             try:  # a server-side cursor on PostgreSQL: close it even if the caller stops early
@@ -209,7 +223,8 @@ class DecisionStore:
     def decisions_of_account(self, account_id: str, limit: int = 100_000) -> list[StoredDecision]:
         """The account's decisions, oldest first (a data-subject export)."""
         query = (
-            _SELECT.where(decisions.c.account_id == account_id).order_by(decisions.c.seq)
+            _SELECT.where(decisions.c.account_id == account_id, decisions.c.purged_at.is_(None))
+            .order_by(decisions.c.seq)
             .limit(limit)
         )  # fmt: skip
         with reading(self._engine) as conn:
@@ -278,9 +293,10 @@ class DecisionStore:
         with reading(self._engine) as conn:
             rows = conn.execution_options(yield_per=1000).execute(query)
             try:
-                return first_break(_link(row) for row in rows)
+                broken = first_break(_link(row) for row in rows)
             finally:
                 rows.close()
+            return broken or _unlisted_tombstone(conn, through_seq)
 
     # --- policy versions ----------------------------------------------------------------------
 
@@ -423,6 +439,29 @@ class DecisionStore:
         return _stored(row) if row else None
 
 
+def _unlisted_tombstone(conn: sa.Connection, through_seq: int | None) -> ChainBreak | None:
+    """A tombstone that no purge recorded in the audit trail (`retention.purge.account` lists
+    the seqs it purged): someone emptied a record by hand."""
+    query = sa.select(decisions.c.decision_id, decisions.c.seq).where(
+        decisions.c.purged_at.is_not(None)
+    )
+    if through_seq is not None:
+        query = query.where(decisions.c.seq <= through_seq)
+    purged = conn.execute(query.order_by(decisions.c.seq)).all()
+    if not purged:
+        return None
+    listed: set[int] = set()
+    for row in conn.execute(
+        sa.select(audit_events.c.details).where(audit_events.c.action == PURGE_ACCOUNT)
+    ):
+        listed.update(int(seq) for seq in (row.details or {}).get("decision_seqs", ()))
+    for row in purged:
+        if row.seq not in listed:
+            why = "a tombstone that no purge recorded in the audit trail"
+            return ChainBreak(row.decision_id, row.seq, why)
+    return None
+
+
 def _schema_problem(conn: sa.Connection) -> str | None:
     revision, head = current_revision(conn), head_revision()
     if revision is None:
@@ -442,8 +481,9 @@ def _stored(row: sa.Row[Any]) -> StoredDecision:
     values = row._mapping
     record = DecisionRecord.from_json(_fields(row))
     return StoredDecision(
-        record, values["seq"], values["prev_hash"], values["hash"], _deferred(row)
-    )
+        record, values["seq"], values["prev_hash"], values["hash"], _deferred(row),
+        purged=values["purged_at"] is not None,
+    )  # fmt: skip
 
 
 def _link(row: sa.Row[Any]) -> Link:

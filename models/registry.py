@@ -63,11 +63,37 @@ def alias_version(tracking_uri: str, name: str, *, alias: str = CHAMPION) -> str
 def load_model(
     tracking_uri: str, name: str, cache_dir: Path, *, alias: str = CHAMPION
 ) -> LoadedModel:
-    """The version of `name` holding `alias`, loaded and ready to score."""
+    """The version of `name` holding `alias`, loaded and ready to score. The cache remembers
+    which version that was (`load_cached` serves it when the registry does not answer)."""
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    return _load(
+    loaded = _load(
         client, tracking_uri, name, _by_alias(client, tracking_uri, name, alias), cache_dir
     )
+    pointer = cache_dir / name / f"@{alias}.json"
+    try:
+        tmp = pointer.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": loaded.version, "run_id": loaded.run_id}))
+        tmp.replace(pointer)  # atomic: a reader sees the old pointer or the new one
+    except OSError:  # the cache is a convenience: serving goes on without it
+        pass
+    return loaded
+
+
+def load_cached(name: str, cache_dir: Path, *, alias: str = CHAMPION) -> LoadedModel:
+    """The version that last held `alias` here, from the local cache, without the registry
+    (for a start while MLflow does not answer). `ModelUnavailable` when nothing is cached."""
+    pointer = cache_dir / name / f"@{alias}.json"
+    try:
+        seen = json.loads(pointer.read_text())
+        version, run_id = str(seen["version"]), str(seen.get("run_id") or "")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelUnavailable(f"no cached {alias} of model '{name}' in {cache_dir}") from exc
+    booster, features, distribution = _read(cache_dir / name / version)
+    try:
+        scorer = Scorer(booster, features)
+    except ValueError as exc:
+        raise ModelUnavailable(f"cached model '{name}' version {version}: {exc}") from exc
+    return LoadedModel(name, version, run_id, scorer, distribution)
 
 
 def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) -> LoadedModel:

@@ -31,25 +31,35 @@ last = paid.iloc[-1]
 print(last["account_id"], last["card_fp"], last["ip"], last["billing_country"])
 PY
 )
+keys="$("$bin/arbiter" keys local)"
+scorer="$(awk '$1 == "scorer" {print $2}' <<<"$keys")"
+support="$(awk '$1 == "support" {print $2}' <<<"$keys")"
 cat <<MSG
 
 Arbiter is starting on http://127.0.0.1:8000 (interactive docs: http://127.0.0.1:8000/docs).
+API keys for local use, one per role (made afresh at each start; docs/security.md):
+
+$keys
+
 An honest customer's usual top-up:
 
-  curl -s http://127.0.0.1:8000/v1/payments/score -H 'content-type: application/json' -d '{
+  curl -s http://127.0.0.1:8000/v1/payments/score -H "Authorization: Bearer $scorer" \
+    -H 'content-type: application/json' -d '{
     "payment_id": "demo-ok-$$", "account_id": "$account", "amount": 20.0, "currency": "USD",
     "card_fp": "$card", "bin_country": "$country", "billing_country": "$country", "ip": "$ip"}'
 
 A stolen card on the same account: a new card from abroad, through Tor, a large amount:
 
-  curl -s http://127.0.0.1:8000/v1/payments/score -H 'content-type: application/json' -d '{
+  curl -s http://127.0.0.1:8000/v1/payments/score -H "Authorization: Bearer $scorer" \
+    -H 'content-type: application/json' -d '{
     "payment_id": "demo-bad-$$", "account_id": "$account", "amount": 950.0, "currency": "USD",
     "card_fp": "ffffeeeeddddcccc", "bin_country": "NG", "billing_country": "$country",
     "ip": "199.10.4.4"}'
 
-The decision record: curl -s http://127.0.0.1:8000/v1/decisions/<decision_id>
-Account status:      curl -s http://127.0.0.1:8000/v1/accounts/$account
-Readiness:           curl -s http://127.0.0.1:8000/readyz
+Its rationale:   curl -s -H "Authorization: Bearer $support" http://127.0.0.1:8000/v1/decisions/<decision_id>/rationale
+The pages:       http://127.0.0.1:8000/ui/login (sign in with the support or reviewer key)
+Account status:  curl -s -H "Authorization: Bearer $scorer" http://127.0.0.1:8000/v1/accounts/$account
+Readiness:       curl -s http://127.0.0.1:8000/readyz
 
 MSG
 exec "$bin/arbiter" serve --host 127.0.0.1 --port 8000

@@ -124,9 +124,11 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--per-scenario", type=int, default=2)
     parser.add_argument("--honest", type=int, default=20)
+    parser.add_argument("--key", required=True, help="an API key with the scorer and ingest roles")
     args = parser.parse_args()
     chosen = pick_accounts(args.world, args.per_scenario, args.honest)
-    with httpx.Client(base_url=args.url, timeout=30.0) as client:
+    headers = {"Authorization": f"Bearer {args.key}"}
+    with httpx.Client(base_url=args.url, timeout=30.0, headers=headers) as client:
         outcome = replay(client, events_of(args.world, chosen))
     print(f"{outcome.events_sent} events and "
           f"{sum(len(v) for v in outcome.payments.values())} payments replayed")  # fmt: skip

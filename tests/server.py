@@ -1,7 +1,8 @@
 """A real uvicorn process serving the app (`api.app:create_app --factory`) for end-to-end tests:
 its own SQLite file (or the URL given), the given Redis and MLflow store, and any other
 `ARBITER_` settings; its log is kept and shown when it fails to start. And `running`: the app
-in process, for tests that reach into its runtime."""
+in process, for tests that reach into its runtime. Both come with API keys: a server has one
+per role (`keys`, `client(role)`), `key(name, *roles)` makes more."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from engine.keys import ROLES, create_key
+from engine.store import DecisionStore, now_ms
 from tests.conftest import ROOT
 
 
@@ -53,13 +57,16 @@ class Server:
             MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
         )
         env.update({f"ARBITER_{k.upper()}": v for k, v in settings.items()})
+        # A key per role (and admin), made in the store before the server starts.
+        self.database_url = env["ARBITER_DATABASE_URL"]
+        tag = uuid.uuid4().hex[:6]  # several servers may share one store
+        self.keys = {role: self.key(f"test-{role}-{tag}", role) for role in ROLES}
         command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port), "--no-access-log"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        self.database_url = env["ARBITER_DATABASE_URL"]
         self.env = env  # what the CLI needs to reach the same stores
 
     def wait(self, path: str = "/healthz", timeout: float = 40.0) -> Server:
@@ -74,8 +81,15 @@ class Server:
                 time.sleep(0.1)
         pytest.fail(f"the server did not answer {path} in {timeout} s:\n{self.log.read_text()}")
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0)
+    def key(self, name: str, *roles: str) -> str:
+        """A new API key named `name` (the actor it records) with `roles`."""
+        return new_key(self.database_url, name, *roles)
+
+    def client(self, role: str = "admin", *, key: str | None = None) -> httpx.Client:
+        """A client sending the key of `role` (or `key`); `role=""`: no key at all."""
+        chosen = key or (self.keys[role] if role else None)
+        headers = {"Authorization": f"Bearer {chosen}"} if chosen else {}
+        return httpx.Client(base_url=self.url, timeout=30.0, headers=headers)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -86,14 +100,30 @@ class Server:
             self.process.wait(5)
 
 
+def new_key(database_url: str, name: str, *roles: str) -> str:
+    """An API key made straight in the decision store (migrated first if new)."""
+    store = DecisionStore(database_url)
+    try:
+        store.migrate()
+        _, key = create_key(store.database, name=name, roles=roles, actor="tests", at=now_ms())
+    finally:
+        store.close()
+    return key
+
+
 def running(app: FastAPI, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
     """Run `body` against the app in process (httpx's ASGI transport), its lifespan started
-    and stopped around it."""
+    and stopped around it; the client sends an admin key."""
 
     async def main() -> Any:
         async with app.router.lifespan_context(app):
+            store = app.state.runtime.store
+            _, key = create_key(store.database, name=f"test-admin-{uuid.uuid4().hex[:6]}",
+                                roles=["admin"], actor="tests", at=now_ms())  # fmt: skip
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(transport=transport, base_url="http://app",
+                                         headers=headers) as client:  # fmt: skip
                 return await body(client)
 
     return asyncio.run(main())

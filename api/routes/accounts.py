@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from api.deps import ActorDep, RuntimeDep, ServiceDep, StoreDep
+from api.deps import AccountReader, OpsKey, PrivacyKey, RuntimeDep, ServiceDep, StoreDep
 from api.routes.events import account_decision
 from api.schemas import AccountDecisionOut, AccountOut, ErrorBody
 from engine import privacy
@@ -24,7 +24,7 @@ AccountId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 @router.get("/{account_id}", response_model=AccountOut)
-def get_account(account_id: AccountId, store: StoreDep) -> AccountOut:
+def get_account(_: AccountReader, account_id: AccountId, store: StoreDep) -> AccountOut:
     state = store.account_status(account_id)
     return AccountOut(
         account_id=state.account_id,
@@ -39,7 +39,7 @@ def get_account(account_id: AccountId, store: StoreDep) -> AccountOut:
     response_model=AccountDecisionOut,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-def score_account(account_id: AccountId, service: ServiceDep) -> AccountDecisionOut:
+def score_account(_: OpsKey, account_id: AccountId, service: ServiceDep) -> AccountDecisionOut:
     """Decide on the account as it is now: the account model (when one is promoted) and the
     policy's account rules. An adverse decision is recorded, notified and, for
     `suspend_account`, suspends the account. 404 for an account of which nothing is known
@@ -49,7 +49,7 @@ def score_account(account_id: AccountId, service: ServiceDep) -> AccountDecision
 
 
 @router.get("/{account_id}/export", responses={422: {"model": ErrorBody}})
-def export_account(account_id: AccountId, runtime: RuntimeDep, actor: ActorDep) -> dict[str, Any]:
+def export_account(who: PrivacyKey, account_id: AccountId, runtime: RuntimeDep) -> dict[str, Any]:
     """One portable JSON document: decisions with their rationales, status changes, objection
     cases, notifications, label events, the audit entries about them, the data categories and
     purposes. The export is itself recorded in the audit trail."""
@@ -72,6 +72,6 @@ def export_account(account_id: AccountId, runtime: RuntimeDep, actor: ActorDep) 
         online = {"as_of": format_ts(now), "unavailable": exc.message}
     return privacy.export_account(
         runtime.store.database, account_id, decisions_of=runtime.store.decisions_of_account,
-        rationale_of=rationale_of, data_categories=categories, actor=actor, at=now,
+        rationale_of=rationale_of, data_categories=categories, actor=who.name, at=now,
         online=online,
     )  # fmt: skip

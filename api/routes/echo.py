@@ -8,10 +8,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api.deps import ScorerKey
+
 router = APIRouter(prefix="/v1", tags=["health"])
 
 
 @router.post("/echo")
-async def echo(body: dict[str, Any]) -> dict[str, Any]:
+async def echo(_: ScorerKey, body: dict[str, Any]) -> dict[str, Any]:
     # An async route on the event loop, like the score route: the same framework path.
     return {"echo": body}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import RuntimeDep
+from api.deps import IngestKey, RuntimeDep
 from api.schemas import AccountDecisionOut, ErrorBody, EventsRequest, EventsResponse, ReasonOut
 from engine.intake import ingest
 from engine.privacy import close_account
@@ -37,7 +37,7 @@ def account_decision(decision: Decision, triggers: tuple[str, ...] = ()) -> Acco
     response_model=EventsResponse,
     responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-def ingest_events(body: EventsRequest, runtime: RuntimeDep) -> EventsResponse:
+def ingest_events(_: IngestKey, body: EventsRequest, runtime: RuntimeDep) -> EventsResponse:
     """Apply a batch of events (at most 5,000) and re-score the accounts it triggers. An
     `account_closed` event also starts the account's retention period (engine/privacy.py)."""
     result = ingest(runtime.service, body.events)

@@ -50,6 +50,9 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
         checks["model"] = {"ok": False, "problem": problem}
     else:
         checks["model"] = {"ok": True, "name": model.name, "version": model.version}
+        if watcher is not None and watcher.source != "registry":
+            # Started while the registry did not answer: a cached copy of the last champion.
+            checks["model"]["source"] = watcher.source
         if failed is not None:  # still ready: the model loaded before keeps scoring
             checks["model"].update(ok=False, error=failed, serving_version=model.version)
     if runtime.shadow_watcher is not None:

@@ -2,14 +2,15 @@
 
 The service counts as it decides; what is kept elsewhere (the models serving, the notifier's
 delivery totals) is copied in at the scrape. Public while `metrics_public` is true (the
-default); the auth issue puts it behind a token otherwise.
+default, for a scraper on the internal network); otherwise it needs an `ops` key.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
+from api import auth
 from api.deps import RuntimeDep
 from engine.metrics import CONTENT_TYPE
 from engine.notifier import Notifier
@@ -17,7 +18,13 @@ from engine.notifier import Notifier
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics_gate(request: Request) -> None:
+    """Open while `metrics_public` is true; else an `ops` key (or admin) is needed."""
+    if not request.app.state.runtime.settings.metrics_public:
+        await auth.METRICS(request)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(metrics_gate)])
 def metrics(request: Request, runtime: RuntimeDep) -> PlainTextResponse:
     registry = runtime.metrics
     service = runtime.service

@@ -4,13 +4,16 @@ through its states (engine/objections.py, docs/objections.md). Every change name
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ActorDep, DeskDep
+from api.auth import REVIEWER_ACTIONS
+from api.deps import CaseReader, CaseWorker, DeskDep, StoreDep
 from api.schemas import ErrorBody
+from engine.errors import Forbidden
 from engine.objections import OPEN, Step
 
 router = APIRouter(tags=["objections"])
@@ -52,39 +55,60 @@ class TransitionIn(BaseModel):
 
 @router.post("/v1/decisions/{decision_id}/objections", status_code=201, responses=_ERRORS)
 def open_objection(
-    decision_id: str, body: ObjectionIn, actor: ActorDep, desk: DeskDep
+    who: CaseWorker, decision_id: str, body: ObjectionIn, desk: DeskDep
 ) -> dict[str, Any]:
     """Open a case for a customer who objects to an adverse decision."""
     jurisdiction = body.jurisdiction or desk.deadlines.default_jurisdiction
-    case = desk.open(decision_id, actor=actor, statement=body.statement, channel=body.channel,
+    if jurisdiction not in desk.deadlines.jurisdictions:
+        known = ", ".join(sorted(desk.deadlines.jurisdictions))
+        _invalid("jurisdiction", f"{jurisdiction} is not configured (known: {known})")
+    case = desk.open(decision_id, actor=who.name, statement=body.statement, channel=body.channel,
                      jurisdiction=jurisdiction)  # fmt: skip
     return case.to_json(desk.clock())
 
 
 @router.get("/v1/decisions/{decision_id}/objections", responses=_ERRORS)
-def decision_objections(decision_id: str, desk: DeskDep) -> list[dict[str, Any]]:
+def decision_objections(
+    _: CaseReader, decision_id: str, desk: DeskDep, store: StoreDep
+) -> list[dict[str, Any]]:
+    store.get_decision(decision_id)  # 404 (410 purged) rather than an empty list
     now = desk.clock()
     return [case.to_json(now) for case in desk.for_decision(decision_id)]
 
 
 @router.get("/v1/objections/{objection_id}", responses=_ERRORS)
-def get_objection(objection_id: str, desk: DeskDep) -> dict[str, Any]:
+def get_objection(_: CaseReader, objection_id: str, desk: DeskDep) -> dict[str, Any]:
     return desk.get(objection_id).to_json(desk.clock())
 
 
 @router.post("/v1/objections/{objection_id}/transitions", responses=_ERRORS)
 def transition(
-    objection_id: str, body: TransitionIn, actor: ActorDep, desk: DeskDep
+    who: CaseWorker, objection_id: str, body: TransitionIn, desk: DeskDep
 ) -> dict[str, Any]:
     """Move a case on: acknowledge, start_review, request_info, customer_replied, extend,
     decide (outcome, departed_from_model, new_action for modified), close, withdraw, reject."""
-    step = Step(body.action, actor, body.note, body.outcome, body.new_action,
+    if body.action in REVIEWER_ACTIONS and not who.may(["reviewer"]):
+        raise Forbidden(
+            f"key '{who.name}' may not {body.action} a case: it needs the role reviewer"
+        )
+    if body.action == "decide":
+        if body.outcome is None:
+            _invalid("outcome", "decide needs one: upheld, overturned or modified")
+        if body.departed_from_model is None:
+            _invalid("departed_from_model", "decide needs it: true or false")
+        if (body.outcome == "modified") != (body.new_action is not None):
+            _invalid("new_action", "goes with a modified outcome, and only with it")
+    elif body.outcome is not None or body.new_action is not None:
+        _invalid("outcome" if body.outcome is not None else "new_action",
+                 "only a decide step has an outcome")  # fmt: skip
+    step = Step(body.action, who.name, body.note, body.outcome, body.new_action,
                 body.departed_from_model)  # fmt: skip
     return desk.act(objection_id, step).to_json(desk.clock())
 
 
 @router.get("/v1/objections", responses=_ERRORS)
 def queue(
+    _: CaseReader,
     desk: DeskDep,
     status: Annotated[list[Status] | None, Query()] = None,
     overdue: bool | None = None,
@@ -95,3 +119,9 @@ def queue(
     now = desk.clock()
     cases = desk.queue(statuses=status or OPEN, overdue=overdue, limit=limit)
     return [case.to_json(now) for case in cases]
+
+
+def _invalid(field: str, message: str) -> NoReturn:
+    """A 422 naming the field, in the app's one error body (api/errors.py)."""
+    raise RequestValidationError([{"type": "value_error", "loc": ("body", field),
+                                   "msg": f"Value error, {message}"}])  # fmt: skip

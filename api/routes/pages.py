@@ -7,9 +7,10 @@ acts: docs/objections.md). No script, no external asset: inline CSS and an inlin
   ones, and the decision's objection cases with their history.
 * `GET /ui/objections`: the reviewers' queue, nearest deadline first (`?status=`, `?overdue=`).
 
-A browser cannot set `X-Arbiter-Actor`, so pages also take the actor from `?actor=`; the
-decision page passes it on to the rationale, whose every read is audited. Errors (an unknown
-decision) answer with the app's usual error body.
+A browser sends no API key of its own: `/ui/login` takes one in a form and keeps it in an
+HttpOnly, SameSite=Strict cookie that only these read-only pages accept (api/auth.py). The
+key's name is the reader, passed on to the rationale, whose every read is audited. Errors (an
+unknown decision) answer with the app's usual error body.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Annotated, Any, get_args
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Depends, Header, Query
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.deps import DeskDep, RationalesDep
+from api.auth import COOKIE
+from api.deps import CaseReader, DeskDep, RationalesDep, RuntimeDep
 from api.routes.objections import Status
 from engine.objections import OPEN
 from explanations.counterfactual import threshold_margin
@@ -36,35 +37,21 @@ TOP_BARS = 10  # the waterfall's steps; the rest are summed into one
 FRAUD, SAFE, NEUTRAL = "#c0392b", "#2e8b57", "#7f8c8d"
 
 
-async def page_actor(
-    x_arbiter_actor: Annotated[str | None, Header(pattern=ACTOR)] = None,
-    actor: Annotated[str | None, Query(pattern=ACTOR)] = None,
-) -> str:
-    """Who reads: the `X-Arbiter-Actor` header, else `?actor=` (taken on trust, like the API's
-    header, until API keys arrive)."""
-    chosen = x_arbiter_actor or actor
-    if chosen is None:
-        missing = {"type": "missing", "loc": ("query", "actor"), "msg": "Field required"}
-        raise RequestValidationError([missing])
-    return chosen
-
-
-PageActorDep = Annotated[str, Depends(page_actor)]
-
-
 @router.get("/decisions/{decision_id}", response_class=HTMLResponse)
-def decision_page(decision_id: str, rationales: RationalesDep, actor: PageActorDep) -> HTMLResponse:
+def decision_page(who: CaseReader, decision_id: str, rationales: RationalesDep) -> HTMLResponse:
+    actor = who.name
     document = rationales.document(decision_id, actor=actor)
     return HTMLResponse(_layout(f"Decision {decision_id}", actor, _decision(document, actor)))
 
 
 @router.get("/objections", response_class=HTMLResponse)
 def queue_page(
+    who: CaseReader,
     desk: DeskDep,
-    actor: PageActorDep,
     status: Annotated[list[Status] | None, Query()] = None,
     overdue: bool | None = None,
 ) -> HTMLResponse:
+    actor = who.name
     now = desk.clock()
     chosen = list(status or OPEN)
     cases = [c.to_json(now) for c in desk.queue(statuses=chosen, overdue=overdue, limit=1000)]
@@ -222,7 +209,7 @@ def _cases(cases: Iterable[Mapping[str, Any]], actor: str) -> str:
             f"<div class='case'><h3>Status: <span class='status'>{escape(case['status'])}"
             f"</span>{late}</h3>{details}<h4>History</h4>{events}</div>"
         )
-    queue = f"/ui/objections?{urlencode({'actor': actor})}"
+    queue = "/ui/objections"
     listed = "".join(parts) or "<p class='muted'>No objection to this decision.</p>"
     return f"{listed}<p><a href='{escape(queue)}'>The objections queue</a></p>"
 
@@ -257,7 +244,7 @@ def _filters(actor: str, chosen: Sequence[str], overdue: bool | None) -> str:
     late = " checked" if overdue else ""
     return (
         "<form method='get' class='filters'>"
-        f"<input type='hidden' name='actor' value='{escape(actor)}'>{boxes}"
+        f"{boxes}"
         f"<label><input type='checkbox' name='overdue' value='true'{late}> overdue only</label> "
         "<button type='submit'>Filter</button></form>"
     )
@@ -268,7 +255,7 @@ def _queue(cases: Sequence[Mapping[str, Any]], actor: str) -> str:
         return "<p class='muted'>No case matches.</p>"
     rows = []
     for case in cases:
-        link = f"/ui/decisions/{quote(case['decision_id'])}?{urlencode({'actor': actor})}"
+        link = f"/ui/decisions/{quote(case['decision_id'])}"
         late = "<span class='overdue'>OVERDUE</span>" if case["overdue"] else "no"
         rows.append(
             f"<tr class='{'late' if case['overdue'] else ''}'>"
@@ -314,7 +301,7 @@ pre{background:#f5f5f5;padding:8px;overflow-x:auto}
 
 
 def _layout(title: str, actor: str, body: str) -> str:
-    queue = f"/ui/objections?{urlencode({'actor': actor})}"
+    queue = "/ui/objections"
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{escape(title)} - Arbiter</title><style>{_CSS}</style></head><body>"
@@ -356,3 +343,32 @@ def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+# --- signing in ---------------------------------------------------------------------------------
+
+_LOGIN = (
+    "<h1>Sign in</h1><p>Paste your API key (support, reviewer or privacy role). It is kept in a "
+    "cookie of this site only, for these pages.</p>{error}<form method='post' action='/ui/login'>"
+    "<input type='password' name='key' size='70' autocomplete='off'> <button>Sign in</button>"
+    "</form>"
+)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page() -> HTMLResponse:
+    return HTMLResponse(_layout("Sign in", "nobody", _LOGIN.format(error="")))
+
+
+@router.post("/login", response_class=HTMLResponse, response_model=None)
+async def login(request: Request, runtime: RuntimeDep) -> HTMLResponse | RedirectResponse:
+    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+    key = (form.get("key") or [""])[0].strip()
+    principal = runtime.keys.authenticate(key) if runtime.keys is not None else None
+    if principal is None:
+        error = "<p class='overdue'>That key is unknown or revoked.</p>"
+        return HTMLResponse(_layout("Sign in", "nobody", _LOGIN.format(error=error)), 401)
+    response = RedirectResponse("/ui/objections", status_code=303)
+    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/ui",
+                        secure=request.url.scheme == "https")  # fmt: skip
+    return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import ServiceDep
+from api.deps import ScorerKey, ServiceDep
 from api.responses import OrjsonResponse
 from api.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/payments", tags=["payments"])
     response_model=ScoreResponse,
     responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-async def score_payment(body: ScoreRequest, service: ServiceDep) -> OrjsonResponse:
+async def score_payment(_: ScorerKey, body: ScoreRequest, service: ServiceDep) -> OrjsonResponse:
     """Decide on a payment. `payment_id` is the idempotency key: a retry returns the original
     decision and the payment is counted once in the account's features."""
     # On the event loop: the decision is CPU plus one Redis round trip; the store's group

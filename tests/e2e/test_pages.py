@@ -12,6 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS_DIR = os.environ.get("ARBITER_TEST_SCREENSHOTS")
-AGENT = {"X-Arbiter-Actor": "agent-ann"}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,9 @@ def server(models, tmp_path_factory, redis_server):
 def test_the_decision_page_and_the_queue_show_a_case_in_a_browser(server, browser, tmp_path):
     shots = Path(SHOTS_DIR) if SHOTS_DIR else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
-    with server.client() as api:
+    agent_key, reviewer_key = server.key("agent-ann", "support"), server.key("rev-bob", "reviewer")
+    AGENT = {"Authorization": f"Bearer {agent_key}"}
+    with server.client("admin") as api:
         account_id = f"acct-page-{uuid.uuid4().hex[:6]}"
         [decision] = pump(api, account_id)["decisions"]
         assert decision["action"] == "suspend_account"
@@ -71,14 +73,14 @@ def test_the_decision_page_and_the_queue_show_a_case_in_a_browser(server, browse
         assert moved.status_code == 200, moved.text
         reasons = api.get(f"/v1/decisions/{decision_id}/rationale", headers=AGENT).json()[
             "customer"]["reasons"]  # fmt: skip
-        nobody = api.get(f"/ui/decisions/{decision_id}")
-        assert nobody.status_code == 422 and nobody.json()["error"]["field"] == "actor"
-        unknown = api.get("/ui/decisions/no-such-decision", params={"actor": "agent-ann"})
+        nobody = httpx.get(f"{server.url}/ui/decisions/{decision_id}")
+        assert nobody.status_code == 401 and nobody.json()["error"]["code"] == "unauthenticated"
+        unknown = api.get("/ui/decisions/no-such-decision", headers=AGENT)
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "decision_not_found"
 
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.goto(f"{server.url}/ui/decisions/{decision_id}?actor=agent-ann")
+    page = signed_in(browser, server, agent_key)
+    page.goto(f"{server.url}/ui/decisions/{decision_id}")
     assert decision_id in page.title()
     text = page.inner_text("body")
     for reason in reasons:
@@ -91,17 +93,32 @@ def test_the_decision_page_and_the_queue_show_a_case_in_a_browser(server, browse
     assert "acknowledged by email" in case.inner_text()
     page.screenshot(path=str(shots / "decision-page.png"), full_page=True)
 
-    page.goto(f"{server.url}/ui/objections?actor=rev-bob")
+    page.close()
+    page = signed_in(browser, server, reviewer_key)  # lands on the queue
     row = page.locator("tr", has_text=decision_id)
     assert row.count() == 1 and "acknowledged" in row.inner_text()
     page.screenshot(path=str(shots / "objections-queue.png"), full_page=True)
-    row.locator("a").click()  # the queue links to the decision page, the actor carried along
+    row.locator("a").click()  # the queue links to the decision page
     assert decision_id in page.title() and "reading as rev-bob" in page.inner_text("header")
 
-    page.goto(f"{server.url}/ui/objections?actor=rev-bob&status=closed")
+    page.goto(f"{server.url}/ui/objections?status=closed")
     assert page.locator("tr", has_text=decision_id).count() == 0
     page.close()
-    with server.client() as api:
-        export = api.get(f"/v1/accounts/{account_id}/export", headers=AGENT).json()
+    with server.client("privacy") as api:
+        export = api.get(f"/v1/accounts/{account_id}/export").json()
     readers = [e["actor"] for e in export["audit_events"] if e["action"] == "rationale.read"]
     assert "rev-bob" in readers  # the page's reads are audited under the reader's name
+
+
+def signed_in(browser, server, key: str):
+    """A new browser session signed in through the login form (the key kept in a cookie)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(f"{server.url}/ui/login")
+    page.fill("input[name=key]", "arb_000000000000_" + "x" * 43)
+    page.click("button")
+    assert "unknown or revoked" in page.inner_text("body")
+    page.fill("input[name=key]", key)
+    page.click("button")
+    page.wait_for_url("**/ui/objections")
+    return page

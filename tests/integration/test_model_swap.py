@@ -209,3 +209,28 @@ def test_the_challenger_shadows_the_champion_on_every_scored_payment(
         assert 'arbiter_model_info{alias="challenger"' in (await client.get("/metrics")).text
 
     running(app, body)
+
+
+def test_with_the_registry_down_at_start_the_cached_champion_serves_and_says_so(
+    tmp_path, registry, redis_client
+):
+    promote(registry, "1")
+    first = create_app(settings_for(tmp_path, registry))
+
+    async def loaded(client: httpx.AsyncClient) -> None:
+        assert (await score(client))["model_version"] == "1"
+
+    running(first, loaded)  # the champion is now in var/models, and remembered as such
+    (tmp_path / "a-file").write_text("")  # a file where MLflow wants a folder: even root
+    down = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"  # cannot open the registry
+    app = create_app(settings_for(tmp_path, down))
+
+    async def body(client: httpx.AsyncClient) -> None:
+        ready = await client.get("/readyz")
+        model = ready.json()["checks"]["model"]
+        assert ready.status_code == 200, ready.text
+        assert (model["version"], model["source"], model["ok"]) == ("1", "cache", False)
+        assert model["error"]
+        assert (await score(client))["model_version"] == "1"
+
+    running(app, body)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from engine import audit, privacy
 from engine.database import reading
 from engine.deadlines import load_deadlines
-from engine.errors import InvalidTransition, ObjectionConflict, SameReviewer
+from engine.errors import DecisionPurged, InvalidTransition, ObjectionConflict, SameReviewer
 from engine.objections import ObjectionDesk, Step
 from engine.outbox import CUSTOMER_NOTIFICATION
 from engine.store import DecisionStore
@@ -119,11 +119,12 @@ def test_an_overturned_suspension_is_lifted_notified_labelled_and_audited(store,
         "reason": "The traffic was the customer's own verification codes.",
     }  # fmt: skip
     sent = notices(store, "acct-o")
-    assert [n["kind"] for n in sent] == [CUSTOMER_NOTIFICATION, "objection_notice",
-                                         "objection_notice"]  # fmt: skip
+    assert [n["kind"] for n in sent] == [CUSTOMER_NOTIFICATION] + ["objection_notice"] * 3
     assert sent[1]["type"] == "objection_acknowledged" and "2026-02-28" in sent[1]["message"]
-    assert sent[2]["type"] == "objection_overturned"
-    assert "active again" in sent[2]["message"]
+    assert sent[2]["type"] == "objection_information_requested"
+    assert "asked for the OTP provider" in sent[2]["message"]
+    assert sent[3]["type"] == "objection_overturned"
+    assert "active again" in sent[3]["message"]
     closed = desk.act(case.objection_id, Step("close", "rev-bob", "done"))
     assert closed.status == "closed"
     with reading(store.database) as conn:
@@ -220,42 +221,76 @@ def test_the_audit_trail_names_the_first_tampered_event(store, desk, url):
 
 
 def test_retention_purges_closed_accounts_keeps_held_ones_and_the_chains(store, desk, clock):
-    gone, held, active = "acct-gone", "acct-held", "acct-live"
-    for n, account in enumerate((gone, held, active, gone)):
-        suspended(store, 10 + n, account) if n < 3 else store.append_decision(
-            decision(10 + n, account=account), suspend=False, notification=None
-        )
+    gone, held, active, back = "acct-gone", "acct-held", "acct-live", "acct-back"
+    for n, account in enumerate((gone, held, active, back)):
+        suspended(store, 10 + n, account)
+    store.append_decision(decision(14, account=gone), suspend=False, notification=None)
     case = desk.open(store.decisions_of_account(gone)[0].record.decision_id, actor="agent",
                      statement="please", channel="web", jurisdiction="GDPR")  # fmt: skip
     desk.act(case.objection_id, Step("acknowledge", "agent", "ack"))
-    privacy.close_account(store.database, gone, T0 - 8 * 365 * DAY)
-    privacy.close_account(store.database, held, T0 - 8 * 365 * DAY)
-    privacy.close_account(store.database, active, T0 - 365 * DAY)  # within retention
+    later = T0 + 8 * 365 * DAY  # the purge runs eight years after the closures
+    for account in (gone, held, back):
+        privacy.close_account(store.database, account, T0)
+    privacy.close_account(store.database, active, later - 365 * DAY)  # within retention
     privacy.set_hold(store.database, held, hold=True, reason="litigation", actor="dpo", at=T0)
-    report = privacy.purge(store.database, now=T0, actor="dpo")
-    assert report.to_json() == {
-        "accounts": 1,
-        "decisions": 2,
-        "objections": 1,
-        "notifications": 2,
-        "audit_events": 3,
-        "held": 1,
-    }
+    # Active again after its closure: a decision later than it.
+    store.append_decision(decision(15, account=back, created_at=T0 + DAY), suspend=False,
+                          notification=None)  # fmt: skip
+    report = privacy.purge(store.database, now=later, actor="dpo")
+    assert report.to_json() == {"accounts": 1, "decisions": 2, "objections": 1,
+                                "notifications": 2, "audit_events": 3, "held": 1}  # fmt: skip
     assert store.decisions_of_account(gone) == []
     assert len(store.decisions_of_account(held)) == 1
     assert len(store.decisions_of_account(active)) == 1
+    assert len(store.decisions_of_account(back)) == 2
     assert store.verify_chain() is None  # tombstones keep their links
     with reading(store.database) as conn:
         assert audit.first_break(audit.walk(conn)) is None
-        leftovers = conn.execute(
-            sa.text("SELECT count(*) FROM decisions WHERE purged_at IS NOT NULL")
-        ).scalar()
-    assert leftovers == 2
+        purged = (
+            conn.execute(sa.text("SELECT decision_id FROM decisions WHERE purged_at IS NOT NULL"))
+            .scalars()
+            .all()
+        )
+    assert len(purged) == 2
+    with pytest.raises(DecisionPurged, match="purged under the retention policy"):
+        store.get_decision(purged[0])
+    with pytest.raises(DecisionPurged, match="no case can be opened"):
+        desk.open(purged[0], actor="agent", statement="?", channel="web", jurisdiction="GDPR")
     document = privacy.export_account(
         store.database, gone, decisions_of=store.decisions_of_account,
         rationale_of=lambda s: None, data_categories=[], actor="dpo", at=T0,
     )  # fmt: skip
     assert document["decisions"] == [] and document["objections"] == []
+
+
+def test_a_record_emptied_by_hand_breaks_the_chain(store, url):
+    ids = [suspended(store, 40 + n, f"acct-t{n}") for n in range(3)]
+    execute(url, "UPDATE decisions SET purged_at = 1 WHERE decision_id = :d", d=ids[1])
+    broken = store.verify_chain()
+    assert broken is not None and broken.decision_id == ids[1] and "still holds" in broken.why
+    execute(url, "UPDATE decisions SET subject_id = 'purged', account_id = 'purged', "
+            "payment_id = NULL, score = NULL, raw_margin = NULL, features = '{}', "
+            "reasons = '[]', contributions = NULL, base_value = NULL, timings = '{}' "
+            "WHERE decision_id = :d", d=ids[1])  # fmt: skip
+    broken = store.verify_chain()
+    assert broken is not None and broken.decision_id == ids[1]
+    assert broken.why == "a tombstone that no purge recorded in the audit trail"
+
+
+def test_an_overturn_lifts_only_the_suspension_its_decision_made(store, desk):
+    first = suspended(store, 50, "acct-r")
+    store.set_account_status("acct-r", "active", actor="rev", reason="reinstated")
+    later = suspended(store, 51, "acct-r")
+    case = desk.open(first, actor="agent", statement="s", channel="web", jurisdiction="GDPR")
+    for action in ("acknowledge", "start_review", "request_info"):
+        desk.act(case.objection_id, Step(action, "agent", action))
+    assert notices(store, "acct-r")[-1]["type"] == "objection_information_requested"
+    done = desk.act(case.objection_id, Step("decide", "rev", "first was wrong", "overturned",
+                                            None, True))  # from awaiting_customer  # fmt: skip
+    assert done.outcome == "overturned"
+    state = store.account_status("acct-r")
+    assert (state.status, state.decision_id) == ("suspended", later)
+    assert desk.lifted == []
 
 
 def test_an_export_holds_decisions_cases_notifications_and_audit(store, desk):
@@ -291,7 +326,7 @@ def test_the_privacy_commands_verify_purge_and_export_labels(tmp_path, monkeypat
     for action in ("acknowledge", "start_review"):
         desk.act(case.objection_id, Step(action, "agent", action))
     desk.act(case.objection_id, Step("decide", "rev", "own codes", "overturned", None, True))
-    privacy.close_account(store.database, "acct-cli", T0 - 8 * 365 * DAY)
+    privacy.close_account(store.database, "acct-cli", T0 + DAY)
     store.close()
     monkeypatch.setenv("ARBITER_DATABASE_URL", url)
     from cli.main import app
@@ -303,11 +338,11 @@ def test_the_privacy_commands_verify_purge_and_export_labels(tmp_path, monkeypat
     assert run("audit", "verify") == (0, "the audit trail of 7 events is intact")
     code, out = run("labels", "export")
     assert code == 0 and json.loads(out)["target_event_id"] == "pay:pay-30"
-    code, out = run("retention", "purge", "--actor", "dpo")
+    code, out = run("retention", "purge", "--actor", "dpo", "--days", "1")
     assert code == 0 and out.startswith("purged 1 account(s): 1 decision(s) tombstoned"), out
     assert run("labels", "export") == (0, "")
     # Tombstones keep their links: the trail still verifies, and the purge is in it.
-    assert run("audit", "verify") == (0, "the audit trail of 8 events is intact")
-    execute(url, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 8")
+    assert run("audit", "verify") == (0, "the audit trail of 9 events is intact")
+    execute(url, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 9")
     code, out = run("audit", "verify")
-    assert code == 1 and "seq 8: hash does not match" in out, out
+    assert code == 1 and "seq 9: hash does not match" in out, out

@@ -31,8 +31,8 @@ from tests.server import Server
 
 pytestmark = pytest.mark.integration
 
-AGENT = {"X-Arbiter-Actor": "agent-ann"}
-REVIEWER = {"X-Arbiter-Actor": "rev-bob"}
+# Each person has a key of their own: its name is the actor the case and the audit record.
+PEOPLE = {"agent-ann": "support", "rev-bob": "reviewer", "rev-cy": "reviewer", "dpo": "privacy"}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,15 @@ def server(models, tmp_path_factory, redis_server, inbox):
 
 @pytest.fixture
 def api(server):
-    with server.client() as client:
+    with server.client("scorer") as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def keys(server) -> dict[str, dict[str, str]]:
+    """Headers per person (PEOPLE)."""
+    return {name: {"Authorization": f"Bearer {server.key(name, role)}"}
+            for name, role in PEOPLE.items()}  # fmt: skip
 
 
 def act(api: httpx.Client, objection_id: str, who: dict, action: str, note: str, **more):
@@ -81,9 +88,11 @@ def parse(ts: str) -> dt.datetime:
     return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def test_a_suspended_account_objects_and_is_reinstated(api, server, inbox):
+def test_a_suspended_account_objects_and_is_reinstated(api, server, inbox, keys):
+    AGENT, REVIEWER = keys["agent-ann"], keys["rev-bob"]
     account_id = f"acct-obj-{uuid.uuid4().hex[:6]}"
-    [decision] = pump(api, account_id)["decisions"]
+    with server.client("ingest") as pipeline:
+        [decision] = pump(pipeline, account_id)["decisions"]
     assert decision["action"] == "suspend_account"
     decision_id = decision["decision_id"]
     delivered(inbox, account_id, "adverse_decision")
@@ -99,7 +108,7 @@ def test_a_suspended_account_objects_and_is_reinstated(api, server, inbox):
     text = json.dumps(customer)
     assert "threshold" not in text.lower() and NAME not in text and "account_sms" not in text
     assert rationale["internal"]["thresholds"]["suspend_account"] > 0
-    assert api.get(f"/v1/decisions/{decision_id}/rationale").status_code == 422  # who reads?
+    assert api.get(f"/v1/decisions/{decision_id}/rationale").status_code == 403  # billing
 
     opened = api.post(f"/v1/decisions/{decision_id}/objections", headers=AGENT, json={
         "statement": "These were my customers' one-time passwords.", "channel": "email",
@@ -121,15 +130,15 @@ def test_a_suspended_account_objects_and_is_reinstated(api, server, inbox):
     assert act(api, oid, AGENT, "acknowledge", "acknowledged by email").status_code == 200
     assert "answer by" in delivered(inbox, account_id, "objection_acknowledged")["message"]
     assert act(api, oid, REVIEWER, "start_review", "reviewing").status_code == 200
-    same = act(api, oid, AGENT, "decide", "ok", outcome="overturned", departed_from_model=True)
-    assert same.status_code == 403 and same.json()["error"]["code"] == "same_reviewer"
+    support = act(api, oid, AGENT, "decide", "ok", outcome="overturned", departed_from_model=True)
+    assert support.status_code == 403 and support.json()["error"]["code"] == "forbidden"
     decided = act(api, oid, REVIEWER, "decide", "The messages were the customer's own codes.",
                   outcome="overturned", departed_from_model=True)  # fmt: skip
     assert decided.status_code == 200, decided.text
     assert decided.json()["status"] == "notified"
     assert "active again" in delivered(inbox, account_id, "objection_overturned")["message"]
 
-    status = api.get(f"/v1/accounts/{account_id}").json()
+    status = api.get(f"/v1/accounts/{account_id}").json()  # billing may read the status
     assert status["status"] == "active"
     later = api.post("/v1/payments/score", json=payment(account_id=account_id)).json()
     assert "ACCOUNT_SUSPENDED" not in [r["code"] for r in later["reasons"]]
@@ -144,14 +153,18 @@ def test_a_suspended_account_objects_and_is_reinstated(api, server, inbox):
     trail = subprocess.run([str(ROOT / ".venv" / "bin" / "arbiter"), "audit", "verify"],
                            env=env, capture_output=True, text=True)  # fmt: skip
     assert trail.returncode == 0, trail.stdout + trail.stderr
-    export = api.get(f"/v1/accounts/{account_id}/export", headers=AGENT).json()
+    assert api.get(f"/v1/accounts/{account_id}/export", headers=AGENT).status_code == 403
+    export = api.get(f"/v1/accounts/{account_id}/export", headers=keys["dpo"]).json()
     actions = [e["action"] for e in export["audit_events"]]
     assert "rationale.read" in actions and "objection.decide" in actions
+    actors = {(e["action"], e["actor"]) for e in export["audit_events"]}
+    assert {("rationale.read", "agent-ann"), ("objection.decide", "rev-bob")} <= actors
     assert actions.count("account.status") == 2
     assert export["online_features"]["values"]["account_sms_24h"] >= 120  # what Redis holds
 
 
-def test_a_declined_payment_objection_is_upheld_with_the_remedies(api, inbox):
+def test_a_declined_payment_objection_is_upheld_with_the_remedies(api, inbox, keys):
+    AGENT, REVIEWER = keys["agent-ann"], keys["rev-bob"]
     account_id = f"acct-up-{uuid.uuid4().hex[:6]}"
     declined = api.post(
         "/v1/payments/score", json=payment(account_id=account_id, ip="199.10.4.4")
@@ -162,16 +175,18 @@ def test_a_declined_payment_objection_is_upheld_with_the_remedies(api, inbox):
     assert rationale["customer"]["reasons"][0]["code"] == "DENY_LISTED_IP"
     assert rationale["internal"]["decided_by"] == "rule"
     assert rationale["verification"]["status"] in ("match", "not_scored")
-    oid = api.post(f"/v1/decisions/{declined['decision_id']}/objections", headers=AGENT, json={
+    oid = api.post(f"/v1/decisions/{declined['decision_id']}/objections", headers=REVIEWER, json={
         "statement": "I was travelling.", "channel": "chat", "jurisdiction": "CPRA"}).json()[
         "objection_id"]  # fmt: skip
     for who, action in ((AGENT, "acknowledge"), (REVIEWER, "start_review")):
         assert act(api, oid, who, action, action).status_code == 200
-    upheld = act(api, oid, REVIEWER, "decide", "The address belongs to a known card-testing "
+    same = act(api, oid, REVIEWER, "decide", "x", outcome="upheld", departed_from_model=False)
+    assert same.status_code == 403 and same.json()["error"]["code"] == "same_reviewer"
+    upheld = act(api, oid, keys["rev-cy"], "decide", "The address belongs to a known card-testing "
                  "network.", outcome="upheld", departed_from_model=False)  # fmt: skip
     assert upheld.json()["outcome"] == "upheld"
     notice = delivered(inbox, account_id, "objection_upheld")
     assert "card-testing network" in notice["message"]
     assert "California Privacy Protection Agency" in notice["message"]
-    queue = api.get("/v1/objections", params={"status": ["notified"]}).json()
+    queue = api.get("/v1/objections", params={"status": ["notified"]}, headers=AGENT).json()
     assert oid in [c["objection_id"] for c in queue]

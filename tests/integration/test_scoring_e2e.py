@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import httpx
 import pytest
 
 from engine.store import DecisionStore
@@ -38,7 +37,7 @@ def servers(models, tmp_path_factory, redis_server):
 
 @pytest.fixture
 def api(servers, redis_client):
-    with httpx.Client(base_url=servers[0].url, timeout=10.0) as client:
+    with servers[0].client() as client:
         yield client
 
 
@@ -131,7 +130,7 @@ def test_an_unknown_decision_is_a_404_with_the_error_body(api):
 
 
 def test_without_redis_payments_are_decided_degraded(servers):
-    with httpx.Client(base_url=servers[1].url, timeout=10.0) as client:
+    with servers[1].client() as client:
         response = client.post("/v1/payments/score", json=payment())
         assert response.status_code == 200, response.text
         body = response.json()

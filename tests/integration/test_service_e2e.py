@@ -341,7 +341,8 @@ def test_a_promotion_under_traffic_swaps_the_model_with_no_failed_request(api, m
     stop, seen, failures = threading.Event(), Counter(), []
 
     def traffic() -> None:
-        with httpx.Client(base_url=str(api.base_url), timeout=30.0) as client:
+        with httpx.Client(base_url=str(api.base_url), timeout=30.0,
+                          headers=api.headers) as client:  # fmt: skip
             while not stop.is_set():
                 response = client.post("/v1/payments/score", json=payment())
                 if response.status_code != 200:

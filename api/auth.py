@@ -1,0 +1,80 @@
+"""Who may open which door: every route declares the roles it admits (`Allow`), and the test of
+the authorization matrix (tests/integration/test_authorization.py) fails for a route that
+declares none, unless it is one of `OPEN`.
+
+A key comes in `Authorization: Bearer <key>` or `X-API-Key: <key>`; the support pages (GET
+/ui/...) also read it from the `arbiter_key` cookie that `/ui/login` sets, since a browser
+does not send headers of its own (cookies are never accepted for a change: no cross-site
+request can act with them). No key, or an unknown or revoked one: 401; a key without a role
+the route admits: 403 (engine/keys.py: roles; `admin` passes every check). The key's name is the
+actor a route records (`Principal.name`).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from engine.errors import Forbidden, Unauthenticated
+from engine.keys import KeyRing, Principal
+
+COOKIE = "arbiter_key"
+# Routes with no key: liveness, readiness, the API's own description, the login page.
+OPEN = frozenset({
+    "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+    "/ui/login",
+})  # fmt: skip
+
+
+class Allow:
+    """A dependency admitting keys with one of `roles` (or `admin`); it gives the caller."""
+
+    def __init__(self, *roles: str) -> None:
+        self.roles = roles
+
+    def __repr__(self) -> str:
+        return f"Allow{self.roles}"
+
+    async def __call__(self, request: Request) -> Principal:
+        token = _token(request)
+        if token is None:
+            raise Unauthenticated(
+                "an API key is needed: send it as 'Authorization: Bearer <key>' "
+                "(`arbiter keys create`)"
+            )
+        keys: KeyRing = request.app.state.runtime.keys
+        principal = keys.authenticate(token)
+        if principal is None:
+            raise Unauthenticated("the API key is unknown or revoked")
+        if not principal.may(self.roles):
+            raise Forbidden(
+                f"key '{principal.name}' may not do this: it needs the role "
+                f"{' or '.join(self.roles)}"
+            )
+        request.state.principal = principal
+        return principal
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+    key = request.headers.get("x-api-key")
+    if key is not None:
+        return key.strip()
+    if request.method == "GET" and request.url.path.startswith("/ui/"):
+        return request.cookies.get(COOKIE)
+    return None
+
+
+# The doors (docs/security.md has the table).
+SCORER = Allow("scorer")
+INGEST = Allow("ingest")
+READ_CASES = Allow("support", "reviewer", "privacy")  # rationales, records, cases
+SUPPORT = Allow("support", "reviewer")  # open cases, move them on
+OPS = Allow("ops")
+ACCOUNT_STATUS = Allow("scorer", "support", "reviewer", "ops")
+PRIVACY = Allow("privacy")
+METRICS = Allow("ops")
+# Case transitions only a reviewer may make (the others: support or reviewer).
+REVIEWER_ACTIONS = frozenset({"start_review", "decide", "extend", "reject", "close"})

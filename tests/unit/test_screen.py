@@ -1,0 +1,56 @@
+"""The body screen's card-number test: real card numbers are caught wherever they sit, and the
+numbers Arbiter does carry (epoch milliseconds, E.164 phone numbers, ids) are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.screen import card_field, is_card_number, luhn
+
+CARDS = ["4111111111111111", "5500 0000 0000 0004", "3400-000000-00009", "6011000990139424",
+         "4222222222222", "2223003122003222"]  # fmt: skip
+
+
+@pytest.mark.parametrize("number", CARDS)
+def test_card_numbers_are_recognised_with_or_without_separators(number):
+    assert is_card_number(number)
+
+
+@pytest.mark.parametrize("text", [
+    "4111111111111112",  # fails Luhn
+    "1764412345678",  # epoch milliseconds (starts with 1)
+    "41111111111",  # too short
+    "41111111111111111111",  # too long
+    "9111111111111111",  # no card starts with 9
+])  # fmt: skip
+def test_other_digit_runs_are_not_cards(text):
+    assert not is_card_number(text)
+
+
+def test_luhn_matches_the_reference_examples():
+    assert luhn("79927398713") and not luhn("79927398710")
+
+
+def test_the_first_field_holding_a_card_is_named():
+    body = {
+        "events": [
+            {"event_id": "e1", "ts": 1764412345678},
+            {"event_id": "e2", "note": "paid with 4111 1111 1111 1111, thanks"},
+        ]
+    }
+    assert card_field(body) == "events[1].note"
+    assert card_field({"amount": 4111111111111111}) == "amount"
+    assert card_field({"4111111111111111": 1}) == "body"  # a key at the top level
+    assert card_field(["x", "5500000000000004"]) == "[1]"
+
+
+def test_phone_numbers_timestamps_and_ids_pass():
+    body = {
+        "dest_number": "+4915123456789",
+        "ts": 1764412345678,
+        "payment_id": "pay-000123",
+        "card_fp": "fp-9f8e7d6c5b4a3921",
+        "amount": 25.0,
+        "ip": "73.12.40.9",
+    }
+    assert card_field(body) is None
