@@ -64,9 +64,11 @@ from features.spec import load_spec
 from models.registry import (
     CHALLENGER,
     CHAMPION,
+    AliasMissing,
     LoadedModel,
     ModelUnavailable,
     alias_version,
+    forget_cached,
     load_cached,
     load_model,
     load_version,
@@ -183,8 +185,18 @@ def from_cache(watcher: ModelWatcher[LoadedModel], name: str, settings: Settings
     watcher says so in /readyz, and follows the alias once the registry answers)."""
     if watcher.model is not None or watcher.last_error is None:
         return
+    cache = settings.data_dir / "models"
     try:
-        cached = load_cached(name, settings.data_dir / "models")
+        alias_version(settings.mlflow_tracking_uri, name)
+    except AliasMissing:  # the registry answered: no champion (none yet, or taken away)
+        forget_cached(name, cache)
+        return
+    except Exception:  # any failure to answer: the registry is down
+        pass
+    else:
+        return  # the registry answers and names a version that failed to load: not ours
+    try:
+        cached = load_cached(name, cache)
     except ModelUnavailable:
         return  # nothing cached: start without one, not ready (as before)
     watcher.adopt(cached, "cache")

@@ -12,6 +12,9 @@ actor a route records (`Principal.name`).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+
 from fastapi import Request
 
 from engine.errors import Forbidden, Unauthenticated
@@ -41,8 +44,7 @@ class Allow:
                 "an API key is needed: send it as 'Authorization: Bearer <key>' "
                 "(`arbiter keys create`)"
             )
-        keys: KeyRing = request.app.state.runtime.keys
-        principal = keys.authenticate(token)
+        principal = await authenticate(request.app.state.runtime.keys, token)
         if principal is None:
             raise Unauthenticated("the API key is unknown or revoked")
         if not principal.may(self.roles):
@@ -52,6 +54,29 @@ class Allow:
             )
         request.state.principal = principal
         return principal
+
+
+async def authenticate(keys: KeyRing, token: str) -> Principal | None:
+    """`KeyRing.authenticate` without blocking the event loop: the store is read, when it must
+    be, in a thread."""
+    if keys.stale():
+        await asyncio.to_thread(keys.reload)
+    found = keys.lookup(token)
+    if found is None and keys.worth_retrying(token):
+        await asyncio.to_thread(keys.reload)
+        found = keys.lookup(token)
+    return found
+
+
+def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key in raw ASGI headers (`Authorization: Bearer` or `X-API-Key`), if any."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() if scheme.lower() == "bearer" else None
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip()
+    return None
 
 
 def _token(request: Request) -> str | None:

@@ -160,12 +160,25 @@ class RequestId:
         scope.setdefault("state", {})["request_id"] = rid
         token = logs.request_id.set(rid)  # every log line of this request carries it
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Here, not in Starlette's outermost handler: the log line and the 500 keep the
+            # request's id.
+            log.error("unexpected error (request %s)", rid, exc_info=exc)
+            if started:
+                raise
+            body = {"error": {"code": "internal_error", "message": "internal error",
+                              "request_id": rid}}  # fmt: skip
+            await OrjsonResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
             logs.request_id.reset(token)

@@ -1,29 +1,45 @@
 """The body screen: what no request may bring in, checked before any route sees it.
 
-* A body larger than `max_bytes` is refused with 413 (`body_too_large`), read no further.
-* A payment card number anywhere in a JSON body (a run of 13 to 19 digits, spaces or dashes
-  between them allowed, passing the Luhn check, starting like a card: 2 to 6) is refused with
-  422 (`card_number`), naming the field; the number itself is neither stored, logged nor echoed.
-  Arbiter works with card fingerprints and never needs the number. E.164 phone numbers (`+`
-  first) and JSON numbers of 13 digits starting with 1 (epoch milliseconds) are not cards.
+* A body larger than its route allows is refused with 413 (`body_too_large`), read no further:
+  8 MiB for the event pipeline's batches, 256 KiB anywhere else (a payment is a few hundred
+  bytes).
+* A body that is not UTF-8 is refused with 422 (the JSON routes read UTF-8 only; another
+  encoding would hide digits from the screen).
+* A payment card number anywhere in a body is refused with 422 (`card_number`), naming the
+  field; the number itself is neither stored, logged nor echoed. A card number: 13 to 19
+  digits, alone or in the printed groups (4-4-4-4[-3], Amex 4-6-5, spaces or dashes), not
+  inside a longer word or number, starting 2 to 6, passing the Luhn check. Not cards: E.164
+  phone numbers (`+` first, or the `dest_number` and `dest_prefix` fields, up to 15 digits),
+  epoch milliseconds (13 digits within 2000..2100), digits inside ids (UUIDs, hex digests).
 
-Pure ASGI, like `api.errors.RequestId`: the body is read once, screened, and handed on.
+Before any of it, a changing request (POST, PUT, PATCH) to a door that needs a key gets 401 if
+it brings none that is valid (`api.auth`): nobody unknown makes the server read a body. The
+common case costs one regular-expression pass over the raw bytes; only a body with a
+candidate is parsed (to name the field, or to find digits written as JSON escapes). Pure ASGI,
+like `api.errors.RequestId`: the body is read once, screened, and handed on.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import OPEN, authenticate, bearer
 from api.responses import OrjsonResponse
 
-MAX_BODY_BYTES = 8 * 1024 * 1024  # a batch of 5,000 events is about 1.5 MB
-RUN = re.compile(r"(?<![\d+])\d(?:[ -]?\d){12,18}(?!\d)")
-_CHANGING = (b"POST", b"PUT", b"PATCH")
+MAX_BODY_BYTES = 256 * 1024
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # POST /v1/events: 5,000 events are about 1.5 MB
+_BATCH_PATHS = ("/v1/events",)
+_GROUPS = r"\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5}"
+RUN = re.compile(rf"(?<![0-9A-Za-z+_.-])(?:\d{{13,19}}|{_GROUPS})(?![0-9A-Za-z_])")
+_RUN_BYTES = re.compile(RUN.pattern.encode())
+_PHONE_FIELDS = frozenset({"dest_number", "dest_prefix"})
+_TS_RANGE = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01, epoch ms
+_CHANGING = ("POST", "PUT", "PATCH")
 
 
 def luhn(digits: str) -> bool:
@@ -38,14 +54,25 @@ def luhn(digits: str) -> bool:
 
 def is_card_number(text: str) -> bool:
     digits = text.replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn(digits)
+    if not (13 <= len(digits) <= 19 and digits.isdigit() and digits[0] in "23456"):
+        return False
+    if len(digits) == 13 and _TS_RANGE[0] <= int(digits) < _TS_RANGE[1]:
+        return False  # epoch milliseconds
+    return luhn(digits)
+
+
+def holds_card(text: str) -> bool:
+    return any(is_card_number(m.group()) for m in RUN.finditer(text))
 
 
 def card_field(value: Any, path: str = "") -> str | None:
     """The path of the first value that holds a card number (`events[3].note`), or None."""
     for where, item in _leaves(value, path):
+        name = where.rsplit(".", 1)[-1]
         if isinstance(item, str):
-            if any(is_card_number(m.group()) for m in RUN.finditer(item)):
+            if name in _PHONE_FIELDS and len(item.lstrip("+")) <= 15:
+                continue
+            if holds_card(item):
                 return where or "body"
         elif isinstance(item, int) and not isinstance(item, bool) and is_card_number(str(item)):
             return where or "body"
@@ -66,26 +93,57 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
             yield where, item
 
 
+def screen(body: bytes) -> tuple[int, str, str, str | None] | None:
+    """Why `body` may not come in (status, code, message, field), or None."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return 422, "invalid_request", "the body is not UTF-8", "body"
+    candidate = _RUN_BYTES.search(body) is not None
+    escaped = "\\u00" in text  # digits may hide behind JSON escapes
+    if not candidate and not escaped:
+        return None
+    try:
+        parsed = json.loads(text)  # what the routes will read (NaN, duplicate keys included)
+    except ValueError:
+        if candidate and any(is_card_number(m.group()) for m in RUN.finditer(text)):
+            return 422, "card_number", _CARD.format(field="body"), "body"
+        return None  # not JSON: the route's validation names the problem
+    field = card_field(parsed)
+    if field is None:
+        return None
+    return 422, "card_number", _CARD.format(field=field), field
+
+
+_CARD = (
+    "field '{field}' holds what looks like a payment card number: never send card numbers to "
+    "Arbiter (send the card's fingerprint); nothing was stored"
+)
+
+
 class BodyScreen:
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"].encode() not in _CHANGING:
+        if scope["type"] != "http" or scope["method"] not in _CHANGING:
             await self.app(scope, receive, send)
             return
+        if scope["path"] not in OPEN:
+            # Nobody without a valid key makes the server read or parse a body (401 early,
+            # as the route's own check would answer).
+            token = bearer(scope["headers"])
+            keys = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+            if token is None or (keys is not None and await authenticate(keys.keys, token) is None):
+                await _refuse(scope, receive, send, 401, "unauthenticated",
+                              "an API key is needed: send it as 'Authorization: Bearer <key>'",
+                              None, {"www-authenticate": 'Bearer realm="arbiter"'})  # fmt: skip
+                return
+        limit = MAX_BATCH_BYTES if scope["path"] in _BATCH_PATHS else MAX_BODY_BYTES
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(
-                scope,
-                receive,
-                send,
-                413,
-                "body_too_large",
-                f"the body is larger than {self.max_bytes:,} bytes",
-                None,
-            )
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse(scope, receive, send, 413, "body_too_large",
+                          f"the body is larger than {limit:,} bytes", None)  # fmt: skip
             return
         chunks, size, more = [], 0, True
         while more:
@@ -94,33 +152,17 @@ class BodyScreen:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(
-                    scope,
-                    receive,
-                    send,
-                    413,
-                    "body_too_large",
-                    f"the body is larger than {self.max_bytes:,} bytes",
-                    None,
-                )
+            if size > limit:
+                await _refuse(scope, receive, send, 413, "body_too_large",
+                              f"the body is larger than {limit:,} bytes", None)  # fmt: skip
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if body[:1] in (b"{", b"[") or body.lstrip()[:1] in (b"{", b"["):
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                parsed = None  # the route's validation names the problem
-            field = card_field(parsed) if parsed is not None else None
-            if field is not None:
-                message_text = (
-                    f"field '{field}' holds what looks like a payment card number: never send "
-                    "card numbers to Arbiter (send the card's fingerprint); nothing was stored"
-                )
-                await self._refuse(scope, receive, send, 422, "card_number", message_text, field)
-                return
+        refused = screen(body) if body else None
+        if refused is not None:
+            await _refuse(scope, receive, send, *refused)
+            return
         sent = False
 
         async def replay() -> Message:
@@ -132,14 +174,16 @@ class BodyScreen:
 
         await self.app(scope, replay, send)
 
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: str,
-                      message: str, field: str | None) -> None:  # fmt: skip
-        error: dict[str, Any] = {
-            "code": code,
-            "message": message,
-            "request_id": scope.get("state", {}).get("request_id"),
-        }
-        if field is not None:
-            error["field"] = field
-        await OrjsonResponse({"error": error}, status_code=status)(scope, receive, send)
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: str,
+                  message: str, field: str | None,
+                  headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "request_id": scope.get("state", {}).get("request_id"),
+    }
+    if field is not None:
+        error["field"] = field
+    response = OrjsonResponse({"error": error}, status_code=status, headers=headers)
+    await response(scope, receive, send)

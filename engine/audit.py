@@ -124,31 +124,50 @@ def record(
 
 def first_break(events: Iterable[AuditEvent]) -> AuditBreak | None:
     """Walk the trail in seq order; the first event that breaks it, or None. A tombstone must be
-    empty and listed by a later purge event (`PURGE_ACCOUNT`'s `audit_seqs`)."""
+    empty and sealed by a later purge event (`PURGE_ACCOUNT`'s `audit_tombstones`: its digest
+    as purged)."""
     expected, prev_hash = 1, GENESIS
-    tombstones: list[int] = []
-    listed: set[int] = set()
+    tombstones: list[AuditEvent] = []
+    listed: dict[str, str] = {}
     for event in events:
         if event.seq != expected:
             return AuditBreak(event.seq, f"seq {event.seq} follows {expected - 1}: one is missing")
         if event.prev_hash != prev_hash:
             return AuditBreak(event.seq, "prev_hash is not the hash of the event before it")
         if event.action == PURGE_ACCOUNT:
-            listed.update(int(s) for s in event.details.get("audit_seqs", ()))
+            listed.update(event.details.get("audit_tombstones") or {})
         if event.purged_at is not None:
             if dict(event.details) or event.subject_id != TOMBSTONE or event.account_id:
                 return AuditBreak(event.seq, "marked purged but still holds content")
-            tombstones.append(event.seq)
+            tombstones.append(event)
         else:
             content = {name: getattr(event, name) for name in _CONTENT}
             content["details"] = dict(event.details)
             if event_hash(content, event.seq, event.prev_hash) != event.hash:
                 return AuditBreak(event.seq, "hash does not match the event's content")
         prev_hash, expected = event.hash, expected + 1
-    for seq in tombstones:
-        if seq not in listed:
-            return AuditBreak(seq, "a tombstone that no purge recorded")
+    for tomb in tombstones:
+        sealed = listed.get(str(tomb.seq))
+        if sealed is None:
+            return AuditBreak(tomb.seq, "a tombstone that no purge recorded")
+        if sealed != tombstone_digest(tomb):
+            return AuditBreak(tomb.seq, "a tombstone changed after its purge")
     return None
+
+
+def tombstone_digest(event: AuditEvent) -> str:
+    """What a purged event still holds (seq, time, actor, action, links), as one digest."""
+    content = {name: getattr(event, name) for name in _CONTENT}
+    content["details"] = dict(event.details)
+    return event_hash(content, event.seq, event.prev_hash)
+
+
+def events(conn: sa.Connection, seqs: Iterable[int]) -> list[AuditEvent]:
+    wanted = list(seqs)
+    if not wanted:
+        return []
+    rows = conn.execute(sa.select(audit_events).where(audit_events.c.seq.in_(wanted)))
+    return [AuditEvent.from_row(row) for row in rows]
 
 
 def walk(conn: sa.Connection) -> Iterator[AuditEvent]:

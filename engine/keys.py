@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -37,6 +38,7 @@ from engine.database import reading, writing
 from engine.errors import EngineError
 from engine.schema import api_keys
 
+log = logging.getLogger("arbiter.keys")
 ROLES = ("scorer", "ingest", "support", "reviewer", "ops", "privacy", "admin")
 _TOKEN = re.compile(r"^arb_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 RESERVED = frozenset({"engine"})  # the actor of the engine's own acts (suspensions, notices)
@@ -79,7 +81,7 @@ def create_key(engine: sa.Engine, *, name: str, roles: Iterable[str], actor: str
     wanted = tuple(dict.fromkeys(roles))
     if not NAME.match(name):
         raise InvalidKey(f"key name {name!r}: letters, digits and ._@- only, at most 128")
-    if name in RESERVED:
+    if name.lower().strip("._@-") in RESERVED:
         raise InvalidKey(f"key name {name!r} is reserved: the engine records its own acts so")
     unknown = [r for r in wanted if r not in ROLES]
     if not wanted or unknown:
@@ -135,42 +137,68 @@ def list_keys(engine: sa.Engine) -> list[KeyInfo]:
 
 
 class KeyRing:
+    """The active keys in memory. `lookup` never does I/O (the request path); `reload` reads
+    the store (blocking: an async caller runs it in a thread) and, if the store fails, keeps
+    the last snapshot and waits `refresh_s` before trying again."""
+
     def __init__(self, engine: sa.Engine, *, refresh_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.engine = engine
         self.refresh_s = refresh_s
         self.clock = clock
         self._keys: dict[str, tuple[str, Principal]] = {}
-        self._loaded_at = -1e18
+        self._tried_at = -1e18  # the last reload attempt, successful or not
         self._missed_at = -1e18
         self._lock = threading.Lock()
 
-    def authenticate(self, token: str) -> Principal | None:
-        """The key's principal, or None for a malformed, unknown or revoked key."""
+    def lookup(self, token: str) -> Principal | None:
+        """The key's principal from the snapshot, or None (malformed, unknown, revoked)."""
         match = _TOKEN.match(token)
         if match is None:
             return None
         key_id, secret = match.groups()
-        now = self.clock()
-        if now - self._loaded_at > self.refresh_s:
-            self._load(now)
         found = self._keys.get(key_id)
-        if found is None and now - self._missed_at > 1.0:
-            self._missed_at = now
-            self._load(now)
-            found = self._keys.get(key_id)
         if found is None or not hmac.compare_digest(found[0], _digest(secret)):
             return None
         return found[1]
 
-    def _load(self, now: float) -> None:
+    def stale(self) -> bool:
+        return self.clock() - self._tried_at > self.refresh_s
+
+    def worth_retrying(self, token: str) -> bool:
+        """An unknown but well-formed key id: reload at most once a second (a key just
+        created should work at once; random ids must not hammer the store)."""
+        match = _TOKEN.match(token)
+        if match is None or match.group(1) in self._keys:
+            return False
+        now = self.clock()
+        if now - self._missed_at < 1.0:
+            return False
+        self._missed_at = now
+        return True
+
+    def reload(self) -> None:
         with self._lock:
-            with reading(self.engine) as conn:
-                rows = conn.execute(
-                    sa.select(api_keys).where(api_keys.c.revoked_at.is_(None))
-                ).all()
+            self._tried_at = self.clock()
+            try:
+                with reading(self.engine) as conn:
+                    rows = conn.execute(
+                        sa.select(api_keys).where(api_keys.c.revoked_at.is_(None))
+                    ).all()
+            except EngineError as exc:  # keep serving the keys known; try again later
+                log.warning("API keys not reloaded (the last ones known serve): %s", exc.message)
+                return
             self._keys = {
                 r.key_id: (r.secret_hash, Principal(r.name, frozenset(r.roles), r.key_id))
                 for r in rows
             }
-            self._loaded_at = now
+
+    def authenticate(self, token: str) -> Principal | None:
+        """`lookup` after any reload it needs, on the caller's thread (CLI, tests, pages)."""
+        if self.stale():
+            self.reload()
+        found = self.lookup(token)
+        if found is None and self.worth_retrying(token):
+            self.reload()
+            found = self.lookup(token)
+        return found

@@ -250,7 +250,14 @@ class ObjectionDesk:
         now = self.clock()
         reinstated: str | None = None
         with writing(self.engine) as conn:
-            case = self._case(conn, objection_id, lock=True)  # concurrent steps wait their turn
+            # Lock order (engine.accounts.lock): the account first, then the case's row
+            # (concurrent steps wait their turn), then the audit trail.
+            owner = conn.execute(
+                sa.select(objections.c.account_id).where(objections.c.objection_id == objection_id)
+            ).scalar()  # fmt: skip
+            if owner is not None:
+                accounts.lock(conn, owner)
+            case = self._case(conn, objection_id, lock=True)
             starts, to = TRANSITIONS[step.action]
             if case.status not in starts:
                 raise InvalidTransition(

@@ -38,6 +38,7 @@ from engine.schema import (
     outbox,
     suspension_events,
 )
+from engine.store import SELECT_LINKS, lock_chain, tombstone_digest
 from features.events import format_ts
 
 RETENTION_DAYS = 7 * 365 + 2  # seven years, leap days included
@@ -67,6 +68,7 @@ def close_account(engine: sa.Engine, account_id: str, at: int) -> None:
     """Record the account's closure (the latest one counts: the retention period runs from
     it; a decision after it means the account is active again, and `purge` keeps it)."""
     with writing(engine) as conn:
+        accounts.lock(conn, account_id)  # a purge of this account waits, or goes first
         row = _lifecycle(conn, account_id)
         if row is None:
             conn.execute(
@@ -80,10 +82,36 @@ def close_account(engine: sa.Engine, account_id: str, at: int) -> None:
                          .values(closed_at=at, updated_at=at))  # fmt: skip
 
 
+def reopen_if_active(engine: sa.Engine, last_seen: Mapping[str, int]) -> int:
+    """Accounts with activity after their closure (`last_seen`: account -> latest event time of
+    a batch) are active again: their closure is cleared, and retention no longer counts from
+    it. One statement per batch's closed accounts; how many reopened."""
+    if not last_seen:
+        return 0
+    reopened = 0
+    with writing(engine) as conn:
+        closed = conn.execute(
+            sa.select(account_lifecycle.c.account_id, account_lifecycle.c.closed_at).where(
+                account_lifecycle.c.account_id.in_(sorted(last_seen)),
+                account_lifecycle.c.closed_at.is_not(None))
+        ).all()  # fmt: skip
+        for row in closed:
+            if last_seen[row.account_id] > row.closed_at:
+                accounts.lock(conn, row.account_id)
+                conn.execute(
+                    account_lifecycle.update()
+                    .where(account_lifecycle.c.account_id == row.account_id)
+                    .values(closed_at=None, updated_at=last_seen[row.account_id])
+                )
+                reopened += 1
+    return reopened
+
+
 def set_hold(engine: sa.Engine, account_id: str, *, hold: bool, reason: str, actor: str,
              at: int) -> None:  # fmt: skip
     """Put an account under legal hold (retention skips it) or release it; audited."""
     with writing(engine) as conn:
+        accounts.lock(conn, account_id)  # a purge of this account waits, or goes first
         values = {"legal_hold": hold, "hold_reason": reason if hold else None, "updated_at": at}
         if _lifecycle(conn, account_id) is None:
             conn.execute(account_lifecycle.insert().values(account_id=account_id, **values))
@@ -214,8 +242,9 @@ def purge(
         ).all()  # fmt: skip
     for (account_id,) in due:
         with writing(engine) as conn:
-            accounts.lock(conn, account_id)
-            life = _lifecycle(conn, account_id)  # read again, under the lock
+            lock_chain(conn)  # no decision of the account slips in meanwhile
+            accounts.lock(conn, account_id)  # nor a hold, a closure or a status change
+            life = _lifecycle(conn, account_id)  # read again, under the locks
             if life is None or life.closed_at is None or life.closed_at >= cutoff:
                 continue
             if life.legal_hold:
@@ -232,8 +261,8 @@ def purge(
             audit.append(conn, actor=actor, action=audit.PURGE_ACCOUNT, subject_type="retention",
                          subject_id=run, at=now, details=forgotten)  # fmt: skip
             counts["accounts"] += 1
-            counts["decisions"] += len(forgotten["decision_seqs"])
-            counts["audit_events"] += len(forgotten["audit_seqs"])
+            counts["decisions"] += len(forgotten["decision_tombstones"])
+            counts["audit_events"] += len(forgotten["audit_tombstones"])
             counts["objections"] += forgotten["objections"]
             counts["notifications"] += forgotten["notifications"]
     report = PurgeReport(**counts)
@@ -295,7 +324,14 @@ def _forget(conn: sa.Connection, account_id: str, now: int) -> dict[str, Any]:
         .values(subject_id=TOMBSTONE, account_id=None, details={}, purged_at=now)
     )  # fmt: skip
     conn.execute(account_lifecycle.delete().where(account_lifecycle.c.account_id == account_id))
-    return {"decision_seqs": sorted(r.seq for r in rows), "audit_seqs": sorted(trail),
+    # What each tombstone holds now, sealed in the purge's audit event: what a tombstone kept
+    # (ids, action, times, versions; the audit's actor and action) stays tamper-evident.
+    sealed = {
+        str(row.seq): tombstone_digest(row)
+        for row in conn.execute(SELECT_LINKS.where(decisions.c.seq.in_([r.seq for r in rows])))
+    }
+    trail_sealed = {str(e.seq): audit.tombstone_digest(e) for e in audit.events(conn, trail)}
+    return {"decision_tombstones": sealed, "audit_tombstones": trail_sealed,
             "objections": len(case_ids), "notifications": notes}  # fmt: skip
 
 

@@ -171,15 +171,20 @@ class DecisionService:
 
     async def _within_budget(self, reading: Awaitable[ReadingLike]) -> ReadingLike:
         """The Redis round trip, or `FeatureStoreUnavailable` past `redis_budget_s` (a slow
-        Redis must not hold billing up: the payment is decided degraded instead)."""
+        Redis must not hold billing up: the payment is decided degraded instead). A late
+        round trip is not cut short: it finishes in the background and hands its connection
+        back (cutting it would drop the connection, and the next payments would pay for a
+        reconnect inside their own budget); a payment it counted meanwhile is a retry's to
+        find, with its degraded decision."""
         if self.redis_budget_s is None:
             return await reading
-        try:
-            async with asyncio.timeout(self.redis_budget_s):
-                return await reading
-        except TimeoutError:
-            ms = round(self.redis_budget_s * 1000)
-            raise FeatureStoreUnavailable(f"Redis did not answer within {ms} ms") from None
+        task = asyncio.ensure_future(reading)
+        done, _ = await asyncio.wait({task}, timeout=self.redis_budget_s)
+        if task in done:
+            return task.result()
+        task.add_done_callback(_quiet)
+        ms = round(self.redis_budget_s * 1000)
+        raise FeatureStoreUnavailable(f"Redis did not answer within {ms} ms")
 
     def _needs_store(self, reading: ReadingLike) -> bool:
         """Whether finishing this payment reads the store (blocking I/O, kept off the loop)."""
@@ -419,6 +424,12 @@ def _with(record: DecisionRecord) -> dict[str, Any]:
         "suspend": record.action == "suspend_account",
         "notification": notification_of(record) if record.action != "allow" else None,
     }
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    """Collect a late round trip's outcome (an exception unread would be logged as lost)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _shadow_score(shadow: ChampionModel, features: Mapping[str, Any]) -> dict[str, Any] | None:

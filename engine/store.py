@@ -427,11 +427,7 @@ class DecisionStore:
     # --- rows -------------------------------------------------------------------------------
 
     def _lock_chain(self, conn: sa.Connection) -> None:
-        if not is_sqlite(self._engine):  # SQLite: BEGIN IMMEDIATE already holds the write lock
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:cls, 'decisions'::regclass::oid::int)"),
-                {"cls": _CHAIN_LOCK},
-            )
+        lock_chain(conn)
 
     @staticmethod
     def _one(conn: sa.Connection, where: sa.ColumnElement[bool]) -> StoredDecision | None:
@@ -439,27 +435,51 @@ class DecisionStore:
         return _stored(row) if row else None
 
 
+def lock_chain(conn: sa.Connection) -> None:
+    """Hold the decision chain until the transaction ends: appends wait (PostgreSQL; SQLite's
+    `BEGIN IMMEDIATE` already holds the database's write lock). First in the lock order:
+    chain, then accounts, then the audit trail."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:cls, 'decisions'::regclass::oid::int)"),
+            {"cls": _CHAIN_LOCK},
+        )
+
+
 def _unlisted_tombstone(conn: sa.Connection, through_seq: int | None) -> ChainBreak | None:
-    """A tombstone that no purge recorded in the audit trail (`retention.purge.account` lists
-    the seqs it purged): someone emptied a record by hand."""
-    query = sa.select(decisions.c.decision_id, decisions.c.seq).where(
-        decisions.c.purged_at.is_not(None)
-    )
+    """A tombstone that no purge sealed in the audit trail (`retention.purge.account` holds
+    each tombstone's digest as purged): someone emptied a record by hand, or changed what a
+    tombstone kept."""
+    query = SELECT_LINKS.where(decisions.c.purged_at.is_not(None))
     if through_seq is not None:
         query = query.where(decisions.c.seq <= through_seq)
     purged = conn.execute(query.order_by(decisions.c.seq)).all()
     if not purged:
         return None
-    listed: set[int] = set()
+    listed: dict[str, str] = {}
     for row in conn.execute(
         sa.select(audit_events.c.details).where(audit_events.c.action == PURGE_ACCOUNT)
     ):
-        listed.update(int(seq) for seq in (row.details or {}).get("decision_seqs", ()))
+        listed.update((row.details or {}).get("decision_tombstones") or {})
     for row in purged:
-        if row.seq not in listed:
+        sealed = listed.get(str(row.seq))
+        if sealed is None:
             why = "a tombstone that no purge recorded in the audit trail"
             return ChainBreak(row.decision_id, row.seq, why)
+        if sealed != tombstone_digest(row):
+            return ChainBreak(row.decision_id, row.seq, "a tombstone changed after its purge")
     return None
+
+
+# What verification reads of a record: its fields, seq and links.
+SELECT_LINKS = sa.select(decisions)
+
+
+def tombstone_digest(row: sa.Row[Any]) -> str:
+    """A tombstone's content (what retention left of the record) with its links, as one
+    digest: `decision_hash` over the fields it holds now."""
+    values = row._mapping
+    return decision_hash(_fields(row), values["seq"], values["prev_hash"])
 
 
 def _schema_problem(conn: sa.Connection) -> str | None:

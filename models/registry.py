@@ -14,6 +14,7 @@ Arbiter packages.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ class ModelUnavailable(Exception):
         self.message = message
 
 
+class AliasMissing(ModelUnavailable):
+    """The registry answered: no version of the model holds the alias (none promoted yet, or
+    the alias was taken away). Not a reason to serve a cached copy."""
+
+
+_NOT_THERE = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
@@ -69,14 +78,30 @@ def load_model(
     loaded = _load(
         client, tracking_uri, name, _by_alias(client, tracking_uri, name, alias), cache_dir
     )
-    pointer = cache_dir / name / f"@{alias}.json"
-    try:
-        tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": loaded.version, "run_id": loaded.run_id}))
-        tmp.replace(pointer)  # atomic: a reader sees the old pointer or the new one
-    except OSError:  # the cache is a convenience: serving goes on without it
-        pass
+    _remember(cache_dir / name / f"@{alias}.json", loaded)
     return loaded
+
+
+def forget_cached(name: str, cache_dir: Path, *, alias: str = CHAMPION) -> None:
+    """The registry says no version holds `alias`: a cached copy must not come back."""
+    (cache_dir / name / f"@{alias}.json").unlink(missing_ok=True)
+
+
+def _remember(pointer: Path, loaded: LoadedModel) -> None:
+    """Which version held the alias, written so that a reader sees the old pointer or the new
+    one, never half of one (several workers write it: each through its own temporary file)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".pointer-", dir=pointer.parent)
+    except OSError:  # the cache is a convenience: serving goes on without it
+        return
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({"version": loaded.version, "run_id": loaded.run_id}))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, pointer)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def load_cached(name: str, cache_dir: Path, *, alias: str = CHAMPION) -> LoadedModel:
@@ -128,7 +153,12 @@ def _by_alias(client: MlflowClient, tracking_uri: str, name: str, alias: str) ->
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        raise ModelUnavailable(
+        if exc.error_code not in _NOT_THERE:
+            raise ModelUnavailable(
+                f"the registry at {tracking_uri} failed to say which version of '{name}' is "
+                f"{alias}: {exc.message}"
+            ) from exc
+        raise AliasMissing(
             f"model '{name}' has no version with the alias '{alias}' at {tracking_uri}: "
             "train one (`arbiter train`) and promote it"
         ) from exc

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from api.deps import IngestKey, RuntimeDep
 from api.schemas import AccountDecisionOut, ErrorBody, EventsRequest, EventsResponse, ReasonOut
 from engine.intake import ingest
-from engine.privacy import close_account
+from engine.privacy import close_account, reopen_if_active
 from engine.service import Decision
 from features.events import parse_ts
 
@@ -39,11 +39,17 @@ def account_decision(decision: Decision, triggers: tuple[str, ...] = ()) -> Acco
 )
 def ingest_events(_: IngestKey, body: EventsRequest, runtime: RuntimeDep) -> EventsResponse:
     """Apply a batch of events (at most 5,000) and re-score the accounts it triggers. An
-    `account_closed` event also starts the account's retention period (engine/privacy.py)."""
+    `account_closed` event also starts the account's retention period, and later activity of
+    the account ends it (engine/privacy.py)."""
     result = ingest(runtime.service, body.events)
-    for event in body.events:
-        if event.get("type") == "account_closed":  # valid: `ingest` checked every event
-            close_account(runtime.store.database, str(event["account_id"]), parse_ts(event["ts"]))
+    latest: dict[str, int] = {}
+    for event in body.events:  # all valid: `ingest` checked every event
+        account, ts = str(event["account_id"]), parse_ts(event["ts"])
+        if event.get("type") == "account_closed":
+            close_account(runtime.store.database, account, ts)
+        else:
+            latest[account] = max(ts, latest.get(account, ts))
+    reopen_if_active(runtime.store.database, latest)
     return EventsResponse(
         received=result.received,
         applied=result.applied,

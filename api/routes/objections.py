@@ -1,6 +1,6 @@
 """Objection cases: support opens one for a customer who contests a decision; reviewers move it
 through its states (engine/objections.py, docs/objections.md). Every change names its actor
-(`X-Arbiter-Actor`) and is recorded in the case's history and the audit trail."""
+(the name of the caller's API key) and is recorded in the case's history and the audit trail."""
 
 from __future__ import annotations
 

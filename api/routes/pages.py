@@ -24,14 +24,15 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.auth import COOKIE
+from api.auth import COOKIE, authenticate
 from api.deps import CaseReader, DeskDep, RationalesDep, RuntimeDep
 from api.routes.objections import Status
+from engine.errors import Forbidden
 from engine.objections import OPEN
 from explanations.counterfactual import threshold_margin
 
 router = APIRouter(prefix="/ui", tags=["pages"], include_in_schema=False)
-ACTOR = r"^[A-Za-z0-9._@-]{1,128}$"  # api.deps.get_actor's
+PAGE_ROLES = frozenset({"support", "reviewer", "privacy"})  # the keys a page session may hold
 STATUSES: tuple[str, ...] = get_args(Status)
 TOP_BARS = 10  # the waterfall's steps; the rest are summed into one
 FRAUD, SAFE, NEUTRAL = "#c0392b", "#2e8b57", "#7f8c8d"
@@ -218,13 +219,14 @@ def _how_to_act(decision_id: str) -> str:
     url = f"/v1/decisions/{quote(decision_id)}/objections"
     return (
         "<details><summary>How to act</summary><p>These pages only show. Open an objection "
-        "or move a case on through the API, naming yourself in <code>X-Arbiter-Actor</code> "
+        "or move a case on through the API with your own key "
         "(docs/objections.md):</p><pre>"
         + escape(
-            f"curl -X POST $ARBITER{url} -H 'X-Arbiter-Actor: you' "
+            f"curl -X POST $ARBITER{url} -H 'Authorization: Bearer KEY' "
             "-H 'Content-Type: application/json' \\\n"
             '  -d \'{"statement": "...", "channel": "email", "jurisdiction": "GDPR"}\'\n'
-            "curl -X POST $ARBITER/v1/objections/CASE/transitions -H 'X-Arbiter-Actor: you' "
+            "curl -X POST $ARBITER/v1/objections/CASE/transitions "
+            "-H 'Authorization: Bearer KEY' "
             "-H 'Content-Type: application/json' \\\n"
             '  -d \'{"action": "acknowledge", "note": "..."}\''
         )
@@ -362,13 +364,18 @@ def login_page() -> HTMLResponse:
 
 @router.post("/login", response_class=HTMLResponse, response_model=None)
 async def login(request: Request, runtime: RuntimeDep) -> HTMLResponse | RedirectResponse:
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise Forbidden("sign in from this site's own page")  # no cross-site sign-in
     form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
-    principal = runtime.keys.authenticate(key) if runtime.keys is not None else None
-    if principal is None:
-        error = "<p class='overdue'>That key is unknown or revoked.</p>"
+    principal = await authenticate(runtime.keys, key) if runtime.keys is not None else None
+    if principal is None or principal.roles.isdisjoint(PAGE_ROLES):
+        why = "unknown or revoked" if principal is None else "not one for these pages"
+        error = f"<p class='overdue'>That key is {why} (support, reviewer or privacy).</p>"
         return HTMLResponse(_layout("Sign in", "nobody", _LOGIN.format(error=error)), 401)
     response = RedirectResponse("/ui/objections", status_code=303)
+    loopback = request.url.hostname in ("127.0.0.1", "localhost", "::1")
     response.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/ui",
-                        secure=request.url.scheme == "https")  # fmt: skip
+                        secure=not loopback)  # fmt: skip
     return response

@@ -32,7 +32,8 @@ def settings_for(tmp_path, **more: Any) -> Settings:
 
 
 def declared(dependant: Any) -> tuple[str, ...] | None:
-    """The roles a route admits (its `Allow` dependencies), None when it declares none."""
+    """The roles a route admits (its `Allow` dependencies), None when it declares none. The
+    check must come first: before any other dependency could answer (a 503) or do work."""
     found: list[str] = []
     stack = list(dependant.dependencies)
     seen = False
@@ -42,6 +43,9 @@ def declared(dependant: Any) -> tuple[str, ...] | None:
             seen = True
             found += dependency.call.roles
         stack += dependency.dependencies
+    if seen:
+        first = dependant.dependencies[0].call
+        assert isinstance(first, Allow), f"{dependant.path}: the role check is not first"
     return tuple(found) if seen else None
 
 
@@ -139,9 +143,20 @@ def test_keys_are_revoked_named_and_read_only_from_their_places(tmp_path):
         client.cookies.clear()
         wrong = {"Authorization": f"Bearer {key[:-2]}xx"}
         assert (await client.get("/v1/objections", headers=wrong)).status_code == 401
+        # The pages' sign-in: only case-reading keys, only from this site.
+        _, scorer = create_key(database, name="billing", roles=["scorer"], actor="dpo",
+                               at=now_ms())  # fmt: skip
+        assert (await client.post("/ui/login", data={"key": scorer})).status_code == 401
+        signed = await client.post("/ui/login", data={"key": key})
+        assert signed.status_code == 303 and "HttpOnly" in signed.headers["set-cookie"]
+        assert "SameSite=strict" in signed.headers["set-cookie"]
+        elsewhere = await client.post("/ui/login", data={"key": key},
+                                      headers={"Origin": "https://evil.example"})  # fmt: skip
+        assert elsewhere.status_code == 403
+        client.cookies.clear()
         # Revoked: refused once the key ring reloads (at most `refresh_s`; forced here).
         assert revoke_key(database, "rev-eve", actor="dpo", at=now_ms())
-        app.state.runtime.keys._loaded_at = -1e18
+        app.state.runtime.keys._tried_at = -1e18
         refused = await client.get("/v1/objections", headers={"Authorization": f"Bearer {key}"})
         assert refused.status_code == 401
         assert refused.json()["error"]["message"] == "the API key is unknown or revoked"

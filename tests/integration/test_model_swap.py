@@ -234,3 +234,21 @@ def test_with_the_registry_down_at_start_the_cached_champion_serves_and_says_so(
         assert (await score(client))["model_version"] == "1"
 
     running(app, body)
+
+
+def test_a_champion_taken_away_is_not_brought_back_from_the_cache(tmp_path, registry, redis_client):
+    promote(registry, "1")
+    running(create_app(settings_for(tmp_path, registry)), score)  # cached, pointer written
+    client = MlflowClient(tracking_uri=registry, registry_uri=registry)
+    client.delete_registered_model_alias(NAME, "champion")
+    try:
+        app = create_app(settings_for(tmp_path, registry))
+
+        async def body(client: httpx.AsyncClient) -> None:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and not ready.json()["checks"]["model"]["ok"]
+
+        running(app, body)
+        assert not (tmp_path / "var" / "models" / NAME / "@champion.json").exists()
+    finally:
+        promote(registry, "1")

@@ -220,7 +220,7 @@ def test_the_audit_trail_names_the_first_tampered_event(store, desk, url):
     assert broken is not None and broken.seq == 2 and "content" in broken.why
 
 
-def test_retention_purges_closed_accounts_keeps_held_ones_and_the_chains(store, desk, clock):
+def test_retention_purges_closed_accounts_keeps_held_ones_and_the_chains(store, desk, clock, url):
     gone, held, active, back = "acct-gone", "acct-held", "acct-live", "acct-back"
     for n, account in enumerate((gone, held, active, back)):
         suspended(store, 10 + n, account)
@@ -252,6 +252,13 @@ def test_retention_purges_closed_accounts_keeps_held_ones_and_the_chains(store, 
             .all()
         )
     assert len(purged) == 2
+    # What a tombstone kept is sealed by the purge: changing it breaks the chain.
+    execute(url, "UPDATE decisions SET action = 'allow' WHERE decision_id = :d", d=purged[0])
+    broken = store.verify_chain()
+    assert broken is not None and broken.why == "a tombstone changed after its purge"
+    execute(url, "UPDATE decisions SET action = 'suspend_account' WHERE decision_id = :d",
+            d=purged[0])  # fmt: skip
+    assert store.verify_chain() is None
     with pytest.raises(DecisionPurged, match="purged under the retention policy"):
         store.get_decision(purged[0])
     with pytest.raises(DecisionPurged, match="no case can be opened"):
@@ -261,6 +268,15 @@ def test_retention_purges_closed_accounts_keeps_held_ones_and_the_chains(store, 
         rationale_of=lambda s: None, data_categories=[], actor="dpo", at=T0,
     )  # fmt: skip
     assert document["decisions"] == [] and document["objections"] == []
+
+
+def test_activity_after_a_closure_reopens_the_account(store):
+    suspended(store, 60, "acct-again")
+    privacy.close_account(store.database, "acct-again", T0)
+    assert privacy.reopen_if_active(store.database, {"acct-again": T0 - DAY}) == 0
+    assert privacy.reopen_if_active(store.database, {"acct-again": T0 + DAY}) == 1
+    report = privacy.purge(store.database, now=T0 + 8 * 365 * DAY, actor="dpo")
+    assert report.accounts == 0 and len(store.decisions_of_account("acct-again")) == 1
 
 
 def test_a_record_emptied_by_hand_breaks_the_chain(store, url):

@@ -3,9 +3,11 @@ numbers Arbiter does carry (epoch milliseconds, E.164 phone numbers, ids) are no
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from api.screen import card_field, is_card_number, luhn
+from api.screen import card_field, is_card_number, luhn, screen
 
 CARDS = ["4111111111111111", "5500 0000 0000 0004", "3400-000000-00009", "6011000990139424",
          "4222222222222", "2223003122003222"]  # fmt: skip
@@ -54,3 +56,25 @@ def test_phone_numbers_timestamps_and_ids_pass():
         "ip": "73.12.40.9",
     }
     assert card_field(body) is None
+
+
+def test_ids_digests_and_phone_fields_are_not_cards():
+    for _ in range(2000):
+        assert card_field({"event_id": str(uuid.uuid4()), "fp": uuid.uuid4().hex * 2}) is None
+    assert card_field({"dest_number": "4915123456789"}) is None  # E.164 without its +
+    assert card_field({"ts": 2_100_000_000_000}) is None  # epoch ms, even past 2033
+
+
+def test_the_screen_sees_through_what_json_loads_accepts():
+    duplicate = b'{"statement": NaN, "statement": "4111 1111 1111 1111", "channel": "email"}'
+    refused = screen(duplicate)
+    assert refused is not None and (refused[1], refused[3]) == ("card_number", "statement")
+    escaped = screen(b'{"note": "\\u0034111111111111111"}')  # a digit as a JSON escape
+    assert escaped is not None and escaped[3] == "note"
+    assert screen('{"note": 1}'.encode("utf-16")) == (
+        422,
+        "invalid_request",
+        "the body is not UTF-8",
+        "body",
+    )
+    assert screen(b'{"amount": 25.0, "ip": "73.12.40.9", "ts": 1764412345678}') is None
