@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from engine.keys import ROLES, create_key
 from engine.store import DecisionStore, now_ms
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_REDIS_BUDGET_MS
 
 
 def free_port() -> int:
@@ -55,6 +55,7 @@ class Server:
             ARBITER_DATA_DIR=str(folder / "var"),
             MLFLOW_DISABLE_TELEMETRY="true",
             MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+            ARBITER_REDIS_BUDGET_MS=TEST_REDIS_BUDGET_MS,  # unless a test sets its own
         )
         env.update({f"ARBITER_{k.upper()}": v for k, v in settings.items()})
         # A key per role (and admin), made in the store before the server starts.
