@@ -47,6 +47,7 @@ from engine.deferred import DeferredContributions
 from engine.errors import StoreError
 from engine.flags import FlagSync
 from engine.group_commit import GroupCommitter
+from engine.journal import DecisionJournal
 from engine.keys import KeyRing
 from engine.metrics import Metrics
 from engine.model_watch import ModelWatcher
@@ -118,8 +119,10 @@ def build_runtime(settings: Settings) -> Runtime:
     remember(policy)
     metrics = Metrics()
     descriptions = {f.name: f.description for f in plan.model.features if f.description}
-    # Decisions are written by one thread, many per transaction (engine/group_commit.py).
-    writer = GroupCommitter(store)
+    # Decisions are written by one thread, many per transaction (engine/group_commit.py); while
+    # the store is down, to the local journal until it is back (engine/journal.py).
+    journal = DecisionJournal(settings.journal_dir or settings.data_dir / "journal")
+    writer = GroupCommitter(store, journal=journal)
     service = DecisionService(
         features=online, store=writer, policy=policy, model=None,
         feature_spec_version=plan.version, descriptions=descriptions, metrics=metrics,
@@ -164,6 +167,7 @@ def build_runtime(settings: Settings) -> Runtime:
         problems["objections"] = exc.message
         log.error("objections: %s", exc.message)
     keys = KeyRing(store.database)
+    keys.reload()  # now, while the store answers: the keys keep working if it goes down later
     rationales = None
     try:
         catalogue = load_catalogue(settings.reasons_catalogue)
@@ -271,6 +275,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for watcher in watchers:
             if watcher is not None:
                 watcher.start()
+        if runtime.writer is not None:
+            runtime.writer.start()  # replays what an earlier process left in the journal
         notifier = start_notifier(runtime.settings, runtime.store)
         app.state.notifier = notifier.notifier if notifier else None  # counters, for /metrics
         try:
@@ -283,7 +289,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if watcher is not None:
                     watcher.stop()
             if runtime.writer is not None:
-                runtime.writer.stop()
+                runtime.writer.stop()  # a last replay; what stays journaled waits for the next
+                if runtime.writer.journal is not None:  # process (an orphan file)
+                    runtime.writer.journal.close()
             runtime.store.close()
             runtime.redis.close()
             if runtime.redis_async is not None:

@@ -40,7 +40,12 @@ def connect(url: str, *, busy_timeout_s: float = 10.0) -> sa.Engine:
     """An engine for `url`; for SQLite the file's directory is created if missing."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, json_serializer=canonical, pool_pre_ping=True)
+        # A server that does not answer fails a connection in seconds, not the OS's minutes:
+        # the decision writer then journals (engine/journal.py) instead of hanging.
+        return sa.create_engine(
+            url, json_serializer=canonical, pool_pre_ping=True,
+            connect_args={"connect_timeout": 5},
+        )  # fmt: skip
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(

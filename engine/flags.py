@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from engine.errors import StoreError
+from engine.errors import StoreError, StoreUnavailable
 from engine.metrics import Metrics
 from engine.poller import Watcher
 from engine.ports import DecisionSink, FeatureSource, ReadingLike
@@ -48,7 +48,14 @@ class SuspensionFlags:
             return True
         if self.entity not in reading.unknown:
             return False
-        state = self.store.account_status(account_id)
+        try:
+            state = self.store.account_status(account_id)
+        except StoreUnavailable as exc:
+            # Redis and the store both without an answer (a new account, most likely, while
+            # the store is down): decided as active rather than refused (docs/security.md).
+            self.metrics.dependency_errors.inc("store")
+            log.warning("account %s: status unknown (%s); decided as active", account_id, exc)
+            return False
         if state.status != "suspended":
             return False
         self.set({account_id: state.decision_id or "suspended"})

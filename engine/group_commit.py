@@ -12,7 +12,15 @@ refuses fails its own request only (and a store that is down fails each with its
 request cancelled before its turn is not stored. The writer survives anything a request does
 and is restarted if it ever died.
 
-Reads (`get_by_payment`, `account_status`, `suspended_accounts`) go straight to the store.
+With a `journal` (engine.journal), a batch the store cannot take (`StoreUnavailable`) is
+written to the local journal and fsync'd instead, and its requests are answered from there; the
+writer replays the journal into the store as soon as the store answers (tried at most every
+`retry_s` while it does not, before new batches and whenever the queue is idle), so journaled
+decisions keep their order in the chain. Orphan journals of processes that are gone are
+replayed too.
+
+Reads (`get_by_payment`, `account_status`, `suspended_accounts`) go to the store, with what
+is still only journaled in this process taken into account.
 """
 
 from __future__ import annotations
@@ -20,12 +28,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 from engine.accounts import AccountState
 from engine.errors import StoreUnavailable
+from engine.journal import DecisionJournal
 from engine.records import DecisionRecord, StoredDecision
 from engine.store import Append, DecisionStore
 
@@ -33,10 +44,23 @@ log = logging.getLogger("arbiter.group_commit")
 
 
 class GroupCommitter:
-    def __init__(self, store: DecisionStore, *, max_batch: int = 256, wait_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: DecisionStore,
+        *,
+        max_batch: int = 256,
+        wait_s: float = 30.0,
+        journal: DecisionJournal | None = None,
+        retry_s: float = 1.0,
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.wait_s = wait_s  # a synchronous caller's longest wait for its decision
+        self.journal = journal
+        self.retry_s = retry_s  # how often a store that is down is tried again
+        self._store_failed_at: float | None = None  # monotonic time of the last failure
+        self._orphans_checked_at = float("-inf")
+        self.journal_error: str | None = None  # why the journal could not take a batch, if so
         self._queue: queue.SimpleQueue[tuple[Append, Future[StoredDecision]] | None] = (
             queue.SimpleQueue()
         )
@@ -71,23 +95,36 @@ class GroupCommitter:
         keeps the decision out of the store."""
         if self._stopped:
             raise StoreUnavailable("the decision writer is stopped")
-        self._ensure_started()
+        self.start()
         future: Future[StoredDecision] = Future()
         self._queue.put((Append(record, suspend, notification), future))
         return future
 
     def get_by_payment(self, payment_id: str) -> StoredDecision | None:
+        if self.journal is not None and (journaled := self.journal.by_payment(payment_id)):
+            return replace(journaled, replayed=True)
         return self.store.get_by_payment(payment_id)
 
     def account_status(self, account_id: str) -> AccountState:
+        if self.journal is not None and (decision := self.journal.suspended().get(account_id)):
+            return AccountState(account_id, "suspended", None, decision, None)
         return self.store.account_status(account_id)
 
     def suspended_accounts(self) -> dict[str, str | None]:
-        return self.store.suspended_accounts()
+        suspended = self.store.suspended_accounts()
+        if self.journal is not None:
+            suspended.update(self.journal.suspended())
+        return suspended
+
+    @property
+    def journal_pending(self) -> int:
+        return self.journal.pending if self.journal is not None else 0
 
     # --- the writer -----------------------------------------------------------------------------
 
-    def _ensure_started(self) -> None:
+    def start(self) -> None:
+        """Start the writer thread if it is not running (the first submit does it too; a
+        journal's orphans and leftovers are replayed only while it runs)."""
         if self._thread is not None and self._thread.is_alive():
             return
         with self._lock:
@@ -116,8 +153,13 @@ class GroupCommitter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self.retry_s if self.journal else None)
+            except queue.Empty:  # idle: time to move journaled decisions into the store
+                self._drain()
+                continue
             if first is None:
+                self._drain()
                 return
             batch = [first]
             stop = False
@@ -145,9 +187,17 @@ class GroupCommitter:
         live = [(a, f) for a, f in batch if f.set_running_or_notify_cancel()]
         if not live:
             return
+        if self.journal is not None and not self._drain():
+            # Journaled decisions wait for the store: newer ones queue up behind them.
+            self._journal(live, StoreUnavailable("the decision store is unavailable"))
+            return
         try:
             stored = self.store.append_many([append for append, _ in live])
         except Exception as exc:
+            if isinstance(exc, StoreUnavailable) and self.journal is not None:
+                self._store_failed_at = time.monotonic()
+                self._journal(live, exc)
+                return
             if len(live) == 1 or isinstance(exc, StoreUnavailable):
                 # The store's own error for each: a store that is down or locked would only
                 # fail each decision again, one timeout at a time.
@@ -164,6 +214,49 @@ class GroupCommitter:
         self.appended += len(live)
         for (_, future), result in zip(live, stored, strict=True):
             _settle(future, result=result)
+
+    def _journal(self, live: list[tuple[Append, Future[StoredDecision]]], exc: Exception) -> None:
+        """The store cannot take `live`: journal it, or fail each request with `exc`."""
+        assert self.journal is not None
+        try:
+            stored = self.journal.write([append for append, _ in live])
+        except OSError as error:
+            self.journal_error = f"the decision journal cannot be written: {error}"
+            log.error("%s; %d decisions failed", self.journal_error, len(live))
+            for _, future in live:
+                _settle(future, error=exc)
+            return
+        self.journal_error = None
+        for (_, future), result in zip(live, stored, strict=True):
+            _settle(future, result=result)
+
+    def _drain(self) -> bool:
+        """Replay the journal into the store; True when nothing of this process's is pending.
+        A store that failed less than `retry_s` ago is not tried again yet. Orphan journals are
+        looked for every few seconds."""
+        journal = self.journal
+        if journal is None:
+            return True
+        now = time.monotonic()
+        if self._store_failed_at is not None and now - self._store_failed_at < self.retry_s:
+            return journal.pending == 0
+        try:
+            if journal.pending:
+                journal.replay_own(self.store)
+                log.info("the decision store is back: the journal is replayed (%d decisions "
+                         "since start)", journal.replayed)  # fmt: skip
+            if now - self._orphans_checked_at >= 5 * self.retry_s:
+                self._orphans_checked_at = now
+                journal.replay_orphans(self.store)
+        except StoreUnavailable:
+            self._store_failed_at = now
+            return journal.pending == 0
+        except Exception:  # a bug or a refused record: keep serving, try again later
+            log.exception("replaying the decision journal failed")
+            self._store_failed_at = now
+            return journal.pending == 0
+        self._store_failed_at = None
+        return True
 
     def _write_one(self, item: tuple[Append, Future[StoredDecision]]) -> None:
         append, future = item

@@ -158,10 +158,17 @@ class Metrics:
             ("outcome",),
         )
 
+        self.journal = Gauge(
+            "arbiter_journal_decisions",
+            "Decisions of the local journal (store down): pending, journaled and replayed since "
+            "start.",
+            ("state",),
+        )
+
     def render(self) -> str:
         families: Iterable[_Family | Histogram] = (
             self.decisions, self.score_seconds, self.model_info, self.dependency_errors,
-            self.notifications,
+            self.notifications, self.journal,
         )  # fmt: skip
         return "".join(line + "\n" for family in families for line in family.render())
 

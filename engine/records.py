@@ -120,6 +120,7 @@ class StoredDecision:
     deferred: Deferred | None = None  # contributions stored after the decision
     replayed: bool = False  # True when an append found the payment already decided
     purged: bool = False  # a retention tombstone: its personal content removed
+    journaled: bool = False  # in the local journal (engine.journal), not yet in the store
 
     @property
     def decision_id(self) -> str:

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # How long a payment waits for Redis (features, flag, the event) before it is decided
     # degraded with FEATURES_UNAVAILABLE (milliseconds; docs/security.md).
     redis_budget_ms: float = 50
+    # Decisions the store cannot take (it is down) are fsync'd here and replayed into it once
+    # it is back (engine/journal.py); unset: `data_dir`/journal. One folder for all the
+    # workers of a host, on local disk.
+    journal_dir: Path | None = None
     # How often Redis's suspension flags are made to match the store (seconds).
     flag_sync_seconds: float = 30
     # How often the service asks the registry which version holds `champion` (seconds); a new

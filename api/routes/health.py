@@ -87,6 +87,14 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
         if store_problem is None
         else {"ok": False, "problem": store_problem}
     )
+    writer = runtime.writer
+    if writer is not None and writer.journal is not None:
+        checks["store"]["journal_pending"] = writer.journal_pending
+        if store_problem is not None and writer.journal_error is None:
+            # Still ready: decisions go to the local journal until the store is back.
+            checks["store"]["error"] = checks["store"].pop("problem")
+        elif writer.journal_error is not None:
+            checks["store"]["journal_problem"] = writer.journal_error
     policy = service.policy
     checks["policy"] = {"ok": True, "name": policy.model.name, "version": policy.version}
     refused = runtime.policy_watcher.last_error if runtime.policy_watcher else None

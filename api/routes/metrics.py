@@ -40,4 +40,10 @@ def metrics(request: Request, runtime: RuntimeDep) -> PlainTextResponse:
     if notifier is not None:
         totals = notifier.counters.snapshot()
         registry.notifications.mirror({(outcome,): n for outcome, n in totals.items()})
+    journal = runtime.writer.journal if runtime.writer is not None else None
+    if journal is not None:
+        registry.journal.replace(
+            {("pending",): journal.pending, ("journaled",): journal.journaled,
+             ("replayed",): journal.replayed}
+        )  # fmt: skip
     return PlainTextResponse(registry.render(), media_type=CONTENT_TYPE)

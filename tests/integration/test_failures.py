@@ -6,66 +6,18 @@ event pipeline is refused with a retryable 503 meanwhile."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 from tests.integration.conftest import ACCOUNT_NAME, NAME
 from tests.integration.test_scoring_e2e import payment
-from tests.server import Server, free_port
+from tests.own_servers import OwnRedis
+from tests.server import Server
 
 pytestmark = pytest.mark.integration
-
-
-class OwnRedis:
-    """A redis-server process on loopback that the test may stall, kill and restart."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (apt-get install redis-server): the "
-                        "failure tests stop and start one of their own", pytrace=False)  # fmt: skip
-        self.binary, self.folder, self.port = binary, folder, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--enable-debug-command", "local", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        pytest.fail(f"redis-server did not start on port {self.port}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
-
-    def stall(self, seconds: float) -> threading.Thread:
-        """Block the server for `seconds` (DEBUG SLEEP), from another thread."""
-        client = redis.Redis.from_url(self.url, socket_timeout=seconds + 5)
-        thread = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", seconds))
-        thread.start()
-        time.sleep(0.1)  # the server is asleep from here on
-        return thread
 
 
 @pytest.fixture(scope="module")

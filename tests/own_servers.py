@@ -1,0 +1,112 @@
+"""Servers of a test's own, on free loopback ports, that the test may stop, kill and start
+again: Debian's `redis-server`, and a PostgreSQL cluster made with `initdb` from Debian's
+`postgresql` package (as the `postgres` user when the tests run as root, as initdb must).
+The machine's own servers are never touched. Used by the failure tests and the chaos run."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.server import free_port
+
+
+class OwnRedis:
+    """A redis-server process on loopback that the test may stall, kill and restart."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server): the "
+                        "failure tests stop and start one of their own", pytrace=False)  # fmt: skip
+        self.binary, self.folder, self.port = binary, folder, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--enable-debug-command", "local", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        pytest.fail(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stall(self, seconds: float) -> threading.Thread:
+        """Block the server for `seconds` (DEBUG SLEEP), from another thread."""
+        client = redis.Redis.from_url(self.url, socket_timeout=seconds + 5)
+        thread = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", seconds))
+        thread.start()
+        time.sleep(0.1)  # the server is asleep from here on
+        return thread
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of its own in a temporary folder; `stop` is a clean shutdown (every
+    connection cut), `start` brings the same data back."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            pytest.fail("PostgreSQL's server binaries are not installed (apt-get install "
+                        "postgresql): the store-outage tests run a cluster of their own",
+                        pytrace=False)  # fmt: skip
+        self.bin = Path(found[-1]).parent
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="arbiter-pg-"))
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
+        self.data = self.folder / "data"
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [str(self.bin / tool), *args]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=self.folder)
+        if done.returncode != 0:
+            pytest.fail(f"{tool} failed: {done.stdout}{done.stderr}", pytrace=False)
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c max_connections=50")  # fmt: skip
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-o",
+                  options, "-w", "-t", "30", "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
