@@ -82,6 +82,26 @@ class IpResolver:
         return out
 
 
+@lru_cache(maxsize=65_536)
+def truncate(ip: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> str:
+    """The address with its host bits zeroed ("31.38.189.237" -> "31.38.189.0"); a value that
+    is not an address is returned as it is."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    prefix = ipv4_prefix if addr.version == 4 else ipv6_prefix
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+
+
+def truncate_series(ips: pd.Series, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> np.ndarray:
+    """`truncate` of every value (object array, None where missing), via the uniques."""
+    codes, uniques = pd.factorize(ips, use_na_sentinel=True)
+    cut = [truncate(str(ip), ipv4_prefix, ipv6_prefix) for ip in uniques]
+    out: np.ndarray = np.array([*cut, None], dtype=object)[codes]
+    return out
+
+
 @lru_cache(maxsize=1)
 def _default_resolver() -> IpResolver:
     path = resources.files("features") / "data" / "ip_ranges.csv"

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from features.errors import InvalidEventLog
-from features.geoip import IpResolver
+from features.geoip import IpResolver, truncate_series
 from features.kernels import distinct_sweep, max_sweep
 from features.spec import Feature, Primitive, SpecPlan, encode_value
 
@@ -31,15 +31,16 @@ I64 = npt.NDArray[np.int64]
 def enrich(log: pd.DataFrame, plan: SpecPlan, resolver: IpResolver | None = None) -> pd.DataFrame:
     """The log with the spec's enrichment columns added (in place when they are missing)."""
     for e in plan.model.enrich:
-        if e.country in log.columns and e.network in log.columns:
-            continue
-        resolver = resolver or IpResolver.default()
-        if e.field in log.columns:
-            country, network = resolver.resolve_series(log[e.field])
-        else:
-            country = network = np.full(len(log), None, dtype=object)
-        log[e.country] = country
-        log[e.network] = network
+        if e.country not in log.columns or e.network not in log.columns:
+            resolver = resolver or IpResolver.default()
+            if e.field in log.columns:
+                country, network = resolver.resolve_series(log[e.field])
+            else:
+                country = network = np.full(len(log), None, dtype=object)
+            log[e.country] = country
+            log[e.network] = network
+        if e.keep == "truncated" and e.field in log.columns:  # after the look-up
+            log[e.field] = truncate_series(log[e.field], e.ipv4_prefix, e.ipv6_prefix)
     return log
 
 

@@ -38,7 +38,7 @@ import redis
 import redis.asyncio
 
 from features.errors import FeatureStoreUnavailable
-from features.geoip import IpResolver
+from features.geoip import IpResolver, truncate
 from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
@@ -105,11 +105,12 @@ class OnlineStore(SideKeys):
         out = dict(event)
         if self.resolver is not None:
             for e in self.plan.model.enrich:
-                if e.country in out and e.network in out:
-                    continue
                 ip = out.get(e.field)
-                country, network = self.resolver.resolve(str(ip)) if ip else (None, None)
-                out[e.country], out[e.network] = country, network
+                if e.country not in out or e.network not in out:
+                    country, network = self.resolver.resolve(str(ip)) if ip else (None, None)
+                    out[e.country], out[e.network] = country, network
+                if ip and e.keep == "truncated":  # after the look-up, which needs all of it
+                    out[e.field] = truncate(str(ip), e.ipv4_prefix, e.ipv6_prefix)
         return out
 
     def _ops(self, entity: str, event: Mapping[str, Any], encoded: dict[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.errors import InvalidSpec
 
@@ -67,10 +67,17 @@ class Entity(_Strict):
 
 
 class Enrichment(_Strict):
+    """`ip_geo`: the country and network type of the address in `field`, resolved from the full
+    address; with `keep: truncated` the address itself is then cut to its network (IPv4 /24,
+    IPv6 /48 by default) before anything keeps or counts it, online and offline alike."""
+
     kind: Literal["ip_geo"]
     field: str
     country: str
     network: str
+    keep: Literal["full", "truncated"] = "full"
+    ipv4_prefix: int = Field(24, ge=8, le=32)
+    ipv6_prefix: int = Field(48, ge=16, le=128)
 
 
 class FeatureDef(_Strict):
