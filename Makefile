@@ -13,7 +13,8 @@ ACCOUNTS ?= 2000
 DAYS ?= 60
 
 .PHONY: help venv redis world run train promote train-account promote-account test test-unit \
-        test-integration screenshots lint format typecheck bench-features bench-training bench-scoring bench clean
+        test-integration screenshots lint format typecheck bench-features bench-training bench-scoring bench-chaos \
+        bench clean
 
 help:
 	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
@@ -21,7 +22,7 @@ help:
 	@echo "make train  - train on the simulated world, register a challenger in MLflow"
 	@echo "make promote - promote the challenger to champion if it passes the gate"
 	@echo "make train-account | promote-account - the same for the account model"
-	@echo "make lint | typecheck | bench | bench-features | bench-training | bench-scoring | clean"
+	@echo "make lint | typecheck | bench | bench-features | bench-training | bench-scoring | bench-chaos"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found " + sys.version.split()[0] + ")")'
@@ -94,6 +95,10 @@ bench-training: venv
 
 bench-scoring: venv redis
 	$(BIN)/python bench/bench_scoring.py
+
+# Redis killed and restarted, PostgreSQL stopped and started, under load (servers of its own).
+bench-chaos: venv
+	$(BIN)/python bench/bench_chaos.py
 
 bench: bench-features bench-training bench-scoring
 

@@ -14,6 +14,7 @@ answers 503 `model_not_loaded` until one is there.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -277,6 +278,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 watcher.start()
         if runtime.writer is not None:
             runtime.writer.start()  # replays what an earlier process left in the journal
+        # What start-up made (libraries, models: millions of objects) stays for the process's
+        # life: kept out of the collector's full passes, which would otherwise walk it all and
+        # stall every request for a few hundred milliseconds now and then.
+        gc.collect()
+        gc.freeze()
         notifier = start_notifier(runtime.settings, runtime.store)
         app.state.notifier = notifier.notifier if notifier else None  # counters, for /metrics
         try:

@@ -132,13 +132,14 @@ async def _phase(port: int, phase: dict[str, Any], connections: int, timeout: fl
     cpu_server, cpu_client = _cpu_s(server_pid) - cpu_server, time.process_time() - cpu_client
     while not pool.empty():
         pool.get_nowait()[1].close()
-    kept = [json.loads(b) if 200 <= s < 300 else {} for b, s in zip(bodies, status, strict=True)]
-    kept = [k for k in kept if k] if phase.get("keep_bodies") else []
+    kept = [(i, json.loads(b)) for i, (b, s) in enumerate(zip(bodies, status, strict=True))
+            if 200 <= s < 300] if phase.get("keep_bodies") else []  # fmt: skip
     return {
         "name": phase["name"], "rate": rate, "latency_ms": latency, "status": status,
         "wall_s": wall, "server_cpu_s": cpu_server, "client_cpu_s": cpu_client,
-        "responses": [{"action": r.get("action"), "decision_id": r.get("decision_id")}
-                      for r in kept],
+        "responses": [{"i": i, "action": r.get("action"), "decision_id": r.get("decision_id"),
+                       "degraded": r.get("degraded")} for i, r in kept],
+        "t0_epoch": time.time() - (loop.time() - t0),  # the schedule's start, wall clock
     }  # fmt: skip
 
 

@@ -265,6 +265,12 @@ class GroupCommitter:
             # a decision already stored comes back as stored, not appended twice.
             [result] = self.store.append_many([append], recover=True)
         except Exception as exc:
+            if isinstance(exc, StoreUnavailable) and self.journal is not None:
+                # The store went down meanwhile (its batch failed some other way first): the
+                # journal's replay recovers it the same way, should the batch have committed.
+                self._store_failed_at = time.monotonic()
+                self._journal([item], exc)
+                return
             _settle(future, error=exc)
             return
         self.batches += 1

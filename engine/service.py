@@ -30,7 +30,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
+from engine.errors import (
+    AccountNotFound,
+    AccountSuspended,
+    ModelNotLoaded,
+    StoreError,
+    StoreUnavailable,
+)
 from engine.flags import SuspensionFlags
 from engine.metrics import Metrics
 from engine.notices import notification_of
@@ -225,11 +231,18 @@ class DecisionService:
         declined (the store says so), the rest is decided degraded."""
         self.metrics.dependency_errors.inc("redis")
         base, started = pending.base, pending.started
-        previous = self.store.get_by_payment(base["payment_id"])
-        if previous is not None:
-            return Decision.of(previous)
-        if self.store.account_status(base["account_id"]).status == "suspended":
-            return self._suspended(base, started)
+        try:
+            previous = self.store.get_by_payment(base["payment_id"])
+            if previous is not None:
+                return Decision.of(previous)
+            if self.store.account_status(base["account_id"]).status == "suspended":
+                return self._suspended(base, started)
+        except StoreUnavailable as exc:
+            # The store is down too: decided degraded all the same (the journal keeps it; a
+            # payment decided before keeps its first decision in the store).
+            self.metrics.dependency_errors.inc("store")
+            log.warning("payment %s: decided without the store's look-ups (%s)",
+                        base["payment_id"], exc)  # fmt: skip
         return self._degraded(base, pending.event, pending.policy, started)
 
     def _finish_payment(self, pending: _Pending, reading: ReadingLike) -> Decision | DecisionRecord:

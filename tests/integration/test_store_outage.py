@@ -21,7 +21,7 @@ from engine.store import DecisionStore
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.conftest import ACCOUNT_NAME, NAME
 from tests.integration.test_scoring_e2e import payment
-from tests.own_servers import OwnPostgres
+from tests.own_servers import OwnPostgres, OwnRedis
 from tests.server import Server
 
 pytestmark = pytest.mark.integration
@@ -184,3 +184,51 @@ def test_a_journal_left_by_a_killed_server_is_replayed_by_the_next_one(
 
 def _payments(answers: list[httpx.Response]) -> list[str]:
     return [orjson.loads(a.request.content)["payment_id"] for a in answers]
+
+
+def test_a_short_chaos_run_loses_and_doubles_nothing(models, tmp_path_factory, own_postgres):
+    """bench/bench_chaos.py in small: Redis killed and restarted, then the store stopped and
+    started, under steady load; every payment answered 200, none lost, none stored twice."""
+    redis_server = OwnRedis(tmp_path_factory.mktemp("chaos-redis"))
+    redis_server.start()
+    live = Server(
+        tmp_path_factory.mktemp("chaos"), tracking_uri=models.tracking_uri, model_name=NAME,
+        account_model_name=ACCOUNT_NAME, redis_url=redis_server.url,
+        database_url=own_postgres.url, redis_budget_ms="50",
+    ).wait("/readyz")  # fmt: skip
+    try:
+        load = Load(live).start()
+        time.sleep(2)
+        redis_server.kill()
+        time.sleep(2)
+        redis_server.start()  # empty
+        time.sleep(2)
+        own_postgres.stop()
+        time.sleep(3)
+        own_postgres.start()
+        time.sleep(2)
+        answers = load.stop()
+        with live.client() as api:
+            deadline = time.monotonic() + 30
+            while (state := readiness(api))[1].get("journal_pending") != 0 or not state[1]["ok"]:
+                assert time.monotonic() < deadline, f"the journal was not replayed: {state}"
+                time.sleep(0.2)
+    finally:
+        live.stop()
+        if redis_server.process is not None and redis_server.process.poll() is None:
+            redis_server.kill()
+    assert [a for _, status, a in answers if status != 200] == []
+    degraded = [a for _, _, a in answers if a["degraded"]]
+    assert degraded, "Redis was down: some payments must have been decided degraded"
+    answered = {a["decision_id"] for _, _, a in answers}
+    payments = [body["payment_id"] for body, _, _ in answers]
+    engine = sa.create_engine(own_postgres.url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT decision_id, payment_id FROM decisions WHERE payment_id IN :ids")
+            .bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": payments},
+        ).all()  # fmt: skip
+    engine.dispose()
+    assert len(rows) == len({r.payment_id for r in rows}) == len(payments)  # none twice
+    assert {r.decision_id for r in rows} == answered  # none lost
