@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,6 +80,7 @@ from models.registry import (
 log = logging.getLogger("arbiter.api")
 # The hot path waits this long for Redis before deciding without features (degraded).
 REDIS_TIMEOUT_S = 0.5
+SWITCH_INTERVAL_S = 0.0005
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -283,6 +285,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # stall every request for a few hundred milliseconds now and then.
         gc.collect()
         gc.freeze()
+        # A thread back from I/O (the decision writer's commit, a store read) waits for the
+        # interpreter at most this long while another thread computes (CPython's default is
+        # 5 ms, per wait: several round trips of one request add up to tens of milliseconds).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         notifier = start_notifier(runtime.settings, runtime.store)
         app.state.notifier = notifier.notifier if notifier else None  # counters, for /metrics
         try:

@@ -157,8 +157,9 @@ def run(args: argparse.Namespace, redis: OwnRedis, store: OwnPostgres):
         for account in mix.suspended:
             decisions.set_account_status(account["account_id"], "suspended", actor="bench",
                                          reason="bench: suspended before the run")  # fmt: skip
-        _, key = create_key(decisions.database, name=f"chaos-{tag}", roles=["scorer", "ops"],
-                            actor="bench", at=now_ms())  # fmt: skip
+        _, key = create_key(decisions.database, name=f"chaos-{tag}",
+                            roles=["scorer", "ops", "support"], actor="bench",
+                            at=now_ms())  # fmt: skip
         warm, _ = mix.bodies(400, f"chaos-{tag}-warm")
         bodies, kinds = mix.bodies(int(args.rate * args.duration), f"chaos-{tag}-main")
         phases = [
@@ -213,6 +214,13 @@ def verify(
                 raise SystemExit(f"the journal was not replayed in 120 s: {store}")
             time.sleep(0.5)
         metrics = api.get("/metrics").text
+        # What the service itself timed, for a sample of the degraded decisions.
+        degraded = [r["decision_id"] for r in result["responses"] if r["degraded"]]
+        sums: dict[str, float] = {}
+        sample = degraded[:: max(1, len(degraded) // 100)]
+        for decision_id in sample:
+            for name, value in api.get(f"/v1/decisions/{decision_id}").json()["timings"].items():
+                sums[name] = sums.get(name, 0.0) + value
     journal = {line.split('"')[1]: float(line.split()[-1]) for line in metrics.splitlines()
                if line.startswith("arbiter_journal_decisions{")}  # fmt: skip
     with decisions.database.connect() as conn:
@@ -228,6 +236,7 @@ def verify(
         "stored": len(rows),
         "chain": decisions.verify_chain(),
         "journal": journal,
+        "degraded_timings": {k: v / len(sample) for k, v in sums.items()} if sample else {},
     }
 
 
@@ -274,6 +283,9 @@ def report(args: argparse.Namespace, result: dict[str, Any], chaos: Chaos,
         + ("verifies" if chain is None else f"**broken** at {chain}")
         + ".",
     ]
+    if checks["degraded_timings"]:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in checks["degraded_timings"].items())
+        lines.append(f"Degraded decisions, inside the service (mean of a sample, ms): {parts}.")
     return "\n".join(lines)
 
 

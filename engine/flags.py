@@ -34,6 +34,9 @@ class SuspensionFlags:
         self.metrics = metrics
         self.entity = entity  # the feature spec's entity keyed by account_id
         self.index = f"{features.key(entity, '')}:suspended-index"  # every flag key
+        # The suspended accounts as of the last sync, with this process's changes since (None
+        # before the first sync): what a payment goes by while Redis does not answer.
+        self.known: dict[str, str] | None = None
 
     def key(self, account_id: str) -> str:
         """The Redis key flagging a suspended account (its value: the decision behind it). It
@@ -69,6 +72,14 @@ class SuspensionFlags:
     def set(self, accounts: Mapping[str, str | None]) -> None:
         """Flag (decision id) or unflag (None) accounts. Best effort: a flag Redis missed is
         set again by `sync` or by the store look-up of an account Redis does not know."""
+        if self.known is not None:  # rebound, never changed in place: readers see one or other
+            known = dict(self.known)
+            for account_id, decision in accounts.items():
+                if decision is None:
+                    known.pop(account_id, None)
+                else:
+                    known[account_id] = decision
+            self.known = known
         try:
             self.features.set_strings(
                 {self.key(a): v for a, v in accounts.items()}, index=self.index
@@ -76,6 +87,12 @@ class SuspensionFlags:
         except FeatureStoreUnavailable as exc:
             self.metrics.dependency_errors.inc("redis")
             log.warning("suspension flags not written (%s); the next sync writes them", exc)
+
+    def known_suspended(self, account_id: str) -> bool | None:
+        """From memory (the last sync and this process's changes since; up to one sync
+        interval behind other processes' changes): None before the first sync."""
+        known = self.known
+        return None if known is None else account_id in known
 
     def flagged(self) -> list[str]:
         """The accounts Redis flags as suspended (from the flag index)."""
@@ -87,7 +104,8 @@ class SuspensionFlags:
         of the `stale` accounts (flagged in Redis) that are active again. Returns how many
         flags were written."""
         suspended = self.store.suspended_accounts()
-        values: dict[str, str | None] = {a: d or "suspended" for a, d in suspended.items()}
+        self.known = {a: d or "suspended" for a, d in suspended.items()}
+        values: dict[str, str | None] = dict(self.known)
         for account_id in stale:
             if account_id not in suspended:
                 values[account_id] = None

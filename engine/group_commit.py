@@ -41,6 +41,7 @@ from engine.records import DecisionRecord, StoredDecision
 from engine.store import Append, DecisionStore
 
 log = logging.getLogger("arbiter.group_commit")
+_REPLAY_CHUNK = 64  # journaled decisions replayed between two new batches
 
 
 class GroupCommitter:
@@ -154,7 +155,7 @@ class GroupCommitter:
     def _run(self) -> None:
         while True:
             try:
-                first = self._queue.get(timeout=self.retry_s if self.journal else None)
+                first = self._queue.get(timeout=self._idle_wait())
             except queue.Empty:  # idle: time to move journaled decisions into the store
                 self._drain()
                 continue
@@ -230,6 +231,16 @@ class GroupCommitter:
         for (_, future), result in zip(live, stored, strict=True):
             _settle(future, result=result)
 
+    def _idle_wait(self) -> float | None:
+        """How long the writer waits for work before it turns to the journal: not at all
+        without one; a moment while a backlog drains into a store that answers; else
+        `retry_s`."""
+        if self.journal is None:
+            return None
+        if self.journal.pending and self._store_failed_at is None:
+            return 0.005
+        return self.retry_s
+
     def _drain(self) -> bool:
         """Replay the journal into the store; True when nothing of this process's is pending.
         A store that failed less than `retry_s` ago is not tried again yet. Orphan journals are
@@ -242,7 +253,12 @@ class GroupCommitter:
             return journal.pending == 0
         try:
             if journal.pending:
-                journal.replay_own(self.store)
+                # A chunk at a time: new decisions are journaled behind the backlog meanwhile,
+                # and the requests' threads get the interpreter between chunks.
+                journal.replay_own(self.store, limit=_REPLAY_CHUNK)
+                if journal.pending:
+                    self._store_failed_at = None
+                    return False
                 log.info("the decision store is back: the journal is replayed (%d decisions "
                          "since start)", journal.replayed)  # fmt: skip
             if now - self._orphans_checked_at >= 5 * self.retry_s:

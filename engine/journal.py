@@ -40,7 +40,7 @@ from engine.store import Append
 log = logging.getLogger("arbiter.journal")
 
 SUFFIX = ".jsonl"
-_REPLAY_BATCH = 256
+_REPLAY_BATCH = 64  # decisions per replay transaction
 
 
 class Appender(Protocol):
@@ -123,11 +123,13 @@ class DecisionJournal:
         self.journaled += len(batch)
         return [pending_copy(a) for a in batch]
 
-    def replay_own(self, store: Appender) -> None:
-        """Move this process's pending decisions into the store, oldest first; raises the
-        store's error when it still cannot take them (what went in stays in, the rest stays
-        pending)."""
-        while self._pending:
+    def replay_own(self, store: Appender, *, limit: int | None = None) -> None:
+        """Move this process's pending decisions into the store, oldest first (at most
+        `limit` of them: a long backlog goes in a chunk at a time, between new batches);
+        raises the store's error when it still cannot take them (what went in stays in, the
+        rest stays pending)."""
+        moved = 0
+        while self._pending and (limit is None or moved < limit):
             chunk = self._pending[:_REPLAY_BATCH]
             store.append_many(chunk, recover=True)
             with self._lock:
@@ -137,6 +139,9 @@ class DecisionJournal:
                     if payment_id is not None and self._by_payment.get(payment_id) is append:
                         del self._by_payment[payment_id]
             self.replayed += len(chunk)
+            moved += len(chunk)
+        if self._pending:
+            return
         if self._fd is not None and os.fstat(self._fd).st_size:
             os.ftruncate(self._fd, 0)  # all in the store: the file starts over
             os.fsync(self._fd)

@@ -159,7 +159,10 @@ class DecisionService:
                 else:
                     reading = self.features.read_for_decision(pending.event, [pending.flag])
             except FeatureStoreUnavailable:
-                outcome = await asyncio.to_thread(self._without_features, pending)
+                if self.flags.known is None:  # before the first sync: the store is asked
+                    outcome = await asyncio.to_thread(self._without_features, pending)
+                else:  # from memory: no I/O
+                    outcome = self._without_features(pending)
             else:
                 if self._needs_store(reading):  # a retry, or an account Redis does not know
                     outcome = await asyncio.to_thread(self._finish_payment, pending, reading)
@@ -227,23 +230,25 @@ class DecisionService:
                         self.flags.key(account_id))  # fmt: skip
 
     def _without_features(self, pending: _Pending) -> Decision | DecisionRecord:
-        """Redis did not answer: a retry still gets its decision, a suspended account is still
-        declined (the store says so), the rest is decided degraded."""
+        """Redis did not answer: a suspended account is still declined, the rest is decided
+        degraded. Whether the account is suspended comes from memory (`SuspensionFlags.known`,
+        synced from the store every `flag_sync_seconds`), or from the store before the first
+        sync. A retry gets its first decision back from the store's append, which keeps one
+        decision per payment."""
         self.metrics.dependency_errors.inc("redis")
         base, started = pending.base, pending.started
-        try:
-            previous = self.store.get_by_payment(base["payment_id"])
-            if previous is not None:
-                return Decision.of(previous)
-            if self.store.account_status(base["account_id"]).status == "suspended":
-                return self._suspended(base, started)
-        except StoreUnavailable as exc:
-            # The store is down too: decided degraded all the same (the journal keeps it; a
-            # payment decided before keeps its first decision in the store).
-            self.metrics.dependency_errors.inc("store")
-            log.warning("payment %s: decided without the store's look-ups (%s)",
-                        base["payment_id"], exc)  # fmt: skip
-        return self._degraded(base, pending.event, pending.policy, started)
+        timings = {"features_ms": _ms(pending.read_at)}  # how long Redis was waited for
+        suspended = self.flags.known_suspended(base["account_id"])
+        if suspended is None:
+            try:
+                suspended = self.store.account_status(base["account_id"]).status == "suspended"
+            except StoreUnavailable as exc:  # the store is down too: decided degraded
+                self.metrics.dependency_errors.inc("store")
+                log.warning("payment %s: account status unknown (%s)", base["payment_id"], exc)
+                suspended = False
+        if suspended:
+            return self._suspended(base, started)
+        return self._degraded(base, pending.event, pending.policy, started, timings)
 
     def _finish_payment(self, pending: _Pending, reading: ReadingLike) -> Decision | DecisionRecord:
         """The decision to store (a record), or the one stored before (a retry)."""
@@ -293,7 +298,12 @@ class DecisionService:
         )  # fmt: skip
 
     def _degraded(
-        self, base: dict[str, Any], event: Mapping[str, Any], policy: Policy, started: float
+        self,
+        base: dict[str, Any],
+        event: Mapping[str, Any],
+        policy: Policy,
+        started: float,
+        timings: Mapping[str, float] | None = None,
     ) -> DecisionRecord:
         """Features cannot be read: the lists still apply, the rest is the policy's fallback."""
         verdict: Verdict = policy.decide(None, {}, facts_of(event, {}))
@@ -301,7 +311,8 @@ class DecisionService:
         codes = [*verdict.reasons, "FEATURES_UNAVAILABLE"]
         return DecisionRecord(
             **base, action=action, degraded=True, segment=verdict.segment,
-            reasons=tuple(reasons_of(codes, self.descriptions)), timings=_timings(started),
+            reasons=tuple(reasons_of(codes, self.descriptions)),
+            timings={**(timings or {}), **_timings(started)},
         )  # fmt: skip
 
     # --- accounts -----------------------------------------------------------------------------

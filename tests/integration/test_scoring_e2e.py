@@ -25,7 +25,7 @@ def servers(models, tmp_path_factory, redis_server):
               "account_model_name": ACCOUNT_NAME}  # fmt: skip
     live = Server(tmp_path_factory.mktemp("server"), redis_url=TEST_REDIS_URL, **common)
     cut_off = Server(tmp_path_factory.mktemp("degraded"), redis_url="redis://127.0.0.1:1/0",
-                     **common)  # fmt: skip
+                     flag_sync_seconds="0.5", **common)  # fmt: skip
     try:
         live.wait("/healthz")
         cut_off.wait("/healthz")
@@ -131,7 +131,8 @@ def test_an_unknown_decision_is_a_404_with_the_error_body(api):
 
 def test_without_redis_payments_are_decided_degraded(servers):
     with servers[1].client() as client:
-        response = client.post("/v1/payments/score", json=payment())
+        sent = payment()
+        response = client.post("/v1/payments/score", json=sent)
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["degraded"] is True and body["action"] == "review" and body["score"] is None
@@ -139,6 +140,23 @@ def test_without_redis_payments_are_decided_degraded(servers):
         ready = client.get("/readyz")
         assert ready.status_code == 503 and not ready.json()["checks"]["redis"]["ok"]
         assert ready.json()["error"]["code"] == "not_ready"
+        # A retry gets its first decision (the store keeps one per payment).
+        again = client.post("/v1/payments/score", json=sent).json()
+        assert again["decision_id"] == body["decision_id"]
+
+
+def test_without_redis_a_suspended_account_is_still_declined(servers):
+    account_id = f"acct-susp-{uuid.uuid4().hex[:6]}"
+    store = DecisionStore(servers[1].database_url)
+    try:
+        store.set_account_status(account_id, "suspended", actor="tests", reason="tests")
+    finally:
+        store.close()
+    time.sleep(1.5)  # the service's flag sync (every 0.5 s here) reads it from the store
+    with servers[1].client() as client:
+        body = client.post("/v1/payments/score", json=payment(account_id=account_id)).json()
+    assert body["action"] == "decline" and body["degraded"] is False
+    assert [r["code"] for r in body["reasons"]] == ["ACCOUNT_SUSPENDED"]
 
 
 def test_the_echo_endpoint_returns_its_body(api):

@@ -164,6 +164,8 @@ def test_a_journal_left_by_a_killed_server_is_replayed_by_the_next_one(
         assert len(left.read_bytes().splitlines()) == 5
     finally:
         own_postgres.start()
+        if first.process.poll() is None:  # an assertion failed before the kill
+            first.stop()
     second = Server(folder, **common).wait("/readyz")
     try:
         store = DecisionStore(own_postgres.url)

@@ -394,3 +394,14 @@ def test_an_account_nobody_has_seen_gets_no_record():
     with pytest.raises(AccountNotFound, match="no activity and no status"):
         svc.score_account("made-up")
     assert svc.store.appended == []
+
+
+def test_redis_down_goes_by_the_synced_suspensions_without_reading_the_store():
+    svc = service(0.01, down=True)
+    svc.flags.known = {"a1": "d0"}  # as the flag sync leaves it
+    decision = svc.score_payment(PAYMENT)
+    assert [r.code for r in decision.reasons] == ["ACCOUNT_SUSPENDED"]
+    assert svc.store.status_reads == 0
+    svc.flags.known = {}
+    assert svc.score_payment({**PAYMENT, "payment_id": "p2"}).degraded
+    assert svc.store.status_reads == 0
