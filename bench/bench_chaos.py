@@ -188,11 +188,7 @@ def run(args: argparse.Namespace, redis: OwnRedis, store: OwnPostgres):
         decisions.close()
         checks["kinds"] = kinds
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        scoring.stop_server(server)
     return result, chaos, checks
 
 

@@ -275,6 +275,14 @@ def start_server(env: dict[str, str], port: int, workers: int = 1) -> subprocess
     raise SystemExit(f"the server was not ready in 60 s:\n{(HOME / 'server.log').read_text()}")
 
 
+def stop_server(server: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 class Mix:
     """Payment bodies drawn from the world: honest repeats and the adverse kinds of `SHARE`."""
 
@@ -482,11 +490,7 @@ def main() -> None:
         ids = [r["decision_id"] for r in scored_at_top["responses"] if r["decision_id"]]
         breakdown = timings(port, key, ids[:: max(1, len(ids) // SAMPLE_DECISIONS)])
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
     text = report(args, results, ramp, breakdown, scored_at_top, top)
     print(text)

@@ -261,7 +261,7 @@ def test_the_service_on_postgresql(models, tmp_path, postgres_admin, redis_clien
         assert live.database_url.startswith("postgresql")
         with live.client() as api:
             ready = api.get("/readyz").json()["checks"]
-            assert ready["store"] == {"ok": True, "backend": "postgresql"}
+            assert ready["store"] == {"ok": True, "backend": "postgresql", "journal_pending": 0}
             first = payment()
             body = api.post("/v1/payments/score", json=first).json()
             assert api.post("/v1/payments/score", json=first).json() == body
