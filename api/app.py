@@ -84,6 +84,7 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    limit_registry_calls(settings)
     plan = load_spec(settings.feature_spec)
 
     def swap(new: Policy) -> None:
@@ -185,6 +186,17 @@ def build_runtime(settings: Settings) -> Runtime:
         redis_async=async_client, desk=desk, rationales=rationales,
         keys=keys,
     )  # fmt: skip
+
+
+def limit_registry_calls(settings: Settings) -> None:
+    """A tracking server that is down fails the service's registry calls in seconds, so a
+    start without the registry serves the cached champion at once (MLflow reads these per
+    call; a value already in the environment is kept)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_request_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault(
+        "MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_request_timeout_seconds)
+    )
 
 
 def from_cache(watcher: ModelWatcher[LoadedModel], name: str, settings: Settings) -> None:

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     # MLflow tracking store and model registry (one URI for both); any MLflow URI works.
     mlflow_tracking_uri: str = "sqlite:///var/mlflow/mlflow.db"
     mlflow_artifacts: Path = Path("var/mlflow/artifacts")
+    # The serving process's calls to an MLflow tracking server: retries and timeout (seconds).
+    # MLflow's own defaults (7 retries with backoff, 120 s) take about four minutes to give up
+    # on a server that is down; the service would not start meanwhile. MLflow's own
+    # MLFLOW_HTTP_REQUEST_* variables, when set, win.
+    mlflow_request_retries: int = 2
+    mlflow_request_timeout_seconds: int = 5
     model_name: str = "arbiter-fraud"
     # The account-level model (scores an account's activity; `config/training-account.yaml`).
     # Optional: without a champion of it, account decisions use the policy's account rules.
@@ -67,7 +73,7 @@ class Settings(BaseSettings):
     @field_validator(
         "dedupe_ttl_hours", "webhook_timeout_seconds", "notify_max_attempts",
         "notify_backoff_seconds", "policy_reload_seconds", "model_poll_seconds",
-        "retention_days", "redis_budget_ms",
+        "retention_days", "redis_budget_ms", "mlflow_request_timeout_seconds",
     )  # fmt: skip
     @classmethod
     def _positive(cls, value: float) -> float:

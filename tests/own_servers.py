@@ -110,3 +110,51 @@ class OwnPostgres:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class OwnMlflow:
+    """`mlflow server` (the tracking server and registry) over a backend store, on a free port;
+    the test may stop it and start it again."""
+
+    def __init__(self, backend_uri: str, folder: Path) -> None:
+        self.backend_uri, self.folder, self.port = backend_uri, folder, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import sys
+
+        import httpx
+
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        with (self.folder / "mlflow-server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                 self.backend_uri, "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", "1"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.folder,
+            )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"mlflow server exited:\n{(self.folder / 'mlflow-server.log').read_text()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        pytest.fail("mlflow server did not answer /health in 90 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)

@@ -23,6 +23,7 @@ from api.app import create_app
 from engine.settings import Settings
 from features.spec import load_spec
 from tests.conftest import ROOT, TEST_REDIS_URL
+from tests.own_servers import OwnMlflow
 from tests.server import running
 
 pytestmark = pytest.mark.integration
@@ -234,6 +235,44 @@ def test_with_the_registry_down_at_start_the_cached_champion_serves_and_says_so(
         assert (await score(client))["model_version"] == "1"
 
     running(app, body)
+
+
+def test_with_the_tracking_server_stopped_at_start_the_cached_champion_serves_until_it_is_back(
+    tmp_path, registry, redis_client
+):
+    """The registry behind a real `mlflow server`, stopped and started again: a start while it
+    is down serves the cached champion at once (the service's registry calls give up in
+    seconds, not MLflow's default minutes) and follows the registry again once it is back."""
+    promote(registry, "1")
+    server = OwnMlflow(registry, tmp_path)
+    server.start()
+    try:
+        first = create_app(settings_for(tmp_path, server.url))
+
+        async def loaded(client: httpx.AsyncClient) -> None:
+            assert (await score(client))["model_version"] == "1"
+
+        running(first, loaded)  # through the server; the champion is cached in var/models
+        server.stop()
+        app = create_app(settings_for(tmp_path, server.url))
+
+        async def body(client: httpx.AsyncClient) -> None:
+            ready = await client.get("/readyz")
+            model = ready.json()["checks"]["model"]
+            assert ready.status_code == 200, ready.text
+            assert (model["version"], model["source"], model["ok"]) == ("1", "cache", False)
+            assert "127.0.0.1" in model["error"]
+            assert (await score(client))["model_version"] == "1"
+            server.start()
+            promote(registry, "2")  # promoted while this service was cut off
+            await asyncio.to_thread(app.state.runtime.model_watcher.check_now)
+            model = (await client.get("/readyz")).json()["checks"]["model"]
+            assert (model["version"], model["ok"]) == ("2", True) and "source" not in model
+            assert (await score(client))["model_version"] == "2"
+
+        running(app, body)
+    finally:
+        server.stop()
 
 
 def test_a_champion_taken_away_is_not_brought_back_from_the_cache(tmp_path, registry, redis_client):
