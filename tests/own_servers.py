@@ -10,15 +10,17 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
-from tests.server import free_port
+from tests.server import free_port, stop_process
 
 
 class OwnRedis:
@@ -125,10 +127,6 @@ class OwnMlflow:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        import sys
-
-        import httpx
-
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
         with (self.folder / "mlflow-server.log").open("ab") as log:
             self.process = subprocess.Popen(
@@ -151,10 +149,5 @@ class OwnMlflow:
         pytest.fail("mlflow server did not answer /health in 90 s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process, timeout=20)
