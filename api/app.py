@@ -113,7 +113,7 @@ def build_runtime(settings: Settings) -> Runtime:
         client, plan, prefix=settings.redis_prefix,
         dedupe_ttl_ms=settings.dedupe_ttl_hours * 3_600_000, async_client=async_client,
     )  # fmt: skip
-    store = DecisionStore(settings.database_url)
+    store = DecisionStore(settings.database_url, busy_timeout_s=settings.store_busy_timeout_seconds)
     problems: dict[str, str] = {}
     try:
         store.migrate()
@@ -312,10 +312,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for watcher in watchers:
                 if watcher is not None:
                     watcher.stop()
-            if runtime.writer is not None:
-                runtime.writer.stop()  # a last replay; what stays journaled waits for the next
-                if runtime.writer.journal is not None:  # process (an orphan file)
-                    runtime.writer.journal.close()
+            # A last replay; what stays journaled is adopted by the next process. The journal
+            # is closed only once the writer has ended (it might still be journaling).
+            writer = runtime.writer
+            if writer is not None and writer.stop() and writer.journal is not None:
+                writer.journal.close()
             runtime.store.close()
             runtime.redis.close()
             if runtime.redis_async is not None:

@@ -147,19 +147,21 @@ def run(args: argparse.Namespace, redis: OwnRedis, store: OwnPostgres):
         old.unlink()
     mix = scoring.Mix(world, args.seed)
     tag = dt.datetime.now().strftime("%Y%m%d%H%M%S")
+    from engine.keys import create_key
+    from engine.store import DecisionStore, now_ms
+
+    # Suspended before the service starts: its first flag sync knows them (what it declines
+    # them by while Redis is down).
+    decisions = DecisionStore(store.url)
+    decisions.migrate()
+    for account in mix.suspended:
+        decisions.set_account_status(account["account_id"], "suspended", actor="bench",
+                                     reason="bench: suspended before the run")  # fmt: skip
+    _, key = create_key(decisions.database, name=f"chaos-{tag}",
+                        roles=["scorer", "ops", "support"], actor="bench", at=now_ms())  # fmt: skip
     port = scoring.free_port()
     server = scoring.start_server(env, port)
     try:
-        from engine.keys import create_key
-        from engine.store import DecisionStore, now_ms
-
-        decisions = DecisionStore(store.url)
-        for account in mix.suspended:
-            decisions.set_account_status(account["account_id"], "suspended", actor="bench",
-                                         reason="bench: suspended before the run")  # fmt: skip
-        _, key = create_key(decisions.database, name=f"chaos-{tag}",
-                            roles=["scorer", "ops", "support"], actor="bench",
-                            at=now_ms())  # fmt: skip
         warm, _ = mix.bodies(400, f"chaos-{tag}-warm")
         bodies, kinds = mix.bodies(int(args.rate * args.duration), f"chaos-{tag}-main")
         phases = [
@@ -187,6 +189,11 @@ def run(args: argparse.Namespace, redis: OwnRedis, store: OwnPostgres):
         checks = verify(port, key, decisions, result, f"bench-chaos-{tag}-main-%")
         decisions.close()
         checks["kinds"] = kinds
+        # Every answered payment of a suspended account must have been declined.
+        suspended = {a["account_id"] for a in mix.suspended}
+        theirs = [r for r in result["responses"]
+                  if json.loads(bodies[r["i"]])["account_id"] in suspended]  # fmt: skip
+        checks["suspended"] = (len(theirs), sum(r["action"] != "decline" for r in theirs))
     finally:
         scoring.stop_server(server)
     return result, chaos, checks
@@ -279,6 +286,12 @@ def report(args: argparse.Namespace, result: dict[str, Any], chaos: Chaos,
         + ("verifies" if chain is None else f"**broken** at {chain}")
         + ".",
     ]
+    answered, wrong = checks["suspended"]
+    lines.append(
+        f"Suspended accounts' payments answered: {answered:,}, of which not declined: "
+        + (f"**{wrong}**" if wrong else "0")
+        + "."
+    )
     if checks["degraded_timings"]:
         parts = ", ".join(f"{k} {v:.1f}" for k, v in checks["degraded_timings"].items())
         lines.append(f"Degraded decisions, inside the service (mean of a sample, ms): {parts}.")

@@ -14,6 +14,8 @@ index set in Redis lists every flag, so no key scan is needed).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Mapping
 
 from engine.errors import StoreError, StoreUnavailable
@@ -35,8 +37,12 @@ class SuspensionFlags:
         self.entity = entity  # the feature spec's entity keyed by account_id
         self.index = f"{features.key(entity, '')}:suspended-index"  # every flag key
         # The suspended accounts as of the last sync, with this process's changes since (None
-        # before the first sync): what a payment goes by while Redis does not answer.
+        # before the first sync): what a payment goes by while Redis does not answer. Rebound,
+        # never changed in place, under `_lock`; `_changes` are the changes made since the
+        # last refresh began (a refresh must not undo a change its store read missed).
         self.known: dict[str, str] | None = None
+        self._lock = threading.Lock()
+        self._changes: list[tuple[float, str, str | None]] = []
 
     def key(self, account_id: str) -> str:
         """The Redis key flagging a suspended account (its value: the decision behind it). It
@@ -54,11 +60,11 @@ class SuspensionFlags:
         try:
             state = self.store.account_status(account_id)
         except StoreUnavailable as exc:
-            # Redis and the store both without an answer (a new account, most likely, while
-            # the store is down): decided as active rather than refused (docs/security.md).
+            # Redis does not know the account and the store does not answer: what the last
+            # sync said (a new account, most likely: active), not a refusal (docs/security.md).
             self.metrics.dependency_errors.inc("store")
-            log.warning("account %s: status unknown (%s); decided as active", account_id, exc)
-            return False
+            log.warning("account %s: status from the last sync (%s)", account_id, exc)
+            return bool(self.known_suspended(account_id))
         if state.status != "suspended":
             return False
         self.set({account_id: state.decision_id or "suspended"})
@@ -72,14 +78,11 @@ class SuspensionFlags:
     def set(self, accounts: Mapping[str, str | None]) -> None:
         """Flag (decision id) or unflag (None) accounts. Best effort: a flag Redis missed is
         set again by `sync` or by the store look-up of an account Redis does not know."""
-        if self.known is not None:  # rebound, never changed in place: readers see one or other
-            known = dict(self.known)
-            for account_id, decision in accounts.items():
-                if decision is None:
-                    known.pop(account_id, None)
-                else:
-                    known[account_id] = decision
-            self.known = known
+        with self._lock:
+            now = time.monotonic()
+            self._changes += [(now, a, d) for a, d in accounts.items()]
+            if self.known is not None:
+                self.known = _applied(self.known, accounts.items())
         try:
             self.features.set_strings(
                 {self.key(a): v for a, v in accounts.items()}, index=self.index
@@ -99,13 +102,22 @@ class SuspensionFlags:
         prefix, suffix = self.key("\0").split("\0")
         return [k[len(prefix) : -len(suffix)] for k in self.features.members(self.index)]
 
+    def refresh(self) -> dict[str, str]:
+        """`known` from the store (with the changes made while it was read); returns what the
+        store said."""
+        began = time.monotonic()
+        suspended = {a: d or "suspended" for a, d in self.store.suspended_accounts().items()}
+        with self._lock:
+            self._changes = [c for c in self._changes if c[0] >= began]
+            self.known = _applied(suspended, ((a, d) for _, a, d in self._changes))
+        return suspended
+
     def sync(self, stale: Iterable[str] = ()) -> int:
         """Make Redis's flags match the store: set every suspended account's, and clear those
         of the `stale` accounts (flagged in Redis) that are active again. Returns how many
         flags were written."""
-        suspended = self.store.suspended_accounts()
-        self.known = {a: d or "suspended" for a, d in suspended.items()}
-        values: dict[str, str | None] = dict(self.known)
+        suspended = self.refresh()
+        values: dict[str, str | None] = dict(suspended)
         for account_id in stale:
             if account_id not in suspended:
                 values[account_id] = None
@@ -124,7 +136,12 @@ class FlagSync(Watcher[int]):
 
     def _check(self) -> int | None:
         try:
-            written = self.flags.sync(stale=self.flags.flagged())
+            try:
+                stale = self.flags.flagged()
+            except FeatureStoreUnavailable:
+                self.flags.refresh()  # Redis down: the memory payments go by is kept fresh
+                raise
+            written = self.flags.sync(stale=stale)
         except (FeatureStoreUnavailable, StoreError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             if message != self.last_error:
@@ -133,3 +150,13 @@ class FlagSync(Watcher[int]):
             return None
         self.last_error = None
         return written
+
+
+def _applied(base: Mapping[str, str], changes: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    out = dict(base)
+    for account_id, decision in changes:
+        if decision is None:
+            out.pop(account_id, None)
+        else:
+            out[account_id] = decision
+    return out

@@ -13,11 +13,13 @@ request cancelled before its turn is not stored. The writer survives anything a 
 and is restarted if it ever died.
 
 With a `journal` (engine.journal), a batch the store cannot take (`StoreUnavailable`) is
-written to the local journal and fsync'd instead, and its requests are answered from there; the
-writer replays the journal into the store as soon as the store answers (tried at most every
-`retry_s` while it does not, before new batches and whenever the queue is idle), so journaled
-decisions keep their order in the chain. Orphan journals of processes that are gone are
-replayed too.
+written to the local journal and fsync'd instead, and its requests are answered from there.
+The store is then marked down: later batches go straight to the journal, behind the others,
+and a probe thread (never the writer) asks the store every `retry_s` whether it can write
+again, so a store that hangs or is locked costs its timeout once, not per decision. Once it
+can, the writer replays the journal a chunk at a time between new batches (and whenever the
+queue is idle), so journaled decisions keep their order in the chain. Orphan journals of
+processes that are gone are adopted every few seconds.
 
 Reads (`get_by_payment`, `account_status`, `suspended_accounts`) go to the store, with what
 is still only journaled in this process taken into account.
@@ -59,7 +61,8 @@ class GroupCommitter:
         self.wait_s = wait_s  # a synchronous caller's longest wait for its decision
         self.journal = journal
         self.retry_s = retry_s  # how often a store that is down is tried again
-        self._store_failed_at: float | None = None  # monotonic time of the last failure
+        self._store_down = False  # set by a failure, cleared by the probe thread
+        self._probe: threading.Thread | None = None
         self._orphans_checked_at = float("-inf")
         self.journal_error: str | None = None  # why the journal could not take a batch, if so
         self._queue: queue.SimpleQueue[tuple[Append, Future[StoredDecision]] | None] = (
@@ -135,14 +138,17 @@ class GroupCommitter:
                 )
                 self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Store what is queued, then stop the writer; later submits are refused."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Store what is queued, then stop the writer; later submits are refused. Returns
+        whether the writer has ended (only then may its journal be closed)."""
         with self._lock:
             self._stopped = True
             thread, self._thread = self._thread, None
+        ended = True
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+            ended = not thread.is_alive()
         # Whatever is still queued (the writer did not finish in time) fails, never hangs.
         while True:
             try:
@@ -151,6 +157,7 @@ class GroupCommitter:
                 break
             if item is not None:
                 _settle(item[1], error=StoreUnavailable("the decision writer is stopped"))
+        return ended
 
     def _run(self) -> None:
         while True:
@@ -188,7 +195,7 @@ class GroupCommitter:
         live = [(a, f) for a, f in batch if f.set_running_or_notify_cancel()]
         if not live:
             return
-        if self.journal is not None and not self._drain():
+        if self.journal is not None and not self._drain(at_least=len(live)):
             # Journaled decisions wait for the store: newer ones queue up behind them.
             self._journal(live, StoreUnavailable("the decision store is unavailable"))
             return
@@ -196,7 +203,7 @@ class GroupCommitter:
             stored = self.store.append_many([append for append, _ in live])
         except Exception as exc:
             if isinstance(exc, StoreUnavailable) and self.journal is not None:
-                self._store_failed_at = time.monotonic()
+                self._mark_down()
                 self._journal(live, exc)
                 return
             if len(live) == 1 or isinstance(exc, StoreUnavailable):
@@ -237,45 +244,66 @@ class GroupCommitter:
         `retry_s`."""
         if self.journal is None:
             return None
-        if self.journal.pending and self._store_failed_at is None:
+        if self.journal.pending and not self._store_down:
             return 0.005
         return self.retry_s
 
-    def _drain(self) -> bool:
-        """Replay the journal into the store; True when nothing of this process's is pending.
-        A store that failed less than `retry_s` ago is not tried again yet. Orphan journals are
-        looked for every few seconds."""
+    def _mark_down(self) -> None:
+        """The store failed: journal from now on, until the probe finds it writable."""
+        self._store_down = True
+        if self._probe is None or not self._probe.is_alive():
+            self._probe = threading.Thread(target=self._run_probe, name="store-probe", daemon=True)
+            self._probe.start()
+
+    def _run_probe(self) -> None:
+        while not self._stopped:
+            time.sleep(self.retry_s)
+            try:
+                problem = self.store.writable_problem()
+            except Exception as exc:  # a bug must not end the probe with the store marked down
+                problem = str(exc)
+            if problem is None:
+                self._store_down = False
+                log.info("the decision store can write again")
+                return
+
+    def _drain(self, at_least: int = 0) -> bool:
+        """Replay the journal into the store (a chunk, or `at_least` decisions: a backlog
+        drains faster than new batches join it); True when nothing of this process's is
+        pending. Orphan journals are adopted every few seconds, store or no store."""
         journal = self.journal
         if journal is None:
             return True
         now = time.monotonic()
-        if self._store_failed_at is not None and now - self._store_failed_at < self.retry_s:
-            return journal.pending == 0
+        if now - self._orphans_checked_at >= 5 * self.retry_s:
+            self._orphans_checked_at = now
+            try:
+                journal.adopt_orphans()
+            except OSError as exc:
+                log.error("orphan journals not adopted: %s", exc)
+        if not journal.pending:
+            return True
+        if self._store_down:
+            return False
         try:
-            if journal.pending:
-                # A chunk at a time: new decisions are journaled behind the backlog meanwhile,
-                # and the requests' threads get the interpreter between chunks.
-                journal.replay_own(self.store, limit=_REPLAY_CHUNK)
-                if journal.pending:
-                    self._store_failed_at = None
-                    return False
-                log.info("the decision store is back: the journal is replayed (%d decisions "
-                         "since start)", journal.replayed)  # fmt: skip
-            if now - self._orphans_checked_at >= 5 * self.retry_s:
-                self._orphans_checked_at = now
-                journal.replay_orphans(self.store)
+            journal.replay_own(self.store, limit=max(_REPLAY_CHUNK, at_least))
         except StoreUnavailable:
-            self._store_failed_at = now
-            return journal.pending == 0
-        except Exception:  # a bug or a refused record: keep serving, try again later
+            self._mark_down()
+            return False
+        except Exception:  # a bug: keep serving from the journal, the probe says when to retry
             log.exception("replaying the decision journal failed")
-            self._store_failed_at = now
-            return journal.pending == 0
-        self._store_failed_at = None
+            self._mark_down()
+            return False
+        if journal.pending:
+            return False
+        log.info("the journal is replayed (%d decisions since start)", journal.replayed)
         return True
 
     def _write_one(self, item: tuple[Append, Future[StoredDecision]]) -> None:
         append, future = item
+        if self.journal is not None and (self._store_down or self.journal.pending):
+            self._journal([item], StoreUnavailable("the decision store is unavailable"))
+            return  # behind what is journaled already, in order
         try:
             # `recover`: the failed batch may have committed after all (a commit that raised);
             # a decision already stored comes back as stored, not appended twice.
@@ -284,7 +312,7 @@ class GroupCommitter:
             if isinstance(exc, StoreUnavailable) and self.journal is not None:
                 # The store went down meanwhile (its batch failed some other way first): the
                 # journal's replay recovers it the same way, should the batch have committed.
-                self._store_failed_at = time.monotonic()
+                self._mark_down()
                 self._journal([item], exc)
                 return
             _settle(future, error=exc)

@@ -12,12 +12,18 @@ time, in journal order.
 
 Each process writes a file of its own (`<host>-<pid>-<random>.jsonl` in the journal folder) and
 holds an exclusive `flock` on it while it lives. A file whose lock can be taken belongs to a
-process that is gone (crashed, killed, restarted): any process replays it, then deletes it. A
-line cut short by a crash was never answered (the fsync had not returned): it is skipped.
+process that is gone (crashed, killed, restarted): any process adopts it (its decisions are
+journaled again in the adopter's own file, fsync'd, then the orphan is deleted), which needs no
+store, and replays it with its own, a chunk at a time. A line cut short by a crash was never
+answered (the fsync had not returned): it is skipped; a line that does not parse, or a decision
+the store refuses for good (not merely unavailable), is set aside in `<file>.refused` with the
+reason and logged, so that it cannot block the rest.
 
-While a decision is only journaled, this process finds it by payment (a retry gets it back),
-and the account status and suspension list include its suspension. Other processes do not see
-it until it is replayed (within a second or so of the store's return).
+While a decision is only journaled, this process finds it by payment (a retry gets it back; a
+payment is journaled once), and the account status and suspension list include its
+suspension. Other processes do not see it until it is replayed (within a second or so of the
+store's return): a retry they decide again is stored instead, and the replay logs the
+journaled decision as superseded (`superseded`).
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
+from engine.errors import StoreError, StoreUnavailable
 from engine.records import DecisionRecord, StoredDecision
 from engine.store import Append
 
@@ -77,11 +85,15 @@ class DecisionJournal:
         self.folder = folder
         self.path = folder / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         self._fd: int | None = None  # opened on the first write: a process that never journals
-        self._lock = threading.Lock()  # leaves no file behind
+        self._closed = False  # leaves no file behind
+        self._lock = threading.Lock()
         self._pending: list[Append] = []  # in journal order, not yet in the store
         self._by_payment: dict[str, Append] = {}
-        self.journaled = 0  # decisions written here since start
-        self.replayed = 0  # decisions moved into the store since start (orphans included)
+        self._suspending: dict[str, str] = {}  # account -> the pending decision suspending it
+        self.journaled = 0  # decisions written here since start (orphans adopted included)
+        self.replayed = 0  # decisions moved into the store since start
+        self.refused = 0  # decisions the store refused for good (kept in the .refused file)
+        self.superseded = 0  # payments the store had decided already, by another decision
 
     # --- what requests read ---------------------------------------------------------------------
 
@@ -97,14 +109,33 @@ class DecisionJournal:
     def suspended(self) -> dict[str, str]:
         """Accounts that a pending decision suspends, with that decision."""
         with self._lock:
-            return {a.record.account_id: a.record.decision_id for a in self._pending if a.suspend}
+            return dict(self._suspending)
 
     # --- the writer's side ----------------------------------------------------------------------
 
     def write(self, batch: Sequence[Append]) -> list[StoredDecision]:
         """Append `batch` and fsync; raises OSError when the journal cannot be written (then
-        nothing of the batch counts as journaled)."""
-        data = b"".join(entry(a) for a in batch)
+        nothing of the batch counts as journaled). A payment pending already, or earlier in
+        the batch, is not journaled twice: its first decision comes back, `replayed`."""
+        out: list[StoredDecision] = []
+        new: list[Append] = []
+        seen: dict[str, Append] = {}
+        with self._lock:
+            for append in batch:
+                payment_id = append.record.payment_id
+                first = None
+                if payment_id is not None:
+                    first = self._by_payment.get(payment_id) or seen.get(payment_id)
+                if first is not None:
+                    out.append(replace(pending_copy(first), replayed=True))
+                    continue
+                if payment_id is not None:
+                    seen[payment_id] = append
+                new.append(append)
+                out.append(pending_copy(append))
+        if not new:
+            return out
+        data = b"".join(entry(a) for a in new)
         fd = self._open()
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
@@ -116,28 +147,39 @@ class DecisionJournal:
             os.ftruncate(fd, start)
             raise
         with self._lock:
-            self._pending.extend(batch)
-            for append in batch:
+            self._pending.extend(new)
+            for append in new:
                 if append.record.payment_id is not None:
-                    self._by_payment.setdefault(append.record.payment_id, append)
-        self.journaled += len(batch)
-        return [pending_copy(a) for a in batch]
+                    self._by_payment[append.record.payment_id] = append
+                if append.suspend:
+                    self._suspending[append.record.account_id] = append.record.decision_id
+        self.journaled += len(new)
+        return out
 
     def replay_own(self, store: Appender, *, limit: int | None = None) -> None:
         """Move this process's pending decisions into the store, oldest first (at most
         `limit` of them: a long backlog goes in a chunk at a time, between new batches);
-        raises the store's error when it still cannot take them (what went in stays in, the
-        rest stays pending)."""
+        raises `StoreUnavailable` when the store still cannot take them (what went in stays
+        in, the rest stays pending). A decision the store refuses for another reason is set
+        aside in `<file>.refused` (with the reason) so that it cannot block the others."""
         moved = 0
         while self._pending and (limit is None or moved < limit):
             chunk = self._pending[:_REPLAY_BATCH]
-            store.append_many(chunk, recover=True)
+            try:
+                stored: list[StoredDecision | None] = list(store.append_many(chunk, recover=True))
+            except StoreUnavailable:
+                raise
+            except StoreError:
+                stored = [self._one(store, append) for append in chunk]
+            self._note_superseded(chunk, stored)
             with self._lock:
                 del self._pending[: len(chunk)]
                 for append in chunk:
                     payment_id = append.record.payment_id
                     if payment_id is not None and self._by_payment.get(payment_id) is append:
                         del self._by_payment[payment_id]
+                    if self._suspending.get(append.record.account_id) == append.record.decision_id:
+                        del self._suspending[append.record.account_id]
             self.replayed += len(chunk)
             moved += len(chunk)
         if self._pending:
@@ -146,69 +188,105 @@ class DecisionJournal:
             os.ftruncate(self._fd, 0)  # all in the store: the file starts over
             os.fsync(self._fd)
 
-    def replay_orphans(self, store: Appender) -> int:
-        """Replay and delete the files of processes that are gone; how many decisions."""
-        moved = 0
+    def adopt_orphans(self) -> int:
+        """Take over the files of processes that are gone: their decisions are journaled here
+        (fsync'd), the files deleted; the store is not needed for that, and the replay then
+        goes a chunk at a time like this process's own. Returns how many were adopted."""
+        adopted = 0
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
-            if path == self.path:
-                continue
-            moved += self._replay_orphan(path, store)
-        return moved
+            if path != self.path:
+                adopted += self._adopt(path)
+        return adopted
 
     def close(self) -> None:
+        """No more writes; the file stays when decisions are still pending (the next process
+        adopts it)."""
+        self._closed = True
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
             if not self._pending:
                 self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
 
     # --- files ----------------------------------------------------------------------------------
 
     def _open(self) -> int:
+        if self._closed:
+            raise OSError("the decision journal is closed")
         if self._fd is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            # Locked under a name no replayer looks at, then renamed: nobody can take an empty
-            # new file for an orphan.
+            # Created and locked under a name no replayer looks at, then linked under its own
+            # name (which fails rather than replace a file): nobody takes an empty new file for
+            # an orphan, and nothing is overwritten.
             hidden = self.path.with_suffix(".new")
-            fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(hidden, self.path)
+            os.link(hidden, self.path)
+            os.unlink(hidden)
             _fsync_folder(self.folder)
             self._fd = fd
         return self._fd
 
-    def _replay_orphan(self, path: Path, store: Appender) -> int:
+    def _one(self, store: Appender, append: Append) -> StoredDecision | None:
+        try:
+            [stored] = store.append_many([append], recover=True)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            self._refuse(entry(append), f"the store refused it: {exc}")
+            return None
+        return stored
+
+    def _refuse(self, line: bytes, reason: str) -> None:
+        refused = self.path.with_suffix(".refused")
+        with refused.open("ab") as file:
+            file.write(orjson.dumps({"reason": reason}) + b"\n" + line.rstrip(b"\n") + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        self.refused += 1
+        log.error("a journaled decision was set aside in %s: %s", refused.name, reason)
+
+    def _note_superseded(self, chunk: Sequence[Append], stored: Sequence[Any]) -> None:
+        for append, done in zip(chunk, stored, strict=True):
+            if done is not None and done.decision_id != append.record.decision_id:
+                self.superseded += 1
+                log.warning("payment %s: journaled decision %s not stored, the store had decided "
+                            "it already (%s)", append.record.payment_id, append.record.decision_id,
+                            done.decision_id)  # fmt: skip
+
+    def _adopt(self, path: Path) -> int:
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
-            return 0  # another process replayed it meanwhile
+            return 0  # another process adopted it meanwhile
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return 0  # its process is alive
             if os.fstat(fd).st_nlink == 0:
-                return 0  # replayed and deleted by another process while this one waited
+                return 0  # adopted and deleted by another process while this one waited
             with os.fdopen(os.dup(fd), "rb") as file:
-                appends = list(_lines(file, path))
-            for i in range(0, len(appends), _REPLAY_BATCH):
-                store.append_many(appends[i : i + _REPLAY_BATCH], recover=True)
+                appends = list(self._lines(file, path))
+            if appends:
+                self.write(appends)  # fsync'd here before the orphan goes
             path.unlink()
             _fsync_folder(self.folder)
-            self.replayed += len(appends)
             if appends:
-                log.info("replayed %d journaled decisions of %s", len(appends), path.name)
+                log.info("adopted %d journaled decisions of %s", len(appends), path.name)
             return len(appends)
         finally:
             os.close(fd)  # the lock goes with it
 
-
-def _lines(file: Any, path: Path) -> Iterator[Append]:
-    for number, line in enumerate(file, 1):
-        if not line.endswith(b"\n"):
-            log.warning("%s: line %d is cut short (never answered); skipped", path.name, number)
-            return
-        yield parse(line)
+    def _lines(self, file: Any, path: Path) -> Iterator[Append]:
+        for number, line in enumerate(file, 1):
+            if not line.endswith(b"\n"):
+                log.warning("%s: line %d is cut short (never answered); skipped", path.name, number)
+                return
+            try:
+                yield parse(line)
+            except Exception as exc:  # damaged (a torn write): kept aside, the rest goes on
+                self._refuse(line, f"{path.name} line {number} does not parse: {exc}")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     dedupe_ttl_hours: int = 48
     # Decision store (SQLAlchemy URL): embedded SQLite by default, PostgreSQL in production.
     database_url: str = "sqlite:///var/arbiter.db"
+    # How long the service waits for SQLite's write lock before the store counts as
+    # unavailable (decisions then go to the journal): seconds.
+    store_busy_timeout_seconds: float = 2.0
     # MLflow tracking store and model registry (one URI for both); any MLflow URI works.
     mlflow_tracking_uri: str = "sqlite:///var/mlflow/mlflow.db"
     mlflow_artifacts: Path = Path("var/mlflow/artifacts")
@@ -74,6 +77,7 @@ class Settings(BaseSettings):
         "dedupe_ttl_hours", "webhook_timeout_seconds", "notify_max_attempts",
         "notify_backoff_seconds", "policy_reload_seconds", "model_poll_seconds",
         "retention_days", "redis_budget_ms", "mlflow_request_timeout_seconds",
+        "store_busy_timeout_seconds",
     )  # fmt: skip
     @classmethod
     def _positive(cls, value: float) -> float:

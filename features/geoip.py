@@ -90,6 +90,8 @@ def truncate(ip: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> str:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return ip
+    if addr.version == 6 and addr.ipv4_mapped is not None:  # ::ffff:a.b.c.d is IPv4
+        addr = addr.ipv4_mapped
     prefix = ipv4_prefix if addr.version == 4 else ipv6_prefix
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
 

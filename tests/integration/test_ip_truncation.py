@@ -83,6 +83,7 @@ def test_truncation_cuts_to_the_configured_networks(tmp_path):
     assert truncate("31.38.189.237", 16) == "31.38.0.0"
     assert truncate("2001:db8:abcd:12:1:2:3:4") == "2001:db8:abcd::"
     assert truncate("not-an-ip") == "not-an-ip"
+    assert truncate("::ffff:31.38.189.237") == "31.38.189.0"  # an IPv4 address, mapped
     assert truncate("2001:db8::1:1", 24, 64) == "2001:db8::"
     with pytest.raises(InvalidSpec, match=r"ipv4_prefix"):
         spec_keeping(tmp_path, "truncated", ipv4_prefix=40)

@@ -2,8 +2,10 @@
 locked (`BEGIN EXCLUSIVE`, as a stuck writer or a backup would): decisions made meanwhile are
 answered from the fsync'd journal, found again by a retry, and replayed into the store once the
 lock is gone, each exactly once, in order, chain intact, with their suspensions and
-notifications. A journal left by a process that died is replayed by the next one; a line cut
-short by the crash is skipped; replaying the same file twice stores nothing twice."""
+notifications; the locked store is tried by the probe, not by every decision. A journal left
+by a process that died is adopted by the next one; a line cut short by the crash is skipped, a
+damaged line or a decision the store refuses is set aside; the same file twice stores nothing
+twice; a retry is journaled once."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import StoreError
 from engine.group_commit import GroupCommitter
 from engine.journal import DecisionJournal, entry
 from engine.store import Append, DecisionStore
@@ -94,7 +97,7 @@ def test_decisions_made_while_the_store_is_locked_are_journaled_then_stored_once
     assert not journal.path.exists()
 
 
-def test_a_dead_process_journal_is_replayed_by_the_next_one_skipping_a_cut_line(store, tmp_path):
+def test_a_dead_process_journal_is_adopted_by_the_next_one_skipping_a_cut_line(store, tmp_path):
     folder = tmp_path / "journal"
     dead = DecisionJournal(folder)
     records = [decision(n) for n in range(3)]
@@ -107,14 +110,80 @@ def test_a_dead_process_journal_is_replayed_by_the_next_one_skipping_a_cut_line(
     assert dead._fd is not None
     os.close(dead._fd)  # the process is gone, and its lock with it
 
+    # A torn write left a damaged line inside another orphan: set aside, the rest goes on.
+    damaged = folder / "damaged.jsonl"
+    damaged.write_bytes(b"\0\0\0 not json\n" + entry(Append(decision(5))))
+
     alive = DecisionJournal(folder)
-    assert alive.replay_orphans(store) == 6
-    assert count(store.url, "decisions") == 3  # the copy stored nothing twice
+    assert alive.adopt_orphans() == 7  # no store needed for that
+    assert alive.pending == 4  # the copy's payments are journaled once
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == [alive.path.name]
+    alive.replay_own(store)
+    assert count(store.url, "decisions") == 4
     assert [store.get_by_payment(f"pay-{n}").decision_id for n in range(3)] == [
         r.decision_id for r in records
     ]
+    assert store.get_by_payment("pay-5") is not None
     assert store.get_by_payment("pay-99") is None
-    assert sorted(p.name for p in folder.iterdir()) == []
+    assert alive.refused == 1
+    assert b"does not parse" in alive.path.with_suffix(".refused").read_bytes()
+
+
+def test_a_decision_the_store_refuses_is_set_aside_and_does_not_block_the_rest(store, tmp_path):
+    journal = DecisionJournal(tmp_path / "journal")
+    good = [decision(n) for n in range(3)]
+    bad = decision(7)
+    journal.write([Append(good[0]), Append(bad), Append(good[1]), Append(good[2])])
+
+    class Refusing:
+        """The real store, refusing one decision for good (as a constraint would)."""
+
+        def append_many(self, batch, *, recover=False):
+            if any(a.record.decision_id == bad.decision_id for a in batch):
+                raise StoreError("the decision store failed: a value it cannot take")
+            return store.append_many(batch, recover=recover)
+
+    journal.replay_own(Refusing())
+    assert journal.pending == 0 and journal.refused == 1
+    assert count(store.url, "decisions") == 3
+    assert bad.decision_id.encode() in journal.path.with_suffix(".refused").read_bytes()
+
+
+def test_a_retry_while_the_store_is_down_gets_its_journaled_decision(store, tmp_path):
+    journal = DecisionJournal(tmp_path / "journal")
+    first, retry = decision(1), decision(1)  # the same payment, decided twice
+    [answered] = journal.write([Append(first)])
+    [again, twice] = journal.write([Append(retry), Append(decision(1))])
+    assert not answered.replayed and answered.decision_id == first.decision_id
+    assert again.replayed and again.decision_id == first.decision_id
+    assert twice.replayed and twice.decision_id == first.decision_id
+    assert journal.pending == 1 and len(journal.path.read_bytes().splitlines()) == 1
+
+
+def test_a_locked_store_is_tried_by_the_probe_not_by_every_decision(store, tmp_path):
+    """Each attempt on a locked SQLite costs its busy timeout: after the first failure the
+    decisions are journaled without one, and the probe thread finds the store again."""
+
+    class Counting(DecisionStore):
+        attempts = 0
+
+        def append_many(self, batch, *, recover=False):
+            Counting.attempts += 1
+            return super().append_many(batch, recover=recover)
+
+    counted = Counting(store.url, busy_timeout_s=0.3)
+    writer = GroupCommitter(counted, journal=DecisionJournal(tmp_path / "journal"), retry_s=0.2)
+    lock = Locked(tmp_path / "arbiter.db")
+    try:
+        for n in range(20):  # one by one: 20 batches
+            assert writer.append_decision(decision(n), suspend=False, notification=None).journaled
+        assert Counting.attempts == 1
+    finally:
+        lock.release()
+    wait_for(lambda: writer.journal_pending == 0)
+    assert count(store.url, "decisions") == 20
+    writer.stop()
+    counted.close()
 
 
 def test_a_live_process_journal_is_left_to_its_owner(store, tmp_path):
@@ -122,7 +191,7 @@ def test_a_live_process_journal_is_left_to_its_owner(store, tmp_path):
     owner = DecisionJournal(folder)
     owner.write([Append(decision(1))])
     other = DecisionJournal(folder)
-    assert other.replay_orphans(store) == 0  # its owner holds the lock
+    assert other.adopt_orphans() == 0  # its owner holds the lock
     assert count(store.url, "decisions") == 0 and owner.path.exists()
     owner.replay_own(store)
     assert count(store.url, "decisions") == 1 and owner.pending == 0

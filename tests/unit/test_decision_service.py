@@ -9,6 +9,7 @@ import pytest
 
 from engine.accounts import AccountState
 from engine.errors import ModelNotLoaded
+from engine.flags import FlagSync
 from engine.intake import ingest
 from engine.policy import load_policy
 from engine.records import StoredDecision
@@ -95,6 +96,7 @@ class Features:
             del self.strings[key]
 
     def members(self, index):
+        self._check()
         return sorted(self.index)
 
 
@@ -405,3 +407,27 @@ def test_redis_down_goes_by_the_synced_suspensions_without_reading_the_store():
     svc.flags.known = {}
     assert svc.score_payment({**PAYMENT, "payment_id": "p2"}).degraded
     assert svc.store.status_reads == 0
+
+
+def test_the_flag_sync_keeps_the_memory_fresh_while_redis_is_down():
+    svc = service(0.01, down=True, suspended=True)
+    assert FlagSync(svc.flags, interval_s=3600)._check() is None  # Redis down: nothing written
+    assert svc.flags.known == {"a1": "d0"}  # but payments go by what the store says
+
+
+def test_a_suspension_made_while_the_store_is_read_survives_the_refresh():
+    svc = service(0.01)
+    flags, read = svc.flags, svc.store.suspended_accounts
+
+    def slow_read():
+        found = read()  # the store's answer, without what follows
+        flags.set({"a9": "d9"})  # meanwhile this process suspends a9
+        return found
+
+    svc.store.suspended_accounts = slow_read
+    flags.refresh()
+    assert flags.known_suspended("a9") is True
+    flags.set({"a9": None})  # lifted
+    svc.store.suspended_accounts = read
+    flags.refresh()
+    assert flags.known_suspended("a9") is False
