@@ -2,7 +2,7 @@
 and the decision store (PostgreSQL) is stopped and started again; then every answer is checked
 against the store.
 
-    .venv/bin/python bench/bench_chaos.py [--rates 1000,200] [--duration 60]
+    .venv/bin/python bench/bench_chaos.py [--rates 200,1000] [--duration 60]
         [--redis-kill-at 10] [--redis-down 5] [--store-stop-at 30] [--store-down 10]
 
 Runs a Redis server and a PostgreSQL cluster of its own (tests/own_servers.py: Debian's
@@ -91,7 +91,7 @@ def periods(chaos: Chaos) -> list[tuple[str, float, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="1000,200", help="payments per second, one run each")
+    parser.add_argument("--rates", default="200,1000", help="payments per second, one run each")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--redis-kill-at", type=float, default=10.0)
     parser.add_argument("--redis-down", type=float, default=5.0)
