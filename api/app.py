@@ -133,6 +133,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )  # fmt: skip
 
     service.redis_budget_s = settings.redis_budget_ms / 1000
+    writer.on_adopted = service.flags.set  # a dead worker's journaled suspensions count here
 
     def champion(new: LoadedModel) -> None:
         service.model = new  # loaded fully before: a request in flight keeps the one it took

@@ -34,6 +34,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _WRITE = "arbiter_write"
 # Serializes concurrent `migrate` calls (several workers starting at once) on PostgreSQL.
 _MIGRATION_LOCK = 0x41524249  # "ARBI"
+# PostgreSQL conditions of the whole database, not of one statement: a read-only server (a
+# standby after a failover), a schema that is not there, a server shutting down or starting.
+_UNAVAILABLE_STATES = frozenset({"25006", "42P01", "57P01", "57P02", "57P03"})
 
 
 def connect(url: str, *, busy_timeout_s: float = 10.0) -> sa.Engine:
@@ -95,6 +98,13 @@ def translated() -> Iterator[None]:
         detail = _detail(error)
         message = f"the decision store is unavailable: {detail}"
         raise StoreUnavailable(message, detail=detail) from error
+    except exc.DBAPIError as error:
+        detail = _detail(error)
+        if getattr(error.orig, "sqlstate", None) in _UNAVAILABLE_STATES:
+            raise StoreUnavailable(
+                f"the decision store is unavailable: {detail}", detail=detail
+            ) from error
+        raise StoreError(f"the decision store failed: {detail}", detail=detail) from error
     except exc.SQLAlchemyError as error:
         detail = _detail(error)
         raise StoreError(f"the decision store failed: {detail}", detail=detail) from error

@@ -31,7 +31,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -62,7 +62,11 @@ class GroupCommitter:
         self.journal = journal
         self.retry_s = retry_s  # how often a store that is down is tried again
         self._store_down = False  # set by a failure, cleared by the probe thread
-        self._probe: threading.Thread | None = None
+        self._probe: threading.Thread | None = None  # both under `_probe_lock`
+        self._probe_lock = threading.Lock()
+        # Called on the writer's thread with the suspensions of adopted orphan journals (the
+        # service flags them: a dead process's suspension must count here too).
+        self.on_adopted: Callable[[dict[str, str]], None] | None = None
         self._orphans_checked_at = float("-inf")
         self.journal_error: str | None = None  # why the journal could not take a batch, if so
         self._queue: queue.SimpleQueue[tuple[Append, Future[StoredDecision]] | None] = (
@@ -115,9 +119,11 @@ class GroupCommitter:
         return self.store.account_status(account_id)
 
     def suspended_accounts(self) -> dict[str, str | None]:
+        # The journal first: a suspension only moves from it to the store, so one replayed
+        # between the two reads is seen by the second.
+        journaled = self.journal.suspended() if self.journal is not None else {}
         suspended = self.store.suspended_accounts()
-        if self.journal is not None:
-            suspended.update(self.journal.suspended())
+        suspended.update(journaled)
         return suspended
 
     @property
@@ -195,7 +201,9 @@ class GroupCommitter:
         live = [(a, f) for a, f in batch if f.set_running_or_notify_cancel()]
         if not live:
             return
-        if self.journal is not None and not self._drain(at_least=len(live)):
+        if self.journal is not None and (
+            self._store_down or not self._drain(at_least=len(live) + _REPLAY_CHUNK)
+        ):
             # Journaled decisions wait for the store: newer ones queue up behind them.
             self._journal(live, StoreUnavailable("the decision store is unavailable"))
             return
@@ -250,10 +258,13 @@ class GroupCommitter:
 
     def _mark_down(self) -> None:
         """The store failed: journal from now on, until the probe finds it writable."""
-        self._store_down = True
-        if self._probe is None or not self._probe.is_alive():
-            self._probe = threading.Thread(target=self._run_probe, name="store-probe", daemon=True)
-            self._probe.start()
+        with self._probe_lock:
+            self._store_down = True
+            if self._probe is None:
+                self._probe = threading.Thread(
+                    target=self._run_probe, name="store-probe", daemon=True
+                )
+                self._probe.start()
 
     def _run_probe(self) -> None:
         while not self._stopped:
@@ -263,9 +274,13 @@ class GroupCommitter:
             except Exception as exc:  # a bug must not end the probe with the store marked down
                 problem = str(exc)
             if problem is None:
-                self._store_down = False
+                with self._probe_lock:  # a failure from now on starts a new probe
+                    self._store_down = False
+                    self._probe = None
                 log.info("the decision store can write again")
                 return
+        with self._probe_lock:
+            self._probe = None
 
     def _drain(self, at_least: int = 0) -> bool:
         """Replay the journal into the store (a chunk, or `at_least` decisions: a backlog
@@ -278,9 +293,12 @@ class GroupCommitter:
         if now - self._orphans_checked_at >= 5 * self.retry_s:
             self._orphans_checked_at = now
             try:
-                journal.adopt_orphans()
+                suspended = journal.adopt_orphans()
             except OSError as exc:
                 log.error("orphan journals not adopted: %s", exc)
+            else:
+                if suspended and self.on_adopted is not None:
+                    self.on_adopted(suspended)
         if not journal.pending:
             return True
         if self._store_down:

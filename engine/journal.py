@@ -170,7 +170,7 @@ class DecisionJournal:
             except StoreUnavailable:
                 raise
             except StoreError:
-                stored = [self._one(store, append) for append in chunk]
+                stored = self._one_by_one(store, chunk)
             self._note_superseded(chunk, stored)
             with self._lock:
                 del self._pending[: len(chunk)]
@@ -188,15 +188,18 @@ class DecisionJournal:
             os.ftruncate(self._fd, 0)  # all in the store: the file starts over
             os.fsync(self._fd)
 
-    def adopt_orphans(self) -> int:
+    def adopt_orphans(self) -> dict[str, str]:
         """Take over the files of processes that are gone: their decisions are journaled here
         (fsync'd), the files deleted; the store is not needed for that, and the replay then
-        goes a chunk at a time like this process's own. Returns how many were adopted."""
-        adopted = 0
+        goes a chunk at a time like this process's own. Returns the suspensions adopted
+        (account -> decision), for the caller to flag."""
+        suspended: dict[str, str] = {}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
             if path != self.path:
-                adopted += self._adopt(path)
-        return adopted
+                for append in self._adopt(path):
+                    if append.suspend:
+                        suspended[append.record.account_id] = append.record.decision_id
+        return suspended
 
     def close(self) -> None:
         """No more writes; the file stays when decisions are still pending (the next process
@@ -227,14 +230,26 @@ class DecisionJournal:
             self._fd = fd
         return self._fd
 
-    def _one(self, store: Appender, append: Append) -> StoredDecision | None:
-        try:
-            [stored] = store.append_many([append], recover=True)
-        except StoreUnavailable:
-            raise
-        except StoreError as exc:
-            self._refuse(entry(append), f"the store refused it: {exc}")
-            return None
+    def _one_by_one(self, store: Appender, chunk: Sequence[Append]) -> list[StoredDecision | None]:
+        """A chunk the store refused, a decision at a time: the ones it refuses are set aside,
+        unless it refuses them all (then the store is at fault, not the decisions: a read-only
+        database, a missing table) and nothing is set aside."""
+        stored: list[StoredDecision | None] = []
+        refused: list[tuple[Append, StoreError]] = []
+        for append in chunk:
+            try:
+                [done] = store.append_many([append], recover=True)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                refused.append((append, exc))
+                stored.append(None)
+                continue
+            stored.append(done)
+        if len(refused) == len(chunk):
+            raise StoreUnavailable(f"the store refused every journaled decision: {refused[0][1]}")
+        for append, error in refused:
+            self._refuse(entry(append), f"the store refused it: {error}")
         return stored
 
     def _refuse(self, line: bytes, reason: str) -> None:
@@ -254,27 +269,31 @@ class DecisionJournal:
                             "it already (%s)", append.record.payment_id, append.record.decision_id,
                             done.decision_id)  # fmt: skip
 
-    def _adopt(self, path: Path) -> int:
+    def _adopt(self, path: Path) -> list[Append]:
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
-            return 0  # another process adopted it meanwhile
+            return []  # another process adopted it meanwhile
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return 0  # its process is alive
+                return []  # its process is alive
             if os.fstat(fd).st_nlink == 0:
-                return 0  # adopted and deleted by another process while this one waited
+                return []  # adopted and deleted by another process while this one waited
             with os.fdopen(os.dup(fd), "rb") as file:
                 appends = list(self._lines(file, path))
+            kept = []
             if appends:
-                self.write(appends)  # fsync'd here before the orphan goes
+                written = self.write(appends)  # fsync'd here before the orphan goes
+                self._note_superseded(appends, written)  # a payment pending here already
+                kept = [a for a, w in zip(appends, written, strict=True)
+                        if w.decision_id == a.record.decision_id]  # fmt: skip
             path.unlink()
             _fsync_folder(self.folder)
             if appends:
                 log.info("adopted %d journaled decisions of %s", len(appends), path.name)
-            return len(appends)
+            return kept
         finally:
             os.close(fd)  # the lock goes with it
 

@@ -494,3 +494,22 @@ def test_sqlite_commits_are_durable_in_wal_mode(tmp_path):
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     finally:
         engine.dispose()
+
+
+def test_a_read_only_postgresql_is_unavailable_not_a_refused_decision(postgres_admin):
+    """A standby after a failover refuses every write: the journal must wait for it, not set
+    the decisions aside as refused (engine/database.py maps SQLSTATE 25006)."""
+    name, url = new_postgres_schema(postgres_admin)
+    try:
+        writable = DecisionStore(url)
+        writable.migrate()
+        writable.close()
+        options = f"-csearch_path={name} -cdefault_transaction_read_only=on"
+        read_only = DecisionStore(
+            sa.make_url(url).update_query_dict({"options": options}).render_as_string(False)
+        )
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            read_only.append_decision(decision(1), suspend=False, notification=None)
+        read_only.close()
+    finally:
+        drop_postgres_schema(postgres_admin, name)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StoreError
+from engine.errors import StoreError, StoreUnavailable
 from engine.group_commit import GroupCommitter
 from engine.journal import DecisionJournal, entry
 from engine.store import Append, DecisionStore
@@ -112,10 +112,12 @@ def test_a_dead_process_journal_is_adopted_by_the_next_one_skipping_a_cut_line(s
 
     # A torn write left a damaged line inside another orphan: set aside, the rest goes on.
     damaged = folder / "damaged.jsonl"
-    damaged.write_bytes(b"\0\0\0 not json\n" + entry(Append(decision(5))))
+    suspending = decision(5, account="acct-s", action="suspend_account")
+    damaged.write_bytes(b"\0\0\0 not json\n" + entry(Append(suspending, suspend=True)))
 
     alive = DecisionJournal(folder)
-    assert alive.adopt_orphans() == 7  # no store needed for that
+    # No store needed for that; the suspensions adopted come back, for the service to flag.
+    assert alive.adopt_orphans() == {"acct-s": suspending.decision_id}
     assert alive.pending == 4  # the copy's payments are journaled once
     assert sorted(p.name for p in folder.glob("*.jsonl")) == [alive.path.name]
     alive.replay_own(store)
@@ -147,6 +149,23 @@ def test_a_decision_the_store_refuses_is_set_aside_and_does_not_block_the_rest(s
     assert journal.pending == 0 and journal.refused == 1
     assert count(store.url, "decisions") == 3
     assert bad.decision_id.encode() in journal.path.with_suffix(".refused").read_bytes()
+
+
+def test_a_store_that_refuses_every_decision_is_unavailable_and_nothing_is_set_aside(
+    store, tmp_path
+):
+    journal = DecisionJournal(tmp_path / "journal")
+    journal.write([Append(decision(n)) for n in range(3)])
+
+    class ReadOnly:
+        def append_many(self, batch, *, recover=False):
+            raise StoreError("the decision store failed: cannot execute INSERT in a read-only")
+
+    with pytest.raises(StoreUnavailable, match="refused every journaled decision"):
+        journal.replay_own(ReadOnly())
+    assert journal.pending == 3 and journal.refused == 0
+    journal.replay_own(store)
+    assert count(store.url, "decisions") == 3
 
 
 def test_a_retry_while_the_store_is_down_gets_its_journaled_decision(store, tmp_path):
@@ -191,7 +210,7 @@ def test_a_live_process_journal_is_left_to_its_owner(store, tmp_path):
     owner = DecisionJournal(folder)
     owner.write([Append(decision(1))])
     other = DecisionJournal(folder)
-    assert other.adopt_orphans() == 0  # its owner holds the lock
+    assert other.adopt_orphans() == {}  # its owner holds the lock
     assert count(store.url, "decisions") == 0 and owner.path.exists()
     owner.replay_own(store)
     assert count(store.url, "decisions") == 1 and owner.pending == 0
