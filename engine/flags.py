@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
+from engine.accounts import AccountState
 from engine.errors import StoreError, StoreUnavailable
 from engine.metrics import Metrics
 from engine.poller import Watcher
@@ -57,18 +58,23 @@ class SuspensionFlags:
             return True
         if self.entity not in reading.unknown:
             return False
-        try:
-            state = self.store.account_status(account_id)
-        except StoreUnavailable as exc:
-            # Redis does not know the account and the store does not answer: what the last
-            # sync said (a new account, most likely: active), not a refusal (docs/security.md).
-            self.metrics.dependency_errors.inc("store")
-            log.warning("account %s: status from the last sync (%s)", account_id, exc)
+        state = self.stored_status(account_id)
+        if state is None:  # the store does not answer: what the last sync said
             return bool(self.known_suspended(account_id))
         if state.status != "suspended":
             return False
         self.set({account_id: state.decision_id or "suspended"})
         return True
+
+    def stored_status(self, account_id: str) -> AccountState | None:
+        """The store's word on the account, or None when the store does not answer (counted
+        and logged: the caller decides by memory instead, never refuses; docs/security.md)."""
+        try:
+            return self.store.account_status(account_id)
+        except StoreUnavailable as exc:
+            self.metrics.dependency_errors.inc("store")
+            log.warning("account %s: the store cannot say its status (%s)", account_id, exc)
+            return None
 
     def needs_store(self, reading: ReadingLike) -> bool:
         """Whether `is_suspended` would ask the store (blocking I/O) for this reading."""

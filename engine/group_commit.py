@@ -205,7 +205,7 @@ class GroupCommitter:
             self._store_down or not self._drain(at_least=len(live) + _REPLAY_CHUNK)
         ):
             # Journaled decisions wait for the store: newer ones queue up behind them.
-            self._journal(live, StoreUnavailable("the decision store is unavailable"))
+            self._journal(live)
             return
         try:
             stored = self.store.append_many([append for append, _ in live])
@@ -231,8 +231,12 @@ class GroupCommitter:
         for (_, future), result in zip(live, stored, strict=True):
             _settle(future, result=result)
 
-    def _journal(self, live: list[tuple[Append, Future[StoredDecision]]], exc: Exception) -> None:
-        """The store cannot take `live`: journal it, or fail each request with `exc`."""
+    def _journal(
+        self, live: list[tuple[Append, Future[StoredDecision]]], exc: Exception | None = None
+    ) -> None:
+        """The store cannot take `live`: journal it, or fail each request with `exc` (the
+        store's own error, when it gave one)."""
+        exc = exc or StoreUnavailable("the decision store is unavailable")
         assert self.journal is not None
         try:
             stored = self.journal.write([append for append, _ in live])
@@ -320,7 +324,7 @@ class GroupCommitter:
     def _write_one(self, item: tuple[Append, Future[StoredDecision]]) -> None:
         append, future = item
         if self.journal is not None and (self._store_down or self.journal.pending):
-            self._journal([item], StoreUnavailable("the decision store is unavailable"))
+            self._journal([item])
             return  # behind what is journaled already, in order
         try:
             # `recover`: the failed batch may have committed after all (a commit that raised);

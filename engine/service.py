@@ -30,13 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import (
-    AccountNotFound,
-    AccountSuspended,
-    ModelNotLoaded,
-    StoreError,
-    StoreUnavailable,
-)
+from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
 from engine.flags import SuspensionFlags
 from engine.metrics import Metrics
 from engine.notices import notification_of
@@ -239,13 +233,9 @@ class DecisionService:
         base, started = pending.base, pending.started
         timings = {"features_ms": _ms(pending.read_at)}  # how long Redis was waited for
         suspended = self.flags.known_suspended(base["account_id"])
-        if suspended is None:
-            try:
-                suspended = self.store.account_status(base["account_id"]).status == "suspended"
-            except StoreUnavailable as exc:  # the store is down too: decided degraded
-                self.metrics.dependency_errors.inc("store")
-                log.warning("payment %s: account status unknown (%s)", base["payment_id"], exc)
-                suspended = False
+        if suspended is None:  # before the first sync; a store that is down too: active
+            state = self.flags.stored_status(base["account_id"])
+            suspended = state is not None and state.status == "suspended"
         if suspended:
             return self._suspended(base, started)
         return self._degraded(base, pending.event, pending.policy, started, timings)
