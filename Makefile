@@ -14,7 +14,7 @@ DAYS ?= 60
 
 .PHONY: help venv redis world run train promote train-account promote-account test test-unit \
         test-integration screenshots lint format typecheck bench-features bench-training bench-scoring bench-chaos \
-        bench clean
+        bench bench-quick clean
 
 help:
 	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
@@ -100,7 +100,12 @@ bench-scoring: venv redis
 bench-chaos: venv
 	$(BIN)/python bench/bench_chaos.py
 
-bench: bench-features bench-training bench-scoring
+# Issue 7's targets in one run: echo floor, score at fixed rates, the MLflow peer, ingestion.
+bench: venv redis
+	$(BIN)/python bench/bench_all.py
+
+bench-quick: venv redis
+	$(BIN)/python bench/bench_all.py --quick --no-doc
 
 clean:
 	rm -rf var build *.egg-info .pytest_cache .mypy_cache .ruff_cache

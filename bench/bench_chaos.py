@@ -8,7 +8,7 @@ against the store.
 Runs a Redis server and a PostgreSQL cluster of its own (tests/own_servers.py: Debian's
 redis-server and postgresql binaries, free loopback ports; the machine's servers are not
 touched), the world and champion of bench/bench_scoring.py (var/bench/scoring, made there when
-missing), one real uvicorn process, and bench_scoring's load generator in its own process.
+missing), one real uvicorn process, and the load generator (bench/loadgen.py) in its own process.
 Reported: answers by status (5xx, other non-2xx, client timeouts, connection errors), degraded
 decisions, lost decisions (answered 200 but not in the store once the journal is replayed),
 duplicates (a payment stored twice), the chain, latency per period (before, Redis down, after
@@ -173,8 +173,8 @@ def run(args: argparse.Namespace, redis: OwnRedis, store: OwnPostgres):
                 "timeout": args.timeout, "pause": 0.5, "phases": phases}  # fmt: skip
         spec_path, out_path = scoring.HOME / "chaos-spec.json", scoring.HOME / "chaos-out.json"
         spec_path.write_text(json.dumps(spec))
-        command = [str(scoring.BIN / "python"), str(ROOT / "bench" / "bench_scoring.py"),
-                   "--loadgen", str(spec_path), str(out_path)]  # fmt: skip
+        command = [str(scoring.BIN / "python"), str(ROOT / "bench" / "loadgen.py"),
+                   str(spec_path), str(out_path)]  # fmt: skip
         print(f"{args.rate:,} payments/s for {args.duration:g} s; failures:", flush=True)
         loadgen = subprocess.Popen(command, cwd=ROOT)
         # The warm-up takes 2 s plus its drain; the schedule counts from the load's start,

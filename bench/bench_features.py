@@ -59,11 +59,12 @@ def world(accounts: int, days: int) -> Path:
     return out / "events.parquet"
 
 
-def ingest_cli(log: Path, url: str, flush: bool = True) -> tuple[int, float, float]:
+def ingest_cli(log: Path, url: str, flush: bool = True,
+               env: dict[str, str] | None = None) -> tuple[int, float, float]:  # fmt: skip
     """(events, wall seconds of the whole command, the command's own events/s)."""
     if flush:
         redis.Redis.from_url(url).flushdb()
-    env = {**os.environ, "ARBITER_REDIS_URL": url}
+    env = {**os.environ, "ARBITER_REDIS_URL": url, **(env or {})}
     began = time.perf_counter()
     done = subprocess.run(
         [str(BIN / "arbiter"), "ingest", str(log)], env=env, check=True, capture_output=True,
@@ -75,6 +76,16 @@ def ingest_cli(log: Path, url: str, flush: bool = True) -> tuple[int, float, flo
     if not match:
         raise SystemExit(f"unexpected ingest output: {text}")
     return int(match.group(1).replace(",", "")), wall, float(match.group(2).replace(",", ""))
+
+
+def split_log(log: pd.DataFrame, log_path: Path, share: float) -> tuple[Path, Path]:
+    """The log's first `share` and the rest, as Parquet files beside it: the first bulk-loaded
+    into a fresh store, the rest then streamed into the live one."""
+    cut = int(len(log) * share)
+    first, second = log_path.with_name("first-part.parquet"), log_path.with_name("rest.parquet")
+    write_parquet(log.iloc[:cut], first)
+    write_parquet(log.iloc[cut:], second)
+    return first, second
 
 
 def reads(log: pd.DataFrame, url: str, n: int) -> tuple[float, float, float]:
@@ -144,10 +155,7 @@ def main() -> None:
     n, wall, rate = ingest_cli(log_path, args.redis_url)
     # A store that already holds the first half: the second half is streamed event by event.
     log = read_log(log_path)
-    half = len(log) // 2
-    first, second = log_path.with_name("first-half.parquet"), log_path.with_name("second.parquet")
-    write_parquet(log.iloc[:half], first)
-    write_parquet(log.iloc[half:], second)
+    first, second = split_log(log, log_path, 0.5)
     ingest_cli(first, args.redis_url)
     n_stream, wall_stream, rate_stream = ingest_cli(second, args.redis_url, flush=False)
     p50, p99, p999 = reads(log, args.redis_url, args.reads)

@@ -20,13 +20,12 @@ replays of the world's fraudulent payments (truth). The realised action mix is r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
 import platform
-import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchdoc import write_block
+from loadgen import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
@@ -45,145 +45,21 @@ MODEL = "arbiter-fraud"
 SHARE = {"deny_ip": 0.02, "suspended": 0.01, "fraud_replay": 0.02}  # the rest: honest
 SUSPENDED_ACCOUNTS = 20
 SAMPLE_DECISIONS = 300  # decisions read back for their `timings`
-
-
-# --- the load generator (its own process) -----------------------------------------------------
-
-
-def _request(path: str, body: bytes, key: str) -> bytes:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {key}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-    body = await reader.readexactly(int(match.group(1))) if match else b""
-    return status, body
-
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime of a process and its live children (uvicorn's workers), in seconds
-    (Linux /proc)."""
-    total = 0.0
-    for one in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        found += [int(c) for c in task.read_text().split()]
-    return found
-
-
-async def _phase(port: int, phase: dict[str, Any], connections: int, timeout: float,
-                 server_pid: int, key: str) -> dict[str, Any]:  # fmt: skip
-    loop = asyncio.get_running_loop()
-    requests = [_request(phase["path"], body.encode(), key) for body in phase["bodies"]]
-    n, rate = len(requests), float(phase["rate"])
-    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    latency = [float("nan")] * n
-    status = [0] * n  # 0: timed out, -1: connection error
-    bodies: list[bytes] = [b""] * n
-
-    async def one(i: int, scheduled: float) -> None:
-        conn = None
-        try:
-            async with asyncio.timeout_at(scheduled + timeout):
-                conn = await pool.get()  # waiting for a free connection counts as latency
-                conn[1].write(requests[i])
-                status[i], bodies[i] = await _read_response(conn[0])
-            pool.put_nowait(conn)
-            conn = None
-        except TimeoutError:
-            status[i] = 0
-        except (OSError, asyncio.IncompleteReadError):
-            status[i] = -1
-        finally:
-            latency[i] = (loop.time() - scheduled) * 1000
-            if conn is not None:  # a broken or late connection is replaced, not reused
-                conn[1].close()
-                pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-
-    cpu_server, cpu_client = _cpu_s(server_pid), time.process_time()
-    t0 = loop.time() + 0.05
-    tasks = []
-    for i in range(n):
-        scheduled = t0 + i / rate
-        delay = scheduled - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, scheduled)))
-    await asyncio.gather(*tasks)
-    wall = loop.time() - t0
-    cpu_server, cpu_client = _cpu_s(server_pid) - cpu_server, time.process_time() - cpu_client
-    while not pool.empty():
-        pool.get_nowait()[1].close()
-    kept = [(i, json.loads(b)) for i, (b, s) in enumerate(zip(bodies, status, strict=True))
-            if 200 <= s < 300] if phase.get("keep_bodies") else []  # fmt: skip
-    return {
-        "name": phase["name"], "rate": rate, "latency_ms": latency, "status": status,
-        "wall_s": wall, "server_cpu_s": cpu_server, "client_cpu_s": cpu_client,
-        "responses": [{"i": i, "action": r.get("action"), "decision_id": r.get("decision_id"),
-                       "degraded": r.get("degraded")} for i, r in kept],
-        "t0_epoch": time.time() - (loop.time() - t0),  # the schedule's start, wall clock
-    }  # fmt: skip
-
-
-async def _drain(pid: int, pause: float, limit_s: float = 120.0) -> None:
-    """Wait until the server is idle: requests it queued past their timeout are still served
-    after the phase, and would otherwise land in the next one's figures."""
-    await asyncio.sleep(pause)
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        before = _cpu_s(pid)
-        await asyncio.sleep(0.5)
-        if _cpu_s(pid) - before < 0.05:  # under 10% of a core
-            return
-
-
-async def _loadgen(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    results = []
-    for phase in spec["phases"]:
-        results.append(
-            await _phase(
-                spec["port"], phase, spec["connections"], spec["timeout"], spec["pid"], spec["key"]
-            )
-        )
-        await _drain(spec["pid"], spec["pause"])
-    return results
-
-
-def loadgen_main(spec_path: Path, out_path: Path) -> None:
-    spec = json.loads(spec_path.read_text())
-    out_path.write_text(json.dumps(asyncio.run(_loadgen(spec))))
+SCORE, ECHO = "/v1/payments/score", "/v1/echo"
 
 
 # --- the world, the server, the payloads ------------------------------------------------------
 
 
-def env_for(redis_url: str, database_url: str | None = None) -> dict[str, str]:
+def env_for(redis_url: str, database_url: str | None = None, home: Path = HOME) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
     env.update(
         ARBITER_REDIS_URL=redis_url,
-        ARBITER_DATABASE_URL=database_url or f"sqlite:///{HOME}/arbiter.db",
-        ARBITER_MLFLOW_TRACKING_URI=f"sqlite:///{HOME}/mlflow/mlflow.db",
-        ARBITER_MLFLOW_ARTIFACTS=str(HOME / "mlflow" / "artifacts"),
+        ARBITER_DATABASE_URL=database_url or f"sqlite:///{home}/arbiter.db",
+        ARBITER_MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow/mlflow.db",
+        ARBITER_MLFLOW_ARTIFACTS=str(home / "mlflow" / "artifacts"),
         ARBITER_MODEL_NAME=MODEL,
-        ARBITER_DATA_DIR=str(HOME / "data"),
+        ARBITER_DATA_DIR=str(home / "data"),
         MLFLOW_DISABLE_TELEMETRY="true",
         MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
         OMP_WAIT_POLICY="PASSIVE",
@@ -200,27 +76,42 @@ def arbiter(env: dict[str, str], *args: str) -> str:
 
 
 def setup(args: argparse.Namespace, env: dict[str, str]) -> Path:
+    """The world simulated (once), flushed into Redis and ingested, a champion (once), an
+    empty decision store."""
     import redis
 
-    world = HOME / "world"
+    world = make_world(args, env)
+    print(f"flushing {args.redis_url} and ingesting the world ...", flush=True)
+    redis.Redis.from_url(args.redis_url).flushdb()
+    arbiter(env, "ingest", str(world / "events.parquet"))
+    ensure_champion(env, world)
+    empty_store(env)
+    return world
+
+
+def make_world(args: argparse.Namespace, env: dict[str, str], home: Path = HOME) -> Path:
+    world = home / "world"
     if not (world / "events.parquet").exists():
         print(f"simulating {args.accounts:,} accounts x {args.days} days ...", flush=True)
         arbiter(env, "simulate", "--accounts", str(args.accounts), "--days", str(args.days),
                 "--end", "now", "--out", str(world), "--no-jsonl")  # fmt: skip
-    print(f"flushing {args.redis_url} and ingesting the world ...", flush=True)
-    redis.Redis.from_url(args.redis_url).flushdb()
-    arbiter(env, "ingest", str(world / "events.parquet"))
-    if not (HOME / "mlflow" / "mlflow.db").exists() or not _has_champion(env):
-        (HOME / "mlflow").mkdir(parents=True, exist_ok=True)
+    return world
+
+
+def ensure_champion(env: dict[str, str], world: Path, home: Path = HOME) -> None:
+    if not (home / "mlflow" / "mlflow.db").exists() or not _has_champion(env):
+        (home / "mlflow").mkdir(parents=True, exist_ok=True)
         print("training and promoting a champion ...", flush=True)
         arbiter(env, "train", "--events", str(world / "events.parquet"))
         arbiter(env, "promote")
-    # A fresh decision store each run: the benchmark's decisions only.
+
+
+def empty_store(env: dict[str, str], home: Path = HOME) -> None:
+    """A fresh decision store each run: the benchmark's decisions only."""
     for suffix in ("", "-wal", "-shm"):
-        (HOME / f"arbiter.db{suffix}").unlink(missing_ok=True)
+        (home / f"arbiter.db{suffix}").unlink(missing_ok=True)
     if not env["ARBITER_DATABASE_URL"].startswith("sqlite"):
         _empty_database(env["ARBITER_DATABASE_URL"])
-    return world
 
 
 def _empty_database(url: str) -> None:
@@ -253,34 +144,54 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_server(env: dict[str, str], port: int, workers: int = 1,
+                 home: Path = HOME) -> subprocess.Popen[bytes]:  # fmt: skip
     command = [str(BIN / "python"), "-m", "uvicorn", "api.app:create_app", "--factory",
                "--port", str(port), "--log-level", "warning", "--no-access-log",
                "--workers", str(workers)]  # fmt: skip
-    with (HOME / "server.log").open("wb") as log:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return start_process(command, env, f"http://127.0.0.1:{port}/readyz", home / "server.log")
+
+
+def start_process(command: list[str], env: dict[str, str], ready_url: str, log_path: Path,
+                  limit_s: float = 60.0) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start a server in a session of its own (stopped with everything it forks, see
+    `stop_server`) and wait until `ready_url` answers 200; stopped again if it does not."""
     import httpx
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited:\n{(HOME / 'server.log').read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.terminate()
-    raise SystemExit(f"the server was not ready in 60 s:\n{(HOME / 'server.log').read_text()}")
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"{command[0]} exited:\n{log_path.read_text()}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"not ready in {limit_s:g} s: {command}\n{log_path.read_text()}")
+    except BaseException:
+        stop_server(server)
+        raise
 
 
 def stop_server(server: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    server.terminate()
+    """SIGTERM to the server's process group (the server and what it forked), SIGKILL to what
+    is left after `timeout`."""
     try:
-        server.wait(timeout)
-    except subprocess.TimeoutExpired:
-        server.kill()
+        os.killpg(server.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server.poll()
+            os.killpg(server.pid, 0)  # ProcessLookupError once the whole group is gone
+            time.sleep(0.1)
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
 
 
 class Mix:
@@ -332,42 +243,35 @@ class Mix:
             out.append(json.dumps(body))
         return out, kinds
 
+    def phase(self, run: str, name: str, path: str, rate: int, duration: float) -> dict[str, Any]:
+        """An open-loop phase of `rate` x `duration` payments (the load generator's spec)."""
+        bodies, kinds = self.bodies(int(rate * duration), f"{run}-{name}-{rate}")
+        return {"name": name, "path": path, "rate": rate, "bodies": bodies,
+                "keep_bodies": name == "score", "kinds": kinds}  # fmt: skip
+
 
 # --- the report -------------------------------------------------------------------------------
 
 
-def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
+def scored_records(port: int, key: str, decision_ids: list[str]) -> list[dict[str, Any]]:
+    """The records of those of `decision_ids` that the model scored (GET /v1/decisions/{id}; a
+    suspended account's payment is declined unscored)."""
+    import httpx
 
-    lat = np.array(result["latency_ms"])
-    status = np.array(result["status"])
-    ok = (status >= 200) & (status < 300)
-    p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
-    return {
-        "name": result["name"], "rate": result["rate"], "n": len(lat),
-        "p50": p50, "p99": p99, "p999": p999, "max": lat.max(),
-        "non2xx": int(((status > 0) & ~ok).sum()), "timeouts": int((status == 0).sum()),
-        "conn_errors": int((status == -1).sum()), "achieved": ok.sum() / result["wall_s"],
-        "server_cpu": result["server_cpu_s"] / result["wall_s"],
-        "client_cpu": result["client_cpu_s"] / result["wall_s"],
-    }  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as client:
+        records = [client.get(f"/v1/decisions/{i}").json() for i in decision_ids]
+    return [r for r in records if "model_ms" in (r.get("timings") or {})]
 
 
 def timings(port: int, key: str, decision_ids: list[str]) -> dict[str, float]:
-    import httpx
-
+    """The mean of each of the records' `timings` (ms), and `n`, how many records."""
+    records = scored_records(port, key, decision_ids)
     sums: dict[str, float] = {}
-    count = 0
-    headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as client:
-        for decision_id in decision_ids:
-            record = client.get(f"/v1/decisions/{decision_id}").json()
-            if "model_ms" not in (record.get("timings") or {}):
-                continue  # not scored (suspended account)
-            count += 1
-            for key, value in record["timings"].items():
-                sums[key] = sums.get(key, 0.0) + value
-    return {key: value / count for key, value in sums.items()} | {"n": count}
+    for record in records:
+        for name, value in record["timings"].items():
+            sums[name] = sums.get(name, 0.0) + value
+    return {name: value / len(records) for name, value in sums.items()} | {"n": len(records)}
 
 
 def machine() -> str:
@@ -421,11 +325,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/BENCHMARKS.md")
-    parser.add_argument("--loadgen", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()  # fmt: skip
-    if args.loadgen:
-        loadgen_main(*args.loadgen)
-        return
 
     env = env_for(args.redis_url, args.database_url)
     world = setup(args, env)
@@ -434,54 +334,17 @@ def main() -> None:
     port = free_port()
     server = start_server(env, port, args.workers)
     try:
-        from engine.keys import create_key
-        from engine.store import DecisionStore, now_ms
-
-        store = DecisionStore(env["ARBITER_DATABASE_URL"])
-        for account in mix.suspended:
-            store.set_account_status(account["account_id"], "suspended", actor="bench",
-                                     reason="bench: suspended before the run")  # fmt: skip
-        # The scorer's key for the load, the admin's to read decisions back (api/auth.py).
-        _, key = create_key(store.database, name=f"bench-{run}", roles=["scorer", "support"],
-                            actor="bench", at=now_ms())  # fmt: skip
-        store.close()
-
-        def phase(name: str, path: str, rate: int, duration: float) -> dict[str, Any]:
-            bodies, kinds = mix.bodies(int(rate * duration), f"{run}-{name}-{rate}")
-            return {"name": name, "path": path, "rate": rate, "bodies": bodies,
-                    "keep_bodies": name == "score", "kinds": kinds}  # fmt: skip
-
-        def drive(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            spec = {"port": port, "pid": server.pid, "connections": args.connections, "key": key,
-                    "timeout": args.timeout, "pause": 1.0, "phases": phases}  # fmt: skip
-            spec_path, out_path = HOME / "loadgen-spec.json", HOME / "loadgen-out.json"
-            spec_path.write_text(json.dumps(spec))
-            command = [str(BIN / "python"), __file__, "--loadgen", str(spec_path), str(out_path)]
-            subprocess.run(command, cwd=ROOT, check=True)
-            results: list[dict[str, Any]] = json.loads(out_path.read_text())
-            for result, spec_phase in zip(results, phases, strict=True):
-                result["kinds"] = spec_phase["kinds"]
-            return results
-
+        key = prepare(env, mix, f"bench-{run}", roles=["scorer", "support"])
+        load = Load(server, port, key, args.connections, args.timeout)
         rates = [int(r) for r in args.rates.split(",") if r]
         print(f"warming up, then echo and score at {rates} req/s for {args.duration:g} s each",
               flush=True)  # fmt: skip
-        phases = [phase("warmup", "/v1/payments/score", 200, 3)]
+        phases = [mix.phase(run, "warmup", SCORE, 200, 3)]
         for rate in rates:
-            phases += [phase("echo", "/v1/echo", rate, args.duration),
-                       phase("score", "/v1/payments/score", rate, args.duration)]  # fmt: skip
-        results = drive(phases)[1:]
-        # Up from the highest rate that met p99 <= 10 ms, below the lowest that did not.
-        scored = [summarise(r) for r in results if r["name"] == "score"]
-        passed = max([r["rate"] for r in scored if r["p99"] <= 10], default=0)
-        failed = min([r["rate"] for r in scored if r["p99"] > 10], default=float("inf"))
-        ramp: list[dict[str, Any]] = []
-        for rate in sorted(int(r) for r in args.ramp.split(",") if r and passed < int(r) < failed):
-            print(f"ramp: score at {rate} req/s for {args.ramp_duration:g} s", flush=True)
-            (result,) = drive([phase("score", "/v1/payments/score", rate, args.ramp_duration)])
-            ramp.append(result)
-            if summarise(result)["p99"] > 10:
-                break
+            phases += [mix.phase(run, "echo", ECHO, rate, args.duration),
+                       mix.phase(run, "score", SCORE, rate, args.duration)]  # fmt: skip
+        results = load.drive(phases)[1:]
+        ramp = ramp_up(load, mix, run, results, args.ramp, args.ramp_duration)
         top = max(rates[-1], *[r["rate"] for r in ramp]) if ramp else rates[-1]
         # The score phase with the most answers: its decisions are read back for `timings`.
         scored_at_top = max(
@@ -497,6 +360,64 @@ def main() -> None:
     if not args.no_doc:
         write_doc(text)
         print(f"\nwritten to {DOC.relative_to(ROOT)}")
+
+
+def prepare(env: dict[str, str], mix: Mix, name: str, roles: list[str]) -> str:
+    """Suspend the mix's suspended accounts in the decision store and create the run's API key
+    (api/auth.py: the scorer's role for the load, the support role to read decisions back)."""
+    from engine.keys import create_key
+    from engine.store import DecisionStore, now_ms
+
+    store = DecisionStore(env["ARBITER_DATABASE_URL"])
+    try:
+        for account in mix.suspended:
+            store.set_account_status(account["account_id"], "suspended", actor="bench",
+                                     reason="bench: suspended before the run")  # fmt: skip
+        _, key = create_key(store.database, name=name, roles=roles, actor="bench", at=now_ms())
+    finally:
+        store.close()
+    return key
+
+
+class Load:
+    """The load generator (bench/loadgen.py, a process of its own) pointed at one server."""
+
+    def __init__(self, server: subprocess.Popen[bytes], port: int, key: str, connections: int,
+                 timeout: float, home: Path = HOME) -> None:  # fmt: skip
+        self.server, self.port, self.key = server, port, key
+        self.connections, self.timeout, self.home = connections, timeout, home
+
+    def drive(self, phases: list[dict[str, Any]], pause: float = 1.0) -> list[dict[str, Any]]:
+        """Run `phases` one after the other; their results, with each phase's `kinds`."""
+        spec = {"port": self.port, "pid": self.server.pid, "connections": self.connections,
+                "key": self.key, "timeout": self.timeout, "pause": pause,
+                "phases": phases}  # fmt: skip
+        spec_path, out_path = self.home / "loadgen-spec.json", self.home / "loadgen-out.json"
+        spec_path.write_text(json.dumps(spec))
+        command = [str(BIN / "python"), str(ROOT / "bench" / "loadgen.py"), str(spec_path),
+                   str(out_path)]  # fmt: skip
+        subprocess.run(command, cwd=ROOT, check=True)
+        results: list[dict[str, Any]] = json.loads(out_path.read_text())
+        for result, phase in zip(results, phases, strict=True):
+            result["kinds"] = phase.get("kinds", {})
+        return results
+
+
+def ramp_up(load: Load, mix: Mix, run: str, results: list[dict[str, Any]], ramp: str,
+            duration: float) -> list[dict[str, Any]]:  # fmt: skip
+    """Score at the rates of `ramp` above the highest of `results` that met p99 <= 10 ms and
+    below the lowest that did not, up to the first that misses."""
+    scored = [summarise(r) for r in results if r["name"] == "score"]
+    passed = max([r["rate"] for r in scored if r["p99"] <= 10], default=0)
+    failed = min([r["rate"] for r in scored if r["p99"] > 10], default=float("inf"))
+    tried: list[dict[str, Any]] = []
+    for rate in sorted(int(r) for r in ramp.split(",") if r and passed < int(r) < failed):
+        print(f"ramp: score at {rate} req/s for {duration:g} s", flush=True)
+        (result,) = load.drive([mix.phase(run, "score", SCORE, rate, duration)])
+        tried.append(result)
+        if summarise(result)["p99"] > 10:
+            break
+    return tried
 
 
 def _count(item: tuple[str, int]) -> int:
