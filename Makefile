@@ -12,7 +12,7 @@ WORLD := var/world
 ACCOUNTS ?= 2000
 DAYS ?= 60
 
-.PHONY: help venv redis world run train promote train-account promote-account test test-unit \
+.PHONY: help venv redis world run train train-dask promote train-account promote-account test test-unit \
         test-integration screenshots lint format typecheck bench-features bench-training bench-scoring bench-chaos \
         bench bench-quick clean
 
@@ -20,6 +20,7 @@ help:
 	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
 	@echo "make test   - set up, start Redis if needed, run the unit and integration tests"
 	@echo "make train  - train on the simulated world, register a challenger in MLflow"
+	@echo "make train-dask - the same, boosted on a local Dask cluster (DASK_WORKERS=2)"
 	@echo "make promote - promote the challenger to champion if it passes the gate"
 	@echo "make train-account | promote-account - the same for the account model"
 	@echo "make lint | typecheck | bench | bench-features | bench-training | bench-scoring | bench-chaos"
@@ -46,6 +47,11 @@ run: world
 
 train: world
 	$(BIN)/arbiter train --events $(WORLD)/events.parquet --spec config/features.yaml
+
+# The same training, boosted on a LocalCluster of DASK_WORKERS processes (docs/training.md).
+DASK_WORKERS ?= 2
+train-dask: world
+	$(BIN)/arbiter train --events $(WORLD)/events.parquet --spec config/features.yaml --dask-local $(DASK_WORKERS)
 
 promote: venv
 	$(BIN)/arbiter promote

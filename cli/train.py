@@ -34,7 +34,7 @@ from rich.table import Table
 from cli.settings import settings_or_exit
 from engine.settings import Settings
 from features.errors import FeatureError
-from training.config import TrainingConfig, load_training_config
+from training.config import TrainingConfig, load_training_config, parse_training_config
 from training.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -46,6 +46,20 @@ models_app = typer.Typer(help="Registered model versions.", no_args_is_help=True
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Training config (default: settings)")
+]
+
+
+DaskLocalOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--dask-local", min=1, help="Boost on a LocalCluster of N worker processes, 1 thread each"
+    ),
+]
+DaskSchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask-scheduler", help="Boost on the Dask cluster of this scheduler (tcp://...)"
+    ),
 ]
 
 
@@ -87,6 +101,27 @@ def _config(path: Path | None, settings: Settings) -> tuple[TrainingConfig, Path
         raise typer.Exit(2) from None
 
 
+def _on_dask(
+    config: TrainingConfig, path: Path, local: int | None, scheduler: str | None
+) -> TrainingConfig:
+    """The config with its `compute` section pointed at the cluster the options name."""
+    if local is None and scheduler is None:
+        return config
+    if local is not None and scheduler is not None:
+        raise typer.BadParameter(
+            "give --dask-local or --dask-scheduler, not both", param_hint="--dask-scheduler"
+        )
+    raw = config.model_dump(mode="python")
+    raw["compute"] |= {"engine": "dask", "scheduler": scheduler}
+    if local is not None:
+        raw["compute"]["workers"] = local
+    try:
+        return parse_training_config(raw, f"training config {path} with the --dask options")
+    except TrainingError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+
 def _registered(path: Path | None) -> tuple[Settings, TrainingConfig, str]:
     """The settings, the training config and the registered model name it names (for the
     commands that talk to the registry), with MLflow's chatter quieted."""
@@ -115,14 +150,19 @@ def train_command(
         Path | None, typer.Option("--spec", help="Feature spec (default: settings)")
     ] = None,
     config: ConfigOpt = None,
+    dask_local: DaskLocalOpt = None,
+    dask_scheduler: DaskSchedulerOpt = None,
 ) -> None:
-    """Train on an event log, evaluate, log to MLflow, register the model as `challenger`."""
+    """Train on an event log, evaluate, log to MLflow, register the model as `challenger`.
+    With --dask-local or --dask-scheduler (or `compute:` in the config) the boosting runs on a
+    Dask cluster."""
     from mlflow.exceptions import MlflowException
 
     from training.pipeline import Registry, load_source, train
 
     settings = settings_or_exit()
     training_config, config_path = _config(config, settings)
+    training_config = _on_dask(training_config, config_path, dask_local, dask_scheduler)
     name = training_config.model_name or settings.model_name
     target = Registry(
         tracking_uri=settings.mlflow_tracking_uri,
@@ -191,6 +231,12 @@ def _report_training(result: TrainingResult, target: Registry, config: Path | No
                 for k, v in evaluation["per_scenario"].items()
                 if k != "benign"
             )
+        )
+    machines = result.model.params.get("num_machines")
+    if machines:
+        console.print(
+            f"boosted on Dask: {machines} workers, {result.model.best_iteration} rounds kept "
+            "(best validation log loss)"
         )
     done = result.registered
     seconds = sum(result.timings.values())

@@ -8,6 +8,7 @@ Modules, in the order a training runs (`docs/training.md`):
     dataset   -- features of the scored events, the time-ordered split with maturity gaps, the
                  stored holdout
     model     -- LightGBM, deterministic, early-stopped on the validation window
+    distributed -- the same model boosted on a Dask cluster (lightgbm.dask), from Parquet
     baseline  -- the logistic regression the model is reported beside
     evaluate  -- ranking, workload, per-scenario, expected-loss and calibration numbers
     explain   -- SHAP summary; quantiles of the training population stored with the model

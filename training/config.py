@@ -1,5 +1,6 @@
 """The training configuration (`config/training.yaml`): label definition, split, LightGBM
-parameters, evaluation costs and promotion tolerances, validated into one frozen object.
+parameters, evaluation costs, promotion tolerances and where the boosting runs (`compute`: this
+process or a Dask cluster), validated into one frozen object.
 
 Every section has defaults suited to the simulated platform; a data scientist bringing another
 event log overrides the label definition (which events are scored, which events are labels and
@@ -138,6 +139,24 @@ class PromotionConfig(_Strict):
     tolerance_recall_at_1pct_fpr: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
+class ComputeConfig(_Strict):
+    """Where the boosting runs: in this process, or on a Dask cluster (`training.distributed`):
+    the one at `scheduler`, or a LocalCluster of `workers` processes started for the training."""
+
+    engine: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+    workers: Annotated[int, Field(ge=1, le=256)] = 2
+    partition_rows: Annotated[int, Field(ge=1_000)] = 250_000
+    table_dir: str | None = None
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"'{value}' is not a scheduler address, e.g. tcp://10.0.0.5:8786")
+        return value
+
+
 class TrainingConfig(_Strict):
     model_name: str | None = None
     experiment: str | None = None
@@ -146,6 +165,18 @@ class TrainingConfig(_Strict):
     model: ModelConfig = ModelConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     promotion: PromotionConfig = PromotionConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @model_validator(mode="after")
+    def _dask_stops_on_logloss(self) -> TrainingConfig:
+        # The Dask path picks the best round from the validation loss summed partition by
+        # partition (`training.distributed`); AUC and AP do not add up over partitions.
+        if self.compute.engine == "dask" and self.model.early_stopping_metric != "binary_logloss":
+            raise ValueError(
+                "model.early_stopping_metric must be binary_logloss with compute.engine dask "
+                f"(got {self.model.early_stopping_metric})"
+            )
+        return self
 
 
 def load_training_config(path: str | Path) -> TrainingConfig:

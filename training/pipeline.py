@@ -1,5 +1,6 @@
 """One training, end to end: event log -> features -> labels and split -> LightGBM -> baseline ->
-evaluation -> SHAP -> MLflow run, registered model version with the alias `challenger`.
+evaluation -> SHAP -> MLflow run, registered model version with the alias `challenger`. The
+boosting runs here or, with `compute.engine: dask`, on a Dask cluster (`training.distributed`).
 
 `load_source` does the part that depends only on the log and the feature spec (reading, the
 point-in-time feature matrix of every event); `train` does the rest for one training config, so a
@@ -117,7 +118,7 @@ def train(
     with _timed(timings, "labels and split", progress):
         dataset = build_dataset(source.log, source.plan, source.matrix, config)
     with _timed(timings, "train LightGBM", progress):
-        model = fit(dataset, config.model, on_round=progress.advance)
+        model = _fit(dataset, config, progress)
     test = dataset.test
     score = model.predict(test.X)
     baseline_score = None
@@ -149,6 +150,15 @@ def train(
                 },
             )  # fmt: skip
     return TrainingResult(registered, dataset, model, evaluation, timings)
+
+
+def _fit(dataset: Dataset, config: TrainingConfig, progress: Progress) -> TrainedModel:
+    if config.compute.engine == "local":
+        return fit(dataset, config.model, on_round=progress.advance)
+    # Imported here: dask.distributed costs a second at import, paid only by who uses it.
+    from training.distributed import fit_dask
+
+    return fit_dask(dataset, config.model, config.compute)
 
 
 def _figures(
@@ -259,7 +269,7 @@ def _report(dataset: Dataset, evaluation: dict[str, Any], validation: dict[str, 
 
 def _params(config: TrainingConfig, dataset: Dataset, model: TrainedModel) -> dict[str, Any]:
     params: dict[str, Any] = {}
-    for section in ("labels", "split", "evaluation", "promotion"):
+    for section in ("labels", "split", "evaluation", "promotion", "compute"):
         for key, value in getattr(config, section).model_dump(mode="json").items():
             params[f"{section}.{key}"] = (
                 json.dumps(value) if isinstance(value, dict | list) else value
