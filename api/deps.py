@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-import redis
 from fastapi import Depends, Request
-from redis.asyncio import Redis as AsyncRedis
 
 from api import auth
 from engine.deferred import DeferredContributions
@@ -24,6 +22,7 @@ from engine.rationales import Rationales
 from engine.service import DecisionService
 from engine.settings import Settings
 from engine.store import DecisionStore
+from features.connect import AsyncClient, SyncClient
 from models.registry import LoadedModel
 
 
@@ -34,7 +33,7 @@ class Runtime:
     settings: Settings
     service: DecisionService
     store: DecisionStore
-    redis: redis.Redis
+    redis: SyncClient  # one Redis or a Redis Cluster (features/connect.py)
     problems: dict[str, str] = field(default_factory=dict)
     policy_watcher: PolicyWatcher | None = None  # reloads the policy file (None: never)
     model_watcher: ModelWatcher[LoadedModel] | None = None  # follows `champion` (None: never)
@@ -44,7 +43,7 @@ class Runtime:
     account_model_watcher: ModelWatcher[LoadedModel] | None = None  # the account model
     flag_sync: FlagSync | None = None  # Redis's suspension flags, kept in step with the store
     writer: GroupCommitter | None = None  # the decision writer (group commit)
-    redis_async: AsyncRedis | None = None  # the payment route's Redis client
+    redis_async: AsyncClient | None = None  # the payment route's Redis client
     desk: ObjectionDesk | None = None  # objection cases
     rationales: Rationales | None = None  # rationale documents of decisions
     keys: KeyRing | None = None  # the API keys (api/auth.py)

@@ -18,6 +18,7 @@ from rich.table import Table
 from cli.settings import settings_or_exit
 from engine.settings import Settings
 from features.bulk import BulkLoader
+from features.connect import SyncClient, redis_client
 from features.errors import FeatureError
 from features.events import parse_ts, validate_frame
 from features.log import frame_records, read_log, write_parquet
@@ -42,11 +43,11 @@ def _spec(path: Path | None, settings: Settings) -> SpecPlan:
         raise typer.Exit(2) from None
 
 
-def connect(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_timeout=10)
+def connect(url: str) -> SyncClient:
     try:
+        client = redis_client(url, 10)
         client.ping()
-    except redis.RedisError as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         console.print(
             f"[red]Redis does not answer at {url} ({exc}). Start one with `make redis`, or set "
             "ARBITER_REDIS_URL.[/red]"
@@ -110,9 +111,9 @@ def ingest(
             console.print("[red]Redis already holds entities or events of this log; use "
                           "--mode stream (or auto) to apply it event by event[/red]")  # fmt: skip
             raise typer.Exit(2)
-    known = store.seen(list(frame["event_id"].astype(str)), list(frame["ts"]))
-    fresh = frame[[not k for k in known]]
-    records = list(frame_records(fresh))
+    records = list(frame_records(frame))
+    known = store.seen(records)
+    records = [record for record, k in zip(records, known, strict=True) if not k]
     applied = 0
     with Progress(
         TextColumn("ingest"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),

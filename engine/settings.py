@@ -12,10 +12,15 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.connect import cluster_nodes, is_cluster_url
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARBITER_", frozen=True, extra="forbid")
 
+    # One Redis (redis://host:port/db, rediss://, unix://) or a Redis Cluster:
+    # redis+cluster://[user:password@]host:port[,host:port...] (rediss+cluster:// for TLS);
+    # features/connect.py, docs/scaling.md.
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "arb"
     feature_spec: Path = Path("config/features.yaml")
@@ -83,6 +88,18 @@ class Settings(BaseSettings):
     def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if is_cluster_url(value):
+            cluster_nodes(value)  # a ValueError says what is wrong
+        elif not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must be a redis://, rediss:// or unix:// URL, or redis+cluster://host:port"
+                "[,host:port...] for a Redis Cluster"
+            )
         return value
 
     @field_validator("webhook_url")

@@ -7,7 +7,8 @@ the offline builder's indexes, and written with one HSET per entity. The hashes 
 of `features.online` and read exactly as replay leaves them
 (`tests/integration/test_bulk_load.py` compares every feature of probe requests); they can hold
 fewer stale entries, which no read can reach anyway. The event ids are marked as seen, so a
-later replay of the same log changes nothing.
+later replay of the same log changes nothing (on a Redis Cluster, in every slot the event's
+entities fall in, as replay marks them: `features.cluster`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
+from features.cluster import ClusterOnlineStore, key_slot_of
 from features.errors import FeatureStoreUnavailable
 from features.offline import OfflineBuilder, numeric, scaled
 from features.online import OnlineStore
@@ -54,17 +57,41 @@ class BulkLoader:
     def is_fresh(self, log: pd.DataFrame) -> bool:
         """True when Redis holds none of the log's entities and none of its events."""
         client = self.store.client
-        keys = [self.store.seen_key(int(h) * 3_600_000) for h in np.unique(log["ts"] // 3_600_000)]
-        for entity, field in self.plan.entity_keys.items():
-            if field in log.columns:
-                keys += [self.store.key(entity, v) for v in log[field].dropna().unique()]
+        if isinstance(self.store, ClusterOnlineStore):
+            keys = self._cluster_keys(log)
+        else:
+            hours = np.unique(log["ts"] // 3_600_000)
+            keys = [self.store.seen_key(int(h) * 3_600_000) for h in hours]
+            for entity, field in self.plan.entity_keys.items():
+                if field in log.columns:
+                    keys += [self.store.key(entity, v) for v in log[field].dropna().unique()]
         try:
             for i in range(0, len(keys), 5000):
                 if client.exists(*keys[i : i + 5000]):
                     return False
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         return True
+
+    def _cluster_keys(self, log: pd.DataFrame) -> list[str]:
+        """The entity hashes of a log, and the dedupe hashes of the hours and slots of its
+        events' entities (where replay marks them on a cluster)."""
+        assert isinstance(self.store, ClusterOnlineStore)
+        keys: list[str] = []
+        hours = (log["ts"] // 3_600_000).to_numpy()
+        groups = []
+        for entity, field in self.plan.entity_keys.items():
+            if field in log.columns:
+                codes, uniques = pd.factorize(log[field], use_na_sentinel=True)
+                names = [self.store.key(entity, v) for v in uniques]
+                slots = np.array([key_slot_of(k) for k in names], dtype=np.int64)
+                keys += names
+                present = codes >= 0
+                groups.append(hours[present] * REDIS_CLUSTER_HASH_SLOTS + slots[codes[present]])
+        for group in np.unique(np.concatenate(groups)) if groups else ():
+            hour, slot = divmod(int(group), REDIS_CLUSTER_HASH_SLOTS)
+            keys.append(self.store.seen_key(hour * 3_600_000, slot))
+        return keys
 
     def load(self, log: pd.DataFrame) -> int:
         """Write the end state of every entity of a ts-sorted log; returns the events loaded."""
@@ -81,9 +108,13 @@ class BulkLoader:
                 pipe.pexpire(key, ttl)
                 if len(pipe) >= 4000:
                     self._run(pipe)
-        # The log is sorted by ts, so each hour's events are one slice.
         hours = (log["ts"] // 3_600_000).to_numpy()
         ids = log["event_id"].astype(str).to_numpy(dtype=object)
+        if isinstance(self.store, ClusterOnlineStore):
+            self._mark_per_slot(pipe, builder, hours, ids)
+            self._run(pipe)
+            return len(log)
+        # The log is sorted by ts, so each hour's events are one slice.
         bounds = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1], True])
         for lo, hi in itertools.pairwise(bounds):
             key = self.store.seen_key(int(hours[lo]) * 3_600_000)
@@ -94,11 +125,50 @@ class BulkLoader:
         self._run(pipe)
         return len(log)
 
+    def _mark_per_slot(
+        self, pipe: Any, builder: OfflineBuilder, hours: np.ndarray, ids: np.ndarray
+    ) -> None:
+        """On a cluster, the dedupe markers replay would leave: one in each slot the event's
+        entities fall in, in that slot's hourly hash (`features.cluster`)."""
+        assert isinstance(self.store, ClusterOnlineStore)
+        rows, slots = [], []
+        keyed = np.zeros(len(ids), dtype=bool)
+        for entity in self.plan.entity_keys:
+            index = builder.entity(entity)
+            if not len(index.uniques):
+                continue
+            of_unique = np.array([key_slot_of(self.store.key(entity, v)) for v in index.uniques])
+            present = np.flatnonzero(index.codes >= 0)
+            rows.append(present)
+            slots.append(of_unique[index.codes[present]])
+            keyed[present] = True
+        alone = np.flatnonzero(~keyed)  # an event of no entity: its event_id's slot
+        rows.append(alone)
+        slots.append(np.array([key_slot_of(ids[i]) for i in alone], dtype=np.int64))
+        row = np.concatenate(rows)
+        group = hours[row] * REDIS_CLUSTER_HASH_SLOTS + np.concatenate(slots).astype(np.int64)
+        order = np.lexsort((row, group))
+        row, group = row[order], group[order]
+        keep = np.r_[True, (group[1:] != group[:-1]) | (row[1:] != row[:-1])]
+        row, group = row[keep], group[keep]  # two entities of an event in one slot: one mark
+        bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
+        for lo, hi in itertools.pairwise(bounds):
+            hour, slot = divmod(int(group[lo]), REDIS_CLUSTER_HASH_SLOTS)
+            key = self.store.seen_key(hour * 3_600_000, slot)
+            for i in range(lo, hi, 10_000):
+                marks: dict[str | bytes, str] = dict.fromkeys(
+                    ids[row[i : min(hi, i + 10_000)]], "1"
+                )
+                pipe.hset(key, mapping=marks)
+            pipe.pexpire(key, self.store.dedupe_ttl_ms)
+            if len(pipe) >= 4000:
+                self._run(pipe)
+
     @staticmethod
     def _run(pipe: Any) -> None:
         try:
             pipe.execute()
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 
     def _entity_fields(self, builder: OfflineBuilder, entity: str) -> Fields:

@@ -25,6 +25,10 @@ engine's suspension flags); `read_many` reads many events' features in one round
 `apply_many` pipelines a batch. Redis errors become
 `FeatureStoreUnavailable`. Events are expected in timestamp order per entity; an event older
 than its entity's latest is added to its bucket, but its own read sees the entity as of now.
+
+Handed a Redis Cluster client (`features.connect`), the store is a
+`features.cluster.ClusterOnlineStore`: the same layout, the apply script split per slot and
+each round trip per node; this class's single-node path is untouched by it.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
+import redis.cluster
 
+from features.connect import AsyncClient, SyncClient
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver, truncate
 from features.side_keys import SideKeys
@@ -56,19 +62,32 @@ class Reading:
 
 
 class OnlineStore(SideKeys):
+    def __new__(cls, client: Any, *args: Any, **kwargs: Any) -> OnlineStore:
+        """Handed a Redis Cluster client, an `OnlineStore` is a `ClusterOnlineStore` (the same
+        store split per slot and node, `features.cluster`): callers build the store from
+        whatever client `ARBITER_REDIS_URL` named, and the single-node path stays as it is."""
+        if cls is OnlineStore and isinstance(client, redis.cluster.RedisCluster):
+            from features.cluster import ClusterOnlineStore  # a subclass: imported when used
+
+            return super().__new__(ClusterOnlineStore)
+        return super().__new__(cls)
+
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncClient,
         plan: SpecPlan,
         *,
         prefix: str = "arb",
         dedupe_ttl_ms: int = 2 * 86_400_000,
         resolver: IpResolver | None = None,
         batch_size: int = 256,
-        async_client: redis.asyncio.Redis | None = None,
+        async_client: AsyncClient | None = None,
     ) -> None:
-        self.client = client
-        self.async_client = async_client  # for `read_for_decision_async`, on one event loop
+        # Cast: a cluster client makes this a `ClusterOnlineStore` (`__new__`), which re-types
+        # both clients.
+        self.client = cast(redis.Redis, client)
+        # For `read_for_decision_async`, on one event loop.
+        self.async_client = cast(redis.asyncio.Redis | None, async_client)
         self.plan = plan
         self.prefix = prefix
         self.dedupe_ttl_ms = dedupe_ttl_ms
@@ -168,18 +187,19 @@ class OnlineStore(SideKeys):
         return [str(len(keys)), *keys, *args]
 
     # -- public API ----------------------------------------------------------------------------
-    def seen(self, event_ids: Sequence[str], ts: Sequence[int]) -> list[bool]:
+    def seen(self, events: Sequence[Mapping[str, Any]]) -> list[bool]:
         """Whether each event was applied already (its dedupe marker is still kept)."""
+        event_ids = [str(event["event_id"]) for event in events]
         by_hour: dict[str, list[int]] = {}
-        for i, t in enumerate(ts):
-            by_hour.setdefault(self.seen_key(int(t)), []).append(i)
+        for i, event in enumerate(events):
+            by_hour.setdefault(self.seen_key(int(event["ts"])), []).append(i)
         out = [False] * len(event_ids)
         pipe = self.client.pipeline(transaction=False)
         slots = []
         for key, rows in by_hour.items():
             for j in range(0, len(rows), 10_000):
                 chunk = rows[j : j + 10_000]
-                pipe.hmget(key, [str(event_ids[i]) for i in chunk])
+                pipe.hmget(key, [event_ids[i] for i in chunk])
                 slots.append(chunk)
         try:
             replies = pipe.execute()
@@ -328,7 +348,7 @@ class OnlineStore(SideKeys):
             except redis.RedisError as exc:
                 raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
             replies = self._send(commands)
-        return _checked(replies)
+        return checked(replies)
 
     async def _round_trip_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """`_round_trip` on the event loop."""
@@ -340,7 +360,7 @@ class OnlineStore(SideKeys):
             except redis.RedisError as exc:
                 raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
             replies = await self._send_async(commands)
-        return _checked(replies)
+        return checked(replies)
 
     async def _send_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         assert self.async_client is not None
@@ -420,7 +440,7 @@ def _script_lost(replies: Sequence[Any]) -> bool:
     return bool(errors) and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors)
 
 
-def _checked(replies: list[Any]) -> list[Any]:
+def checked(replies: list[Any]) -> list[Any]:
     """The replies, or `FeatureStoreUnavailable` for the first error reply among them."""
     error = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
     if error is not None:

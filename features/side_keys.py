@@ -13,6 +13,9 @@ import redis
 
 from features.errors import FeatureStoreUnavailable
 
+# A cluster client raises its own errors (an uncovered slot, no node reachable) beside Redis's.
+_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+
 _CLAIM = """
 local last = redis.call('GET', KEYS[1])
 local ts, gap = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -47,7 +50,7 @@ class SideKeys:
                     pipe.sadd(index, key)
         try:
             pipe.execute()
-        except redis.RedisError as exc:
+        except _ERRORS as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 
     def claim(self, key: str, ts: int, gap_ms: int) -> bool:
@@ -56,20 +59,20 @@ class SideKeys:
         as the cooldown after the latest claim in wall time too."""
         try:
             return bool(self.client.eval(_CLAIM, 1, key, str(ts), str(gap_ms)))
-        except redis.RedisError as exc:
+        except _ERRORS as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 
     def unclaim(self, key: str, ts: int) -> None:
         """Withdraw the claim `claim(key, ts, ...)` made (only if it is still that one)."""
         try:
             self.client.eval(_UNCLAIM, 1, key, str(ts))
-        except redis.RedisError as exc:
+        except _ERRORS as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 
     def members(self, index: str) -> list[str]:
         """The members of a Redis set (an `index` of `set_strings`)."""
         try:
             found: Any = self.client.smembers(index)
-        except redis.RedisError as exc:
+        except _ERRORS as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in found)

@@ -8,12 +8,16 @@ than its distinct fields.
 
     KEYS              every entity hash and dedupe hash the batch touches, once each
     ARGV[1]           dedupe marker ttl (ms), then the number of events
-    then per event    dedupe hash index (0: no dedupe), event_id, time (ms), number of entities,
+    then per event    dedupe hash index (0: no dedupe; -1 - index: not counted), event_id,
+                      time (ms), number of entities,
       per entity      key index, entity index, logical ttl (ms), Redis ttl (ms), number of ops,
                       and that many (primitive id, argument) pairs
 
 Dedupe markers are fields of one hash per hour of event time (`<prefix>:seen:<hour>`), kept for
-the dedupe ttl. Returns the number of events applied (duplicates are skipped).
+the dedupe ttl. Returns the number of events applied (duplicates are skipped). On a Redis
+Cluster an event's entities can sit in several slots, and a script's keys must share one: the
+event is then applied by one call per slot (`features.cluster`), each with its own dedupe
+marker, and only the call of its first entity counts it (the others pass the index negated).
 """
 
 from __future__ import annotations
@@ -290,6 +294,9 @@ local rttls = {}
 local expired = {}
 for _ = 1, n do
   local seen = tonumber(ARGV[a])
+  -- Negative: one share of an event split over cluster slots, applied but not counted here.
+  local counted = seen >= 0
+  if not counted then seen = -seen - 1 end
   local event_id = ARGV[a + 1]
   local tsS = ARGV[a + 2]
   local ts = tonumber(tsS)
@@ -303,7 +310,7 @@ for _ = 1, n do
       expired[seen] = true
     end
   end
-  if unseen then applied = applied + 1 end
+  if unseen and counted then applied = applied + 1 end
   for _ = 1, nent do
     local k = tonumber(ARGV[a])
     local ent = tonumber(ARGV[a + 1])

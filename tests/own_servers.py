@@ -1,7 +1,8 @@
 """Servers of a test's own, on free loopback ports, that the test may stop, kill and start
 again: Debian's `redis-server`, and a PostgreSQL cluster made with `initdb` from Debian's
 `postgresql` package (as the `postgres` user when the tests run as root, as initdb must).
-The machine's own servers are never touched. Used by the failure tests and the chaos run."""
+The machine's own servers are never touched. Used by the failure tests and the chaos run;
+`OwnRedisCluster` (several redis-servers as one Redis Cluster) by the cluster tests."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import glob
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -151,3 +154,141 @@ class OwnMlflow:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process, timeout=20)
+
+
+class OwnRedisCluster:
+    """A Redis Cluster of `masters` redis-server processes on loopback (no replicas), made with
+    `redis-cli --cluster create`; `url` is the service's `redis+cluster://` setting. Use as a
+    context manager, or call `start` and `stop` (which also runs when `start` fails halfway)."""
+
+    def __init__(self, folder: Path, masters: int = 3, node_timeout_ms: int | None = None) -> None:
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            pytest.fail("redis-server and redis-cli are not installed (apt-get install "
+                        "redis-server): the cluster tests start a cluster of their own",
+                        pytrace=False)  # fmt: skip
+        self.binary, self.cli, self.folder = binary, cli, folder
+        self.ports = _cluster_ports(masters)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        # How soon the others count a silent master as failed (Redis's default: 15 s).
+        self.node_timeout_ms = node_timeout_ms
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def node(self, port: int) -> redis.Redis:
+        """A plain client of one master (for looking at what it holds)."""
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def start(self) -> None:
+        try:
+            for port in self.ports:
+                self.processes.append(self._server(port))
+            for port in self.ports:
+                self._wait(lambda p=port: self.node(p).ping(), f"redis-server on port {port}")
+            nodes = [f"127.0.0.1:{p}" for p in self.ports]
+            self._cluster_cli("create", *nodes, "--cluster-replicas", "0")
+            for port in self.ports:
+                self._wait(lambda p=port: b"cluster_state:ok" in self._cluster_info(p),
+                           f"cluster_state:ok on port {port}")  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stop_process(process)
+        self.processes = []
+
+    def kill(self, port: int) -> None:
+        """Kill one master (its data is gone: there are no replicas)."""
+        process = self.processes[self.ports.index(port)]
+        process.kill()
+        process.wait(10)
+
+    def cover_lost_slots(self, alive: int) -> None:
+        """Once the others count a killed master as failed, give its slots to the masters still
+        alive (`redis-cli --cluster fix`): what a failover does to the slot map."""
+        self._wait(lambda: b"cluster_state:fail" in self._cluster_info(alive),
+                   f"the cluster seeing a master fail, on port {alive}")  # fmt: skip
+        self._cluster_cli("fix", f"127.0.0.1:{alive}", "--cluster-fix-with-unreachable-masters",
+                          answers="yes\n" * 16384)  # fmt: skip
+        self._wait(lambda: b"cluster_state:ok" in self._cluster_info(alive),
+                   f"cluster_state:ok on port {alive}")  # fmt: skip
+
+    def move_slots(self, source: int, target: int) -> None:
+        """Move every slot of one master, with its keys, to another (`--cluster reshard`)."""
+        ids, count = {}, 0
+        for port in (source, target):
+            reply: bytes = self.node(port).execute_command("CLUSTER", "NODES")
+            me = next(line.split() for line in reply.decode().splitlines() if "myself" in line)
+            ids[port] = me[0]
+            if port == source:
+                for span in me[8:]:  # "a-b" or "a"
+                    first, _, last = span.partition("-")
+                    count += int(last or first) - int(first) + 1
+        self._cluster_cli("reshard", f"127.0.0.1:{source}", "--cluster-from", ids[source],
+                          "--cluster-to", ids[target], "--cluster-slots", str(count))  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda p=port: b"cluster_state:ok" in self._cluster_info(p),
+                       f"cluster_state:ok on port {port}")  # fmt: skip
+
+    def _cluster_cli(self, *args: str, answers: str = "") -> None:
+        done = subprocess.run(
+            [self.cli, "--cluster", *args, "--cluster-yes"],
+            input=answers, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail(f"redis-cli --cluster {args[0]} failed: {done.stdout}{done.stderr}")
+
+    def __enter__(self) -> OwnRedisCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _server(self, port: int) -> subprocess.Popen[bytes]:
+        timeout = []
+        if self.node_timeout_ms is not None:
+            timeout = ["--cluster-node-timeout", str(self.node_timeout_ms)]
+        with (self.folder / f"redis-{port}.log").open("ab") as log:
+            return subprocess.Popen(
+                [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+                 "yes", "--cluster-config-file", str(self.folder / f"nodes-{port}.conf"),
+                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir",
+                 str(self.folder), *timeout],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def _cluster_info(self, port: int) -> bytes:
+        reply: bytes = self.node(port).execute_command("CLUSTER", "INFO")
+        return reply
+
+    def _wait(self, ready: Callable[[], object], what: str, seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if ready():
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"{what}: not ready in {seconds:.0f} s (logs in {self.folder})")
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free loopback ports whose cluster bus ports (port + 10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + 10_000 >= 65_536 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
