@@ -25,11 +25,10 @@ from typing import Any
 # LightGBM scores with one thread; idle OpenMP threads must not spin beside the web server.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import redis
-import redis.asyncio
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
-from api import errors
+from api import errors, fast
 from api.deps import Runtime
 from api.responses import OrjsonResponse
 from api.routes import (
@@ -62,6 +61,7 @@ from engine.service import DecisionService
 from engine.settings import Settings, load_settings
 from engine.store import DecisionStore, now_ms
 from explanations.catalogue import InvalidCatalogue, load_catalogue
+from features.connect import redis_clients
 from features.online import OnlineStore
 from features.spec import load_spec
 from models.registry import (
@@ -102,13 +102,9 @@ def build_runtime(settings: Settings) -> Runtime:
         interval_s=settings.policy_reload_seconds,
     )  # fmt: skip
     policy = watcher.load()  # no last good policy yet: an invalid file refuses to start
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
-    # The payment route awaits Redis on the event loop (this client); the rest uses `client`.
-    async_client = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+    # The payment route awaits Redis on the event loop (`async_client`); the rest uses `client`.
+    # One Redis or a Redis Cluster, as the URL says (features/connect.py).
+    client, async_client = redis_clients(settings.redis_url, REDIS_TIMEOUT_S)
     online = OnlineStore(
         client, plan, prefix=settings.redis_prefix,
         dedupe_ttl_ms=settings.dedupe_ttl_hours * 3_600_000, async_client=async_client,
@@ -279,6 +275,23 @@ def start_notifier(settings: Settings, store: DecisionStore) -> NotifierThread |
     return worker
 
 
+class ArbiterApp(FastAPI):
+    """FastAPI, with the billing system's door (and its echo floor) served by `api.fast`: the
+    plain case without the framework's layers, anything else handed to them."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] in fast.PATHS
+            and scope["method"] == "POST"
+            and hasattr(self.state, "runtime")
+        ):
+            scope["app"] = self
+            await fast.serve(self, super().__call__, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -323,7 +336,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if runtime.redis_async is not None:
                 await runtime.redis_async.aclose()
 
-    app = FastAPI(
+    app = ArbiterApp(
         title="Arbiter",
         summary="Fraud decisions on payments and accounts, with their rationale.",
         version="0.1.0",

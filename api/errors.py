@@ -72,7 +72,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ContributionsMismatch, 500),
 )
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def request_id(request: Request) -> str | None:
@@ -90,18 +90,29 @@ def error_response(
 
 async def _domain(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, EngineError | FeatureError)
+    status, body, headers = render_domain(exc, request_id(request))
+    return OrjsonResponse(body, status_code=status, headers=headers)
+
+
+def render_domain(
+    exc: EngineError | FeatureError, rid: str | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A domain error's status, body and headers (also `api.fast`'s, which has no Request)."""
     status = next((s for cls, s in STATUS if isinstance(exc, cls)), 500)
+    headers: dict[str, str] = {}
     if status == 500:
         log.error("%s: %s", type(exc).__name__, exc.message, exc_info=exc)
-        return error_response(request, 500, "internal_error", "internal error")
-    field = exc.field if isinstance(exc, InvalidEvent) else None
-    response = error_response(request, status, exc.code, exc.message, field)
+        error: dict[str, Any] = {"code": "internal_error", "message": "internal error"}
+    else:
+        error = {"code": exc.code, "message": exc.message}
+    error["request_id"] = rid
+    if status != 500 and isinstance(exc, InvalidEvent) and exc.field is not None:
+        error["field"] = exc.field
     if status == 503:  # a dependency is down or nothing is loaded yet: worth a retry
-        response.headers["retry-after"] = "1"
+        headers["retry-after"] = "1"
     if status == 401:
-        response.headers["www-authenticate"] = 'Bearer realm="arbiter"'
-
-    return response
+        headers["www-authenticate"] = 'Bearer realm="arbiter"'
+    return status, {"error": error}, headers
 
 
 async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
@@ -156,7 +167,7 @@ class RequestId:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         token = logs.request_id.set(rid)  # every log line of this request carries it
 

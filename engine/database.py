@@ -6,7 +6,14 @@ guarantee that a crash leaves the database consistent, possibly without its last
 The driver's own transaction handling is switched off and SQLAlchemy's `begin` emits
 `BEGIN IMMEDIATE` for write transactions (the database's write lock is taken at the start, so
 two writers never both read the chain head) and a plain `BEGIN` for reads (WAL readers do not
-block writers). On PostgreSQL, write transactions are ordinary READ COMMITTED transactions;
+block writers). Writers of one database file first queue on a lock of their own
+(`<database>.write-lock`: a thread lock in the process, an flock across processes, tried every
+0.2-1 ms), so that the write lock passes to the next writer within a millisecond of being free;
+SQLite's busy handler alone has a waiting writer sleep 1, 2, 5, 10, 15... ms between tries, and
+several uvicorn workers appending at once paid tens of milliseconds per commit. Past the busy
+timeout a writer stops queueing and leaves the wait to SQLite, as before (a lock held by a
+process that does not queue, or one that hangs, still fails in bounded time).
+On PostgreSQL, write transactions are ordinary READ COMMITTED transactions;
 the store takes the locks it needs explicitly.
 
 `migrate(engine)` applies the Alembic migrations of `engine/migrations` up to head; no
@@ -15,8 +22,12 @@ alembic.ini is needed (the configuration is built here).
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +62,7 @@ def connect(url: str, *, busy_timeout_s: float = 10.0) -> sa.Engine:
         )  # fmt: skip
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _register_writers(parsed.database, busy_timeout_s)
     engine = sa.create_engine(
         url, json_serializer=canonical, connect_args={"timeout": busy_timeout_s}
     )
@@ -79,8 +91,74 @@ def is_sqlite(engine: sa.Engine) -> bool:
 @contextmanager
 def writing(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A write transaction: committed when the block ends, rolled back if it raises."""
-    with translated(), engine.execution_options(**{_WRITE: True}).begin() as conn:
+    with (
+        translated(),
+        _writers_queue(engine),
+        engine.execution_options(**{_WRITE: True}).begin() as conn,
+    ):
         yield conn
+
+
+class _WriteLock:
+    """One SQLite file's writers, in turn: threads of this process, then processes."""
+
+    def __init__(self, path: str, timeout_s: float) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self.threads = threading.Lock()
+        self.fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.timeout_s
+        if not self.threads.acquire(timeout=self.timeout_s):
+            yield  # queued too long: SQLite's own wait decides
+            return
+        try:
+            locked = self._flock(deadline)
+            try:
+                yield
+            finally:
+                if locked:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
+        finally:
+            self.threads.release()
+
+    def _flock(self, deadline: float) -> bool:
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return False  # a read-only directory: SQLite's own wait alone
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.001)
+
+
+_write_locks: dict[str, _WriteLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _writers_queue(engine: sa.Engine) -> Any:
+    database = engine.url.database if is_sqlite(engine) else None
+    lock = _write_locks.get(os.path.abspath(database) + ".write-lock") if database else None
+    return lock.held() if lock is not None else nullcontext()
+
+
+def _register_writers(database: str, timeout_s: float) -> None:
+    """The write queue of a SQLite file (none for `:memory:` or `file:` URIs)."""
+    if database == ":memory:" or database.startswith("file:"):
+        return
+    path = os.path.abspath(database) + ".write-lock"
+    with _write_locks_guard:
+        _write_locks.setdefault(path, _WriteLock(path, timeout_s))
 
 
 @contextmanager

@@ -165,10 +165,17 @@ class Metrics:
             ("state",),
         )
 
+        self.group_commit = Counter(
+            "arbiter_store_writes_total",
+            "The decision writer's work since start: transactions committed and decisions in "
+            "them (their ratio is the group commit's batch size).",
+            ("what",),
+        )
+
     def render(self) -> str:
         families: Iterable[_Family | Histogram] = (
             self.decisions, self.score_seconds, self.model_info, self.dependency_errors,
-            self.notifications, self.journal,
+            self.notifications, self.journal, self.group_commit,
         )  # fmt: skip
         return "".join(line + "\n" for family in families for line in family.render())
 

@@ -27,7 +27,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
@@ -59,12 +59,17 @@ class Decision:
     degraded: bool
     replayed: bool = False  # a retry: the payment had been decided before
     account_id: str = ""
+    # Where this request's time went (ms: the record's `timings`, plus `store_ms` waited for
+    # the store); a retry's are the first decision's. For the response's Server-Timing.
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def of(cls, stored: StoredDecision) -> Decision:
+    def of(cls, stored: StoredDecision, **extra: float) -> Decision:
         r = stored.record
+        timings = {**r.timings, **extra} if extra else r.timings
         return cls(r.decision_id, r.action, r.score, r.reasons, r.model_version,
-                   r.policy_version, r.degraded, stored.replayed, r.account_id)  # fmt: skip
+                   r.policy_version, r.degraded, stored.replayed, r.account_id,
+                   timings)  # fmt: skip
 
 
 def _now_ms() -> int:
@@ -266,8 +271,10 @@ class DecisionService:
             mark = time.perf_counter()
             shadowed = _shadow_score(shadow, features)
             timings["shadow_ms"] = _ms(mark)
+        mark = time.perf_counter()
         facts = facts_of(event, features)
         verdict = policy.decide(score.probability, features, facts)
+        timings["policy_ms"] = _ms(mark)
         codes = list(verdict.reasons)
         contributions = _explain(model, row, score.probability, verdict, codes, timings)
         timings["total_ms"] = _ms(started)
@@ -400,16 +407,20 @@ class DecisionService:
         submit = getattr(self.store, "submit", None)
         if submit is None:  # a store without a writer thread: the direct write, off the loop
             return await asyncio.to_thread(self._append, record)
+        mark = time.perf_counter()
         stored = await asyncio.wrap_future(submit(record, **_with(record)))
+        waited = _ms(mark)
         if record.action == "suspend_account" and not stored.replayed:
             # The flag write is blocking Redis I/O: off the loop too (rare: suspensions only).
-            return await asyncio.to_thread(self._stored, record, stored)
-        return self._stored(record, stored)
+            return await asyncio.to_thread(self._stored, record, stored, waited)
+        return self._stored(record, stored, waited)
 
-    def _stored(self, record: DecisionRecord, stored: StoredDecision) -> Decision:
+    def _stored(
+        self, record: DecisionRecord, stored: StoredDecision, waited: float | None = None
+    ) -> Decision:
         if record.action == "suspend_account" and not stored.replayed:
             self.flags.set({record.account_id: record.decision_id})
-        return Decision.of(stored)
+        return Decision.of(stored) if waited is None else Decision.of(stored, store_ms=waited)
 
 
 def _explain(

@@ -40,6 +40,10 @@ def metrics(request: Request, runtime: RuntimeDep) -> PlainTextResponse:
     if notifier is not None:
         totals = notifier.counters.snapshot()
         registry.notifications.mirror({(outcome,): n for outcome, n in totals.items()})
+    if runtime.writer is not None:
+        registry.group_commit.mirror(
+            {("transactions",): runtime.writer.batches, ("decisions",): runtime.writer.appended}
+        )
     journal = runtime.writer.journal if runtime.writer is not None else None
     if journal is not None:
         registry.journal.replace(

@@ -91,7 +91,7 @@ def test_the_arbiter_families_render_in_order_ending_with_a_newline():
     assert names == [
         "arbiter_decisions_total", "arbiter_score_seconds", "arbiter_model_info",
         "arbiter_dependency_errors_total", "arbiter_notifications_total",
-        "arbiter_journal_decisions",
+        "arbiter_journal_decisions", "arbiter_store_writes_total",
     ]  # fmt: skip
     assert 'arbiter_decisions_total{action="decline"} 1\n' in text
     assert 'arbiter_dependency_errors_total{dependency="redis"} 1\n' in text
