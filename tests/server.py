@@ -41,8 +41,10 @@ class Server:
         model_name: str,
         redis_url: str,
         database_url: str | None = None,
+        workers: int = 1,
         **settings: str,
     ) -> None:
+        """`workers`: uvicorn worker processes (more than one needs a PostgreSQL store)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "server.log"
@@ -63,9 +65,10 @@ class Server:
         tag = uuid.uuid4().hex[:6]  # several servers may share one store
         self.keys = {role: self.key(f"test-{role}-{tag}", role) for role in ROLES}
         command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"]
+        many = ["--workers", str(workers)] if workers > 1 else []
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port), "--no-access-log"],
+                [*command, "--port", str(self.port), "--no-access-log", *many],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.env = env  # what the CLI needs to reach the same stores

@@ -7,10 +7,13 @@ as the policy check's `error` (`ok` false) but the service stays ready: the last
 that does not answer) is reported the same way while an earlier version keeps scoring; the
 `shadow` check (with `shadow_challenger`), the `account_model` check (without an account model,
 account decisions use the policy's account rules) and the `objections` and `rationales` checks
-(an invalid config/objections.yaml or config/reasons.yaml) never fail readiness."""
+(an invalid config/objections.yaml or config/reasons.yaml) never fail readiness. `pid` names
+the worker process that answered (each uvicorn worker follows the policy and the registry on
+its own)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import redis
@@ -33,10 +36,11 @@ def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     checks = _checks(runtime)
     failing = [name for name, check in checks.items() if "problem" in check]
     if not failing:
-        return OrjsonResponse({"ready": True, "checks": checks})
+        return OrjsonResponse({"ready": True, "pid": os.getpid(), "checks": checks})
     message = "; ".join(f"{name}: {checks[name]['problem']}" for name in failing)
     error = {"code": "not_ready", "message": message, "request_id": request_id(request)}
-    return OrjsonResponse({"ready": False, "checks": checks, "error": error}, status_code=503)
+    body = {"ready": False, "pid": os.getpid(), "checks": checks, "error": error}
+    return OrjsonResponse(body, status_code=503)
 
 
 def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
