@@ -93,7 +93,8 @@ def connect(compute: ComputeConfig) -> Iterator[Client]:
             n_workers=compute.workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # A random port: `None` still binds 8787, and warns when another cluster has it.
+            dashboard_address=":0",
             silence_logs=logging.WARNING,
         ) as local,
         OrderedClient(local) as client,  # type: ignore[no-untyped-call]
