@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import logs
 from api.auth import authenticate, bearer
 from api.errors import REQUEST_ID, render_domain
+from api.routes.payments import score_body
 from api.schemas import ScoreRequest
 from api.screen import MAX_BODY_BYTES, screen
 from engine.errors import EngineError
@@ -133,15 +134,7 @@ async def _score(runtime: Any, payment: dict[str, Any], rid: str, started: float
         await _answer(send, rid, 500, error, None)
         return
     decided_at = time.perf_counter()
-    content = {
-        "decision_id": decision.decision_id,
-        "action": decision.action,
-        "score": decision.score,
-        "reasons": [{"code": r.code, "text": r.text} for r in decision.reasons],
-        "model_version": decision.model_version,
-        "policy_version": decision.policy_version,
-        "degraded": decision.degraded,
-    }
+    content = score_body(decision)
     phases = {"parse": (parsed_at - started) * 1000}
     if not decision.replayed:  # a retry's timings are its first decision's
         phases.update((_PHASES[k], v) for k, v in decision.timings.items() if k in _PHASES)

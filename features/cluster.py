@@ -195,17 +195,9 @@ class ClusterOnlineStore(OnlineStore):
         return out
 
     # -- a decision ----------------------------------------------------------------------------
-    def _decision_commands(
-        self, event: Mapping[str, Any], flags: Sequence[str], apply: bool
-    ) -> tuple[dict[str, Any], list[str], list[Command]]:
-        enriched = self.enrich(event)
-        entities = self._entities_of(enriched)
-        commands: list[Command] = [("HGETALL", k) for k in self._keys_of(enriched, entities)]
-        commands += [("GET", k) for k in flags]
-        if apply:
-            calls = self._slot_calls([enriched], True)
-            commands += [("EVALSHA", self._sha, *call) for call in calls]
-        return enriched, entities, commands
+    def _apply_commands(self, enriched: Mapping[str, Any]) -> list[Command]:
+        """One script call per slot the event's entities fall into."""
+        return [("EVALSHA", self._sha, *call) for call in self._slot_calls([enriched], True)]
 
     def _reading(
         self,
@@ -291,7 +283,7 @@ class ClusterOnlineStore(OnlineStore):
                 conn = pool.get_connection()
                 taken.append((pool, conn, False))
                 packed = pack([commands[i] for i in rows])
-                conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
+                conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
             for n, (_, rows) in enumerate(groups):
                 pool, conn, _ = taken[n]
                 for i in rows:
@@ -347,7 +339,7 @@ class ClusterOnlineStore(OnlineStore):
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         complete = False
         try:
-            await conn.send_packed_command(pack(commands), check_health=False)
+            await conn.send_packed_command([pack(commands)], check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from api.deps import ScorerKey, ServiceDep
 from api.responses import OrjsonResponse
 from api.schemas import ErrorBody, ScoreRequest, ScoreResponse
+from engine.service import Decision
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
@@ -23,14 +26,17 @@ async def score_payment(_: ScorerKey, body: ScoreRequest, service: ServiceDep) -
     # commit is awaited (engine/group_commit.py). The body is built here, already valid
     # against ScoreResponse (the OpenAPI schema), without a second validation.
     decision = await service.score_payment_async(body.model_dump(exclude_none=True))
-    return OrjsonResponse(
-        {
-            "decision_id": decision.decision_id,
-            "action": decision.action,
-            "score": decision.score,
-            "reasons": [{"code": r.code, "text": r.text} for r in decision.reasons],
-            "model_version": decision.model_version,
-            "policy_version": decision.policy_version,
-            "degraded": decision.degraded,
-        }
-    )
+    return OrjsonResponse(score_body(decision))
+
+
+def score_body(decision: Decision) -> dict[str, Any]:
+    """The answer to billing (ScoreResponse's fields), also `api.fast`'s."""
+    return {
+        "decision_id": decision.decision_id,
+        "action": decision.action,
+        "score": decision.score,
+        "reasons": [{"code": r.code, "text": r.text} for r in decision.reasons],
+        "model_version": decision.model_version,
+        "policy_version": decision.policy_version,
+        "degraded": decision.degraded,
+    }

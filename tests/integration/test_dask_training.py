@@ -27,6 +27,7 @@ from mlflow.entities import Run
 from models.registry import load_version
 from tests.conftest import ROOT
 from tests.integration.conftest import NAME as SESSION_PAYMENT
+from tests.integration.test_training import quiet_mlflow, small_world  # noqa: F401 (a fixture)
 from training import tracking
 from training.config import (
     ComputeConfig,
@@ -39,10 +40,8 @@ from training.distributed import LABEL, best_iteration, fit_dask, partition_loss
 from training.errors import InvalidTrainingConfig
 from training.evaluate import headline
 from training.model import fit, parameters
-from training.pipeline import Registry, Source, TrainingResult, load_source, train
-from training.simulator import SimConfig, simulate, write_world
+from training.pipeline import Registry, Source, TrainingResult, train
 
-WORLD = SimConfig(accounts=500, days=45, seed=2)
 NAME = "arbiter-fraud-account"
 ACCOUNT = load_training_config(ROOT / "config" / "training-account.yaml")
 # Two machines bin the features from their own halves and bag their own rows: not the
@@ -64,19 +63,9 @@ def on_dask(config: TrainingConfig, workers: int = 2) -> TrainingConfig:
     return parse_training_config(raw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quiet_mlflow():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        yield
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Source:
-    out = tmp_path_factory.mktemp("world")
-    write_world(simulate(WORLD), out, jsonl=False)
-    return load_source(out / "events.parquet", ROOT / "config" / "features.yaml")
+    return small_world(tmp_path_factory)  # test_training's: the same world, built here again
 
 
 def new_registry(tmp_path_factory, name: str) -> Registry:

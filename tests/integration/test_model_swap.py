@@ -54,8 +54,11 @@ def register(client: MlflowClient, experiment: str, booster: lgb.Booster, alias:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory) -> str:
+    return two_versions(tmp_path_factory.mktemp("swap-mlflow"))
+
+
+def two_versions(folder: Path) -> str:
     """A tracking URI whose model holds version 1 as `champion`, version 2 as `challenger`."""
-    folder = tmp_path_factory.mktemp("swap-mlflow")
     uri = f"sqlite:///{folder}/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")

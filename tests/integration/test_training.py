@@ -69,6 +69,11 @@ def quiet_mlflow():
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Source:
+    return small_world(tmp_path_factory)
+
+
+def small_world(tmp_path_factory) -> Source:
+    """A world of WORLD's size, simulated, written and loaded with the shipped spec."""
     out = tmp_path_factory.mktemp("world")
     write_world(simulate(WORLD), out, jsonl=False)
     return load_source(out / "events.parquet", ROOT / "config" / "features.yaml")

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import pytest
 import redis
 import sqlalchemy as sa
@@ -38,7 +37,7 @@ from mlflow import MlflowClient
 from engine.policy import parse_policy_text
 from engine.store import DecisionStore
 from tests.conftest import ROOT, TEST_REDIS_URL, drop_postgres_schema, new_postgres_schema
-from tests.integration.test_model_swap import NAME, register, tiny_booster
+from tests.integration.test_model_swap import NAME, two_versions
 from tests.server import Server
 
 pytestmark = pytest.mark.integration
@@ -236,7 +235,7 @@ def workers(
     redis_server: redis.Redis,
 ) -> Iterator[Workers]:
     folder = tmp_path_factory.mktemp("workers")
-    uri = registry(folder)
+    uri = two_versions(folder)  # version 1 the champion, a version 2 to promote
     policy = folder / "policy.yaml"
     write_policy(policy, RAW)
     schema, url = new_postgres_schema(postgres_admin)
@@ -259,24 +258,6 @@ def workers(
         server.stop()
         drop_postgres_schema(postgres_admin, schema)
         redis_server.flushdb()
-
-
-def registry(folder: Path) -> str:
-    """A tracking URI whose model holds version 1 as `champion` and a version 2."""
-    uri = f"sqlite:///{folder}/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        experiment = client.create_experiment(
-            NAME, artifact_location=(folder / "artifacts").resolve().as_uri()
-        )
-        client.create_registered_model(NAME)
-        assert register(client, experiment, tiny_booster(1), "champion") == "1"
-        assert register(client, experiment, tiny_booster(2), "challenger") == "2"
-    return uri
 
 
 def is_refused(probe: Probe) -> bool:
