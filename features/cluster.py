@@ -39,7 +39,8 @@ import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from features.errors import FeatureStoreUnavailable
-from features.online import OnlineStore, Reading, checked, pack
+from features.online import OnlineStore, Reading, checked
+from features.wire import pack
 
 Command = tuple[Any, ...]
 _ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)

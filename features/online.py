@@ -49,6 +49,7 @@ from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
 from features.store_script import render_script
+from features.wire import pack
 
 
 @dataclass(frozen=True)
@@ -435,20 +436,6 @@ class OnlineStore(SideKeys):
             alive = state.touched is not None and q - state.touched < self._ttl[entity]
             states[entity] = state if alive else EMPTY
         return self._computer.compute(event, q, states)
-
-
-def pack(commands: Sequence[Sequence[Any]]) -> bytes:
-    """Commands in Redis's wire format (RESP), as redis-py's `pack_commands` writes them for
-    the str, bytes and int arguments used here, in a third of its time (its encoder's checks
-    and buffer splitting cost about 60 us on a decision's five commands). Sent as a list of one
-    buffer: the blocking client iterates what it is given."""
-    out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 def _script_lost(replies: Sequence[Any]) -> bool:

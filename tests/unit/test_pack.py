@@ -1,11 +1,11 @@
-"""`features.online.pack` writes what redis-py's own packer writes, for every kind of argument
+"""`features.wire.pack` writes what redis-py's own packer writes, for every kind of argument
 the online store sends (str, unicode, bytes, int, float)."""
 
 from __future__ import annotations
 
 import redis.asyncio
 
-from features.online import pack
+from features.wire import pack
 
 
 def test_pack_matches_redis_py_byte_for_byte():
