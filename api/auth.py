@@ -69,14 +69,16 @@ async def authenticate(keys: KeyRing, token: str) -> Principal | None:
 
 
 def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The key in raw ASGI headers (`Authorization: Bearer` or `X-API-Key`), if any."""
+    """The key in raw ASGI headers, read as `Allow` reads it: `Authorization` if present (a
+    scheme other than Bearer: no key), else `X-API-Key`."""
+    api_key = None
     for name, value in headers:
         if name == b"authorization":
             scheme, _, key = value.decode("latin-1").partition(" ")
             return key.strip() if scheme.lower() == "bearer" else None
-        if name == b"x-api-key":
-            return value.decode("latin-1").strip()
-    return None
+        if name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1").strip()
+    return api_key
 
 
 def _token(request: Request) -> str | None:

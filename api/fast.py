@@ -28,12 +28,12 @@ whole call), total (up to the response's first byte).
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import logs
@@ -51,6 +51,9 @@ SCORE, ECHO = "/v1/payments/score", "/v1/echo"
 PATHS = frozenset({SCORE, ECHO})
 _ROLES = ("scorer",)
 _JSON = (b"content-type", b"application/json")
+# An integer of 20 digits or more: past 64 bits orjson reads it as a float, where the full app
+# (the standard library) keeps it exact.
+_WIDE = re.compile(rb"\d{20}")
 # The record's timings as Server-Timing names (`decide` ends before the store is waited for).
 _PHASES = {"features_ms": "features", "model_ms": "model", "shadow_ms": "shadow",
            "policy_ms": "policy", "contributions_ms": "shap", "total_ms": "decide",
@@ -65,57 +68,49 @@ async def serve(app: Any, full: ASGIApp, scope: Scope, receive: Receive, send: S
     """Answer `scope` (a POST to one of `PATHS`), or hand it to `full` with its body."""
     started = time.perf_counter()
     headers = scope["headers"]
-    given = b""
-    content_type = None
-    for name, value in headers:
-        if name == b"x-request-id":
+    given = content_type = None
+    for name, value in headers:  # the first of a repeated header, as Starlette reads it
+        if name == b"x-request-id" and given is None:
             given = value
-        elif name == b"content-type":
+        elif name == b"content-type" and content_type is None:
             content_type = value
-    rid = given.decode("latin-1")
+    rid = (given or b"").decode("latin-1")
     if not REQUEST_ID.match(rid):
         rid = uuid.uuid4().hex
     body, more = b"", True
+    token = logs.request_id.set(rid)  # the key check's log lines carry it too
     try:
-        if content_type is None or content_type.split(b";")[0].strip().lower() != _JSON[1]:
-            raise Fallback  # FastAPI's strict content type: without it, the body is not JSON
-        runtime = app.state.runtime
-        token = bearer(headers)
-        if token is None:
-            raise Fallback
-        principal = await authenticate(runtime.keys, token)
-        if principal is None or not principal.may(_ROLES):
-            raise Fallback
-        body, more, gone = await _read(receive)
-        if gone:
-            return
-        if more or len(body) > MAX_BODY_BYTES:
-            raise Fallback
-        if screen(body) is not None:
-            raise Fallback
         try:
+            if content_type is None or content_type.split(b";")[0].strip().lower() != _JSON[1]:
+                raise Fallback  # FastAPI's strict content type: without it, not JSON
+            runtime = app.state.runtime
+            key = bearer(headers)
+            if key is None:
+                raise Fallback
+            principal = await authenticate(runtime.keys, key)
+            if principal is None or not principal.may(_ROLES):
+                raise Fallback
+            body, more, gone = await _read(receive)
+            if gone:
+                return
+            if more or len(body) > MAX_BODY_BYTES or _WIDE.search(body) or screen(body):
+                raise Fallback
             parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise Fallback from None
-        if not isinstance(parsed, dict):
-            raise Fallback
+            if not isinstance(parsed, dict):
+                raise Fallback
+            if scope["path"] != ECHO:
+                payment = ScoreRequest.model_validate(parsed).model_dump(exclude_none=True)
+        except Exception:  # not the plain case (or a check that failed): the full app's answer
+            scope.setdefault("state", {})
+            await full(scope, _replay(body, more, receive), send)
+            return
+        scope.setdefault("state", {})["request_id"] = rid
         if scope["path"] == ECHO:
             await _answer(send, rid, 200, {"echo": parsed}, None)
-            return
-        try:
-            payment = ScoreRequest.model_validate(parsed).model_dump(exclude_none=True)
-        except ValidationError:
-            raise Fallback from None
-    except Fallback:
-        scope.setdefault("state", {})
-        await full(scope, _replay(body, more, receive), send)
-        return
-    scope.setdefault("state", {})["request_id"] = rid
-    token_ = logs.request_id.set(rid)
-    try:
-        await _score(runtime, payment, rid, started, send)
+        else:
+            await _score(runtime, payment, rid, started, send)
     finally:
-        logs.request_id.reset(token_)
+        logs.request_id.reset(token)
 
 
 async def _score(runtime: Any, payment: dict[str, Any], rid: str, started: float,

@@ -91,6 +91,29 @@ def test_every_request_the_door_declines_is_answered_as_the_full_app_answers(mod
                         by_app = await whole.post(path, content=content, headers=sent)
                         assert path == "/v1/echo" or by_door.status_code >= 400, name
                         assert _comparable(by_door) == _comparable(by_app), (path, name, kind)
+            # Headers given twice or both ways, and bodies the checks themselves fail on.
+            key, json_type = keys["scorer"], ("content-type", "application/json")
+            bearer = ("authorization", f"Bearer {key}")
+            deep = b'{"a": "\\u0041", "b": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+            raw_cases = [
+                ("an X-API-Key, then a Basic authorization",
+                 [("x-api-key", key), ("authorization", "Basic eDp5"), json_type], good),
+                ("an X-API-Key, then another key's authorization",
+                 [("x-api-key", key), ("authorization", f"Bearer {keys['ingest']}"), json_type],
+                 good),
+                ("two content types", [bearer, ("content-type", "text/plain"), json_type], good),
+                ("nested too deep to parse", [bearer, json_type], deep),
+                ("an integer past 64 bits", [bearer, json_type], b'{"n": 123456789012345678901}'),
+            ]  # fmt: skip
+            for path in ("/v1/payments/score", "/v1/echo"):
+                for name, raw, content in raw_cases:
+                    by_door = await door.post(path, content=content, headers=raw)
+                    by_app = await whole.post(path, content=content, headers=raw)
+                    assert _comparable(by_door) == _comparable(by_app), (path, name)
+                ids = [bearer, json_type, ("x-request-id", "first"), ("x-request-id", "second")]
+                other = json.dumps(payment(payment_id=f"pay-door-ids{path}")).encode()
+                by_door = await door.post(path, content=other, headers=ids)
+                assert by_door.status_code == 200 and by_door.headers["x-request-id"] == "first"
             # What the door takes: the same body as the full app's (the retry gets it back).
             decided = await door.post("/v1/payments/score", content=good, headers=scorer)
             assert decided.status_code == 200, decided.text
