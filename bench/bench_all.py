@@ -286,9 +286,11 @@ def report(args: argparse.Namespace, m: dict[str, Any]) -> str:
         measure = f"{ours['p99']:.2f} vs {theirs['p99']:.2f} ms"
         ok = ours["p99"] <= theirs["p99"]
         if min(ours["p99"], theirs["p99"]) >= args.timeout * 1000:  # both p99 are the timeout
-            measure = (f"both saturated (p99 past the {args.timeout:g} s timeout); answered "
-                       f"{ours['achieved']:,.0f} vs {theirs['achieved']:,.0f} req/s")  # fmt: skip
-            ok = ours["achieved"] >= theirs["achieved"]
+            # Neither p99 is measured (both are the timeout): no verdict, the throughputs shown.
+            measure = (f"not measurable: both saturated (p99 past the {args.timeout:g} s "
+                       f"timeout); answered {ours['achieved']:,.0f} vs {theirs['achieved']:,.0f} "
+                       "req/s")  # fmt: skip
+            ok = None
         targets.append(
             (f"decision p99 <= MLflow's prediction-only p99 at {rate:,} req/s", measure, ok)
         )
@@ -404,7 +406,7 @@ def _ms(row: dict[str, Any] | None, key: str) -> str:
 
 
 def _met(ok: bool | None) -> str:
-    return "" if ok is None else ("yes" if ok else "**no**")
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
 
 
 def _row(r: dict[str, Any]) -> str:
