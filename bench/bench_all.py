@@ -361,15 +361,7 @@ def report(args: argparse.Namespace, m: dict[str, Any]) -> str:
 def mix_of(m: dict[str, Any]) -> tuple[float, dict[str, int], dict[str, float]]:
     """(share of adverse decisions, actions counted, traffic kinds sent as shares) over the
     score phases at fixed rates and the ramp."""
-    actions: dict[str, int] = {}
-    kinds: dict[str, int] = {}
-    for result in [*m["arbiter"], *m["ramp"]]:
-        if result["name"] != "score":
-            continue
-        for response in result["responses"]:
-            actions[str(response["action"])] = actions.get(str(response["action"]), 0) + 1
-        for kind, count in result["kinds"].items():
-            kinds[kind] = kinds.get(kind, 0) + count
+    actions, kinds = scoring.count_mix([*m["arbiter"], *m["ramp"]])
     total, sent = sum(actions.values()), sum(kinds.values())
     adverse = (total - actions.get("allow", 0)) / total if total else 0.0
     ordered = dict(sorted(actions.items(), key=lambda kv: -kv[1]))

@@ -428,19 +428,25 @@ def env_store(args: argparse.Namespace) -> str:
     return "sqlite" if not args.database_url or args.database_url.startswith("sqlite") else "pg"
 
 
-def report(args: argparse.Namespace, results: list[dict[str, Any]], ramp: list[dict[str, Any]],
-           breakdown: dict[str, float], top_score: dict[str, Any], top: int) -> str:  # fmt: skip
-    rows = [summarise(r) for r in results]
-    ramp_rows = [summarise(r) for r in ramp]
+def count_mix(results: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
+    """Over the score phases of `results`: the actions answered, and the traffic kinds sent."""
     actions: dict[str, int] = {}
     kinds: dict[str, int] = {}
-    for result in [*results, *ramp]:
+    for result in results:
         if result["name"] != "score":
             continue
         for response in result["responses"]:
             actions[str(response["action"])] = actions.get(str(response["action"]), 0) + 1
         for kind, count in result["kinds"].items():
             kinds[kind] = kinds.get(kind, 0) + count
+    return actions, kinds
+
+
+def report(args: argparse.Namespace, results: list[dict[str, Any]], ramp: list[dict[str, Any]],
+           breakdown: dict[str, float], top_score: dict[str, Any], top: int) -> str:  # fmt: skip
+    rows = [summarise(r) for r in results]
+    ramp_rows = [summarise(r) for r in ramp]
+    actions, kinds = count_mix([*results, *ramp])
     total = sum(actions.values())
     sent = sum(kinds.values())
     today = dt.date.today().isoformat()

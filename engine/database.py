@@ -148,17 +148,22 @@ _write_locks_guard = threading.Lock()
 
 def _writers_queue(engine: sa.Engine) -> Any:
     database = engine.url.database if is_sqlite(engine) else None
-    lock = _write_locks.get(os.path.abspath(database) + ".write-lock") if database else None
+    lock = _write_locks.get(database) if database else None
     return lock.held() if lock is not None else nullcontext()
 
 
 def _register_writers(database: str, timeout_s: float) -> None:
-    """The write queue of a SQLite file (none for `:memory:` or `file:` URIs)."""
+    """The write queue of a SQLite file (none for `:memory:` or `file:` URIs), keyed by the
+    URL's database as given: the lock file's path is resolved once, here."""
     if database == ":memory:" or database.startswith("file:"):
         return
     path = os.path.abspath(database) + ".write-lock"
     with _write_locks_guard:
-        _write_locks.setdefault(path, _WriteLock(path, timeout_s))
+        for lock in _write_locks.values():
+            if lock.path == path:  # the same file under another spelling: one queue
+                _write_locks.setdefault(database, lock)
+                return
+        _write_locks.setdefault(database, _WriteLock(path, timeout_s))
 
 
 @contextmanager
