@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine import accounts, outbox
+from engine import rows as rows_sql
 from engine.accounts import AccountState, AccountStatus, SuspensionEvent
 from engine.audit import PURGE_ACCOUNT
 from engine.chain import (
@@ -134,22 +135,18 @@ class DecisionStore:
                     out[i] = stored
                     recovered.add(i)
             # Checked under the lock, so two concurrent retries cannot both append: one query
-            # for the whole batch.
-            payment_ids = [a.record.payment_id for a in batch if a.record.payment_id is not None]
+            # for the whole batch (the decisions found are read whole: a retry, rare).
+            payment_ids = sorted({a.record.payment_id for a in batch if a.record.payment_id})
             first: dict[str, StoredDecision] = {}
-            if payment_ids:
-                for row in conn.execute(
-                    _SELECT.where(decisions.c.payment_id.in_(sorted(set(payment_ids))))
-                ):
+            fast = rows_sql.supported(conn.dialect)
+            known = rows_sql.decided(conn, payment_ids) if fast else payment_ids
+            if known:
+                for row in conn.execute(_SELECT.where(decisions.c.payment_id.in_(known))):
                     stored = _stored(row)
                     first[str(stored.record.payment_id)] = stored
-            head = conn.execute(
-                sa.select(decisions.c.seq, decisions.c.hash)
-                .order_by(decisions.c.seq.desc())
-                .limit(1)
-            ).first()
-            seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS)
-            rows = []
+            head = rows_sql.head(conn)
+            seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
+            rows: list[Any] = []
             for i, item in enumerate(batch):
                 record = item.record
                 if i in recovered:
@@ -157,15 +154,21 @@ class DecisionStore:
                 if record.payment_id is not None and record.payment_id in first:
                     out[i] = replace(first[record.payment_id], replayed=True)
                     continue
-                fields = record.to_json()
-                digest = decision_hash(fields, seq, prev_hash)
-                rows.append({**fields, "seq": seq, "prev_hash": prev_hash, "hash": digest})
+                if fast:
+                    row, digest = rows_sql.decision_row(record, seq, prev_hash)
+                    rows.append(row)
+                else:
+                    fields = record.to_json()
+                    digest = decision_hash(fields, seq, prev_hash)
+                    rows.append({**fields, "seq": seq, "prev_hash": prev_hash, "hash": digest})
                 stored = StoredDecision(record, seq, prev_hash, digest)
                 out[i] = stored
                 if record.payment_id is not None:
                     first[record.payment_id] = stored
                 seq, prev_hash = seq + 1, digest
-            if rows:
+            if rows and fast:
+                rows_sql.insert(conn, rows)
+            elif rows:
                 conn.execute(_INSERT, rows)  # parameters, not .values(): compiled once, cached
             # Every account this batch suspends, locked in one order before any change (each
             # change then takes the audit lock: engine.accounts.lock says the order).
