@@ -25,19 +25,39 @@ def _record(**more):
 RECORDS = [
     _record(),
     _record(
-        action="decline", score=0.97, raw_margin=-3.5e-05, model_name="arbiter-fraud",
-        model_version="12", model_run_id="r" * 32, segment="trial", degraded=False,
+        action="decline",
+        score=0.97,
+        raw_margin=-3.5e-05,
+        model_name="arbiter-fraud",
+        model_version="12",
+        model_run_id="r" * 32,
+        segment="trial",
+        degraded=False,
         rules_fired=("deny:ip", "rule:cards_24h"),
         reasons=(Reason("DENY_IP", 'IP "199.10.0.1" is on the deny list \\ é ✓'),),
-        features={"amount": 1e16, "tiny": 5e-324, "country": "Ísland\n", "n": 3, "none": None,
-                  "flag": True, "neg": -0.0},
-        contributions={"amount": 0.25, "tiny": -1e-300}, base_value=-2.0,
-        shadow={"version": "13", "score": 0.5}, timings={"total_ms": 1.234},
-    ),  # fmt: skip
+        features={
+            "amount": 1e16,
+            "tiny": 5e-324,
+            "country": "Ísland\n",
+            "n": 3,
+            "none": None,
+            "flag": True,
+            "neg": -0.0,
+        },
+        contributions={"amount": 0.25, "tiny": -1e-300},
+        base_value=-2.0,
+        shadow={"version": "13", "score": 0.5},
+        timings={"total_ms": 1.234},
+    ),
     _record(
-        subject_type="account", subject_id="a\u00e9\U0001f600", account_id="a\u00e9\U0001f600",
-        payment_id=None, action="suspend_account", degraded=True, features={},
-    ),  # fmt: skip
+        subject_type="account",
+        subject_id="a\u00e9\U0001f600",
+        account_id="a\u00e9\U0001f600",
+        payment_id=None,
+        action="suspend_account",
+        degraded=True,
+        features={},
+    ),
 ]
 
 
