@@ -37,6 +37,7 @@ _BATCH_PATHS = ("/v1/events",)
 _GROUPS = r"\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5}"
 RUN = re.compile(rf"(?<![0-9A-Za-z+_.-])(?:\d{{13,19}}|{_GROUPS})(?![0-9A-Za-z_])")
 _RUN_BYTES = re.compile(RUN.pattern.encode())
+_NEGATIVE = re.compile(rb"-\d{13}")  # an integer leaf below zero: card_field reads its digits
 _PHONE_FIELDS = frozenset({"dest_number", "dest_prefix"})
 _TS_RANGE = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01, epoch ms
 _CHANGING = ("POST", "PUT", "PATCH")
@@ -99,9 +100,20 @@ def screen(body: bytes) -> tuple[int, str, str, str | None] | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return 422, "invalid_request", "the body is not UTF-8", "body"
-    candidate = _RUN_BYTES.search(body) is not None
+    runs = [m.group() for m in _RUN_BYTES.finditer(body)]
+    candidate = bool(runs)
     escaped = "\\u00" in text  # digits may hide behind JSON escapes
     if not candidate and not escaped:
+        return None
+    if (
+        not escaped
+        and body.isascii()  # else a leaf's runs may hold digits the bytes' runs do not see
+        and not _NEGATIVE.search(body)
+        and not any(is_card_number(run.decode("ascii")) for run in runs)
+    ):
+        # Every candidate is something else (a payment's `ts` is one: 13 digits, epoch ms):
+        # no leaf can hold a card either, since a leaf's runs are the body's (a negative
+        # integer's digits are not a run of the body's, hence `_NEGATIVE`).
         return None
     try:
         parsed = json.loads(text)  # what the routes will read (NaN, duplicate keys included)

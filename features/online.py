@@ -49,7 +49,7 @@ from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
 from features.store_script import render_script
-from features.wire import pack
+from features.wire import pack, read_replies
 
 
 @dataclass(frozen=True)
@@ -377,14 +377,13 @@ class OnlineStore(SideKeys):
         complete = False
         try:
             await conn.send_packed_command([pack(commands)], check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except redis.ResponseError as exc:  # an error reply; the stream stays in step
-                    replies.append(exc)
+            replies = await read_replies(conn, len(commands))
             complete = True
             return replies
+        except TimeoutError as exc:  # asyncio's, around `read_replies`
+            raise FeatureStoreUnavailable(
+                f"Redis: no reply within {conn.socket_timeout} s"
+            ) from exc
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
         finally:

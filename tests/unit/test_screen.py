@@ -78,3 +78,17 @@ def test_the_screen_sees_through_what_json_loads_accepts():
         "body",
     )
     assert screen(b'{"amount": 25.0, "ip": "73.12.40.9", "ts": 1764412345678}') is None
+
+
+def test_a_payments_epoch_ms_alone_passes_and_a_card_beside_it_is_still_named():
+    ts = b'"ts": 1700000000000'
+    assert screen(b"{" + ts + b', "amount": 12.5, "ip": "10.0.0.1"}') is None
+    for body, field in (
+        (b'{"note": "4111 1111 1111 1111", ' + ts + b"}", "note"),
+        (b'{"n": -4111111111111111, ' + ts + b"}", "n"),  # a negative integer's digits
+        (b'{"x": [1, {"y": 4111111111111111}], ' + ts + b"}", "x[1].y"),
+    ):
+        refused = screen(body)
+        assert refused is not None and refused[3] == field, body
+    phone = b'{"dest_number": "+447911123456", "dest_prefix": "44791112345678", ' + ts + b"}"
+    assert screen(phone) is None
