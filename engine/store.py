@@ -155,8 +155,8 @@ class DecisionStore:
                     out[i] = replace(first[record.payment_id], replayed=True)
                     continue
                 if fast:
-                    row, digest = rows_sql.decision_row(record, seq, prev_hash)
-                    rows.append(row)
+                    params, digest = rows_sql.decision_row(record, seq, prev_hash)
+                    rows.append(params)
                 else:
                     fields = record.to_json()
                     digest = decision_hash(fields, seq, prev_hash)
