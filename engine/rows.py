@@ -30,6 +30,9 @@ from engine.schema import decisions
 # The columns an append writes, in the insert's order (a new record's `purged_at` is NULL).
 COLUMNS: tuple[str, ...] = tuple(c.name for c in decisions.columns if c.name != "purged_at")
 _JSON = frozenset(c.name for c in decisions.columns if isinstance(c.type, sa.JSON))
+# JSON columns whose None is SQL NULL (`none_as_null`); in the others None is JSON's `null`.
+_SQL_NULL = frozenset(c.name for c in decisions.columns
+                      if isinstance(c.type, sa.JSON) and c.type.none_as_null)  # fmt: skip
 # The canonical form's keys, sorted: the record's fields and its two links.
 _KEYS = tuple(sorted((*FIELDS, "seq", "prev_hash")))
 _HEADS = tuple(f'"{key}":' for key in _KEYS)  # field names are plain identifiers
@@ -78,7 +81,9 @@ def decision_row(record: DecisionRecord, seq: int, prev_hash: str) -> tuple[tupl
     digest = hashlib.sha256(("{" + ",".join(parts) + "}").encode("utf-8")).hexdigest()
     values["hash"] = digest
     row = tuple(
-        (None if values[name] is None else texts[name]) if name in _JSON else values[name]
+        (None if values[name] is None and name in _SQL_NULL else texts[name])
+        if name in _JSON
+        else values[name]
         for name in COLUMNS
     )
     return row, digest

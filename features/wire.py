@@ -41,6 +41,7 @@ async def read_replies(conn: Any, count: int) -> list[Any]:
     reader = getattr(parser, "_reader", None)
     if type(parser) is not _AsyncHiredisParser or reader is None or not conn.is_connected:
         return await _one_by_one(conn, count)  # another parser: redis-py's own reads
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
     replies: list[Any] = []
     async with asyncio.timeout(conn.socket_timeout):
         while len(replies) < count:
@@ -48,8 +49,15 @@ async def read_replies(conn: Any, count: int) -> list[Any]:
             if reply is NOT_ENOUGH_DATA:
                 await parser.read_from_socket()  # type: ignore[no-untyped-call]
                 continue
+            if push is not None and isinstance(reply, push):
+                # RESP3's out-of-band messages (invalidations, maintenance notices) are no
+                # command's reply: redis-py's push handler takes them, as its own reads do.
+                await parser.handle_push_response(reply)  # type: ignore[no-untyped-call]
+                continue
             if isinstance(reply, redis.ConnectionError):
                 raise reply
+            if isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError):
+                raise reply[0]
             replies.append(reply)
     return replies
 

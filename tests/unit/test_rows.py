@@ -87,3 +87,10 @@ def test_the_insert_names_every_column_once_and_casts_json_on_postgresql():
     assert sqlite_sql.count("?") == len(COLUMNS) and "purged_at" not in sqlite_sql
     pg = sa.create_engine("postgresql+psycopg://u@h/db").dialect
     assert insert_sql(pg).count("CAST(%s AS JSON)") == 6
+
+
+def test_none_in_a_json_column_is_sql_null_only_where_the_column_says_so():
+    record = _record(features=None)
+    row = dict(zip(COLUMNS, decision_row(record, 1, GENESIS)[0], strict=True))
+    assert row["features"] == "null"  # NOT NULL column: JSON's null, as SQLAlchemy writes it
+    assert row["contributions"] is None and row["shadow"] is None  # none_as_null: SQL NULL

@@ -92,3 +92,13 @@ def test_a_payments_epoch_ms_alone_passes_and_a_card_beside_it_is_still_named():
         assert refused is not None and refused[3] == field, body
     phone = b'{"dest_number": "+447911123456", "dest_prefix": "44791112345678", ' + ts + b"}"
     assert screen(phone) is None
+
+
+def test_a_json_escape_before_the_digits_does_not_hide_a_card():
+    for body, field in (
+        (b'{"note": "\\n4111111111111111"}', "note"),
+        (b'{"ts": 1700000000000, "note": "\\t4111 1111 1111 1111"}', "note"),
+        (b'{"ts": 1700000000000, "n": "\\b378282246310005\\f"}', "n"),
+    ):
+        refused = screen(body)
+        assert refused is not None and refused[3] == field, body
