@@ -40,18 +40,23 @@ _string = json.encoder.encode_basestring  # the C encoder json.dumps(ensure_asci
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
-def supported(dialect: sa.Dialect) -> bool:
-    """Whether this dialect's driver takes the statements below (SQLite's and psycopg's do)."""
-    return dialect.paramstyle in _PLACEHOLDER
+def _mark(dialect: sa.Dialect) -> str:
+    """The driver's placeholder (SQLite's and psycopg's: the store's two backends)."""
+    try:
+        return _PLACEHOLDER[dialect.paramstyle]
+    except KeyError:
+        raise ValueError(
+            f"the decision store's driver {dialect.driver} takes {dialect.paramstyle} "
+            f"parameters; it supports {', '.join(_PLACEHOLDER)} (SQLite, psycopg)"
+        ) from None
 
 
 def insert_sql(dialect: sa.Dialect) -> str:
-    return _insert_sql(dialect.name, dialect.paramstyle)
+    return _insert_sql(dialect.name, _mark(dialect))
 
 
 @functools.cache
-def _insert_sql(backend: str, paramstyle: str) -> str:
-    mark = _PLACEHOLDER[paramstyle]
+def _insert_sql(backend: str, mark: str) -> str:
     json_mark = f"CAST({mark} AS JSON)" if backend == "postgresql" else mark
     values = ", ".join(json_mark if name in _JSON else mark for name in COLUMNS)
     return f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({values})"
@@ -62,7 +67,7 @@ HEAD_SQL = "SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1"
 
 def decided_sql(dialect: sa.Dialect, count: int) -> str:
     """The payment ids among `count` given that have a decision already."""
-    marks = ", ".join([_PLACEHOLDER[dialect.paramstyle]] * count)
+    marks = ", ".join([_mark(dialect)] * count)
     return f"SELECT payment_id FROM decisions WHERE payment_id IN ({marks})"
 
 

@@ -66,9 +66,6 @@ _SELECT = sa.select(decisions, *_DEFERRED).select_from(
 )
 
 
-_INSERT = decisions.insert()
-
-
 @dataclass(frozen=True)
 class Append:
     """One decision to append, with what goes in its transaction."""
@@ -138,15 +135,14 @@ class DecisionStore:
             # for the whole batch (the decisions found are read whole: a retry, rare).
             payment_ids = sorted({a.record.payment_id for a in batch if a.record.payment_id})
             first: dict[str, StoredDecision] = {}
-            fast = rows_sql.supported(conn.dialect)
-            known = rows_sql.decided(conn, payment_ids) if fast else payment_ids
+            known = rows_sql.decided(conn, payment_ids)
             if known:
                 for row in conn.execute(_SELECT.where(decisions.c.payment_id.in_(known))):
                     stored = _stored(row)
                     first[str(stored.record.payment_id)] = stored
             head = rows_sql.head(conn)
             seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
-            rows: list[Any] = []
+            rows: list[tuple[Any, ...]] = []
             for i, item in enumerate(batch):
                 record = item.record
                 if i in recovered:
@@ -154,22 +150,15 @@ class DecisionStore:
                 if record.payment_id is not None and record.payment_id in first:
                     out[i] = replace(first[record.payment_id], replayed=True)
                     continue
-                if fast:
-                    params, digest = rows_sql.decision_row(record, seq, prev_hash)
-                    rows.append(params)
-                else:
-                    fields = record.to_json()
-                    digest = decision_hash(fields, seq, prev_hash)
-                    rows.append({**fields, "seq": seq, "prev_hash": prev_hash, "hash": digest})
+                params, digest = rows_sql.decision_row(record, seq, prev_hash)
+                rows.append(params)
                 stored = StoredDecision(record, seq, prev_hash, digest)
                 out[i] = stored
                 if record.payment_id is not None:
                     first[record.payment_id] = stored
                 seq, prev_hash = seq + 1, digest
-            if rows and fast:
+            if rows:
                 rows_sql.insert(conn, rows)
-            elif rows:
-                conn.execute(_INSERT, rows)  # parameters, not .values(): compiled once, cached
             # Every account this batch suspends, locked in one order before any change (each
             # change then takes the audit lock: engine.accounts.lock says the order).
             for account_id in sorted({item.record.account_id for item in batch if item.suspend}):
