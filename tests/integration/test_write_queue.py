@@ -63,6 +63,15 @@ def _insert_in_thread(engine: sa.Engine, n: int) -> tuple[threading.Thread, thre
     return thread, done
 
 
+def _written(engine: sa.Engine) -> list[int]:
+    """What the writers stored, in insertion order; the engine is disposed."""
+    try:
+        with engine.connect() as conn:
+            return list(conn.exec_driver_sql("SELECT n FROM t ORDER BY rowid").scalars())
+    finally:
+        engine.dispose()
+
+
 def test_a_writer_waits_for_another_process_in_the_queue_then_goes_on(tmp_path):
     db = tmp_path / "queue.db"
     engine = _engine(db, busy_timeout_s=30)
@@ -75,9 +84,7 @@ def test_a_writer_waits_for_another_process_in_the_queue_then_goes_on(tmp_path):
         _release(holder)
     assert done.wait(10), "the writer did not go on once the queue was free"
     thread.join(10)
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT n FROM t").scalars().all() == [1]
-    engine.dispose()
+    assert _written(engine) == [1]
 
 
 def test_past_the_busy_timeout_a_writer_stops_queueing_and_leaves_the_wait_to_sqlite(tmp_path):
@@ -92,9 +99,7 @@ def test_past_the_busy_timeout_a_writer_stops_queueing_and_leaves_the_wait_to_sq
         thread.join(10)
     finally:
         _release(holder)
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT n FROM t").scalars().all() == [2]
-    engine.dispose()
+    assert _written(engine) == [2]
 
 
 def test_threads_of_one_process_take_turns_and_every_write_lands(tmp_path):
@@ -121,9 +126,7 @@ def test_threads_of_one_process_take_turns_and_every_write_lands(tmp_path):
     for thread in threads:
         thread.join(60)
     assert overlaps == 0
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 100
-    engine.dispose()
+    assert len(_written(engine)) == 100
 
 
 def test_one_file_under_two_spellings_has_one_queue(tmp_path, monkeypatch):
