@@ -60,7 +60,6 @@ from engine.rationales import Rationales
 from engine.service import DecisionService
 from engine.settings import Settings, load_settings
 from engine.store import DecisionStore, now_ms
-from engine.writer_process import WriterConfig, WriterProcess
 from explanations.catalogue import InvalidCatalogue, load_catalogue
 from features.connect import redis_clients
 from features.online import OnlineStore
@@ -122,15 +121,8 @@ def build_runtime(settings: Settings) -> Runtime:
     descriptions = {f.name: f.description for f in plan.model.features if f.description}
     # Decisions are written by one thread, many per transaction (engine/group_commit.py); while
     # the store is down, to the local journal until it is back (engine/journal.py).
-    journal_dir = settings.journal_dir or settings.data_dir / "journal"
-    writer: GroupCommitter | WriterProcess
-    if settings.decision_writer == "process":
-        writer = WriterProcess(WriterConfig(
-            database_url=settings.database_url, journal_dir=str(journal_dir),
-            busy_timeout_s=settings.store_busy_timeout_seconds,
-        ))  # fmt: skip
-    else:
-        writer = GroupCommitter(store, journal=DecisionJournal(journal_dir))
+    journal = DecisionJournal(settings.journal_dir or settings.data_dir / "journal")
+    writer = GroupCommitter(store, journal=journal)
     service = DecisionService(
         features=online, store=writer, policy=policy, model=None,
         feature_spec_version=plan.version, descriptions=descriptions, metrics=metrics,

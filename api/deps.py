@@ -22,7 +22,6 @@ from engine.rationales import Rationales
 from engine.service import DecisionService
 from engine.settings import Settings
 from engine.store import DecisionStore
-from engine.writer_process import WriterProcess
 from features.connect import AsyncClient, SyncClient
 from models.registry import LoadedModel
 
@@ -43,8 +42,7 @@ class Runtime:
     deferred: DeferredContributions | None = None  # contributions of allow decisions, on read
     account_model_watcher: ModelWatcher[LoadedModel] | None = None  # the account model
     flag_sync: FlagSync | None = None  # Redis's suspension flags, kept in step with the store
-    # The decision writer (group commit): in a child process, or a thread of this one.
-    writer: GroupCommitter | WriterProcess | None = None
+    writer: GroupCommitter | None = None  # the decision writer (group commit)
     redis_async: AsyncClient | None = None  # the payment route's Redis client
     desk: ObjectionDesk | None = None  # objection cases
     rationales: Rationales | None = None  # rationale documents of decisions

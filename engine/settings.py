@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,10 +51,6 @@ class Settings(BaseSettings):
     # it is back (engine/journal.py); unset: `data_dir`/journal. One folder for all the
     # workers of a host, on local disk.
     journal_dir: Path | None = None
-    # Where the decision writer (the group commit) runs: `process`, a child process of each
-    # serving process (engine/writer_process.py: its work leaves the event loop's interpreter
-    # lock), or `thread`, a thread of the serving process.
-    decision_writer: Literal["process", "thread"] = "process"
     # How often Redis's suspension flags are made to match the store (seconds).
     flag_sync_seconds: float = 30
     # How often the service asks the registry which version holds `champion` (seconds); a new
