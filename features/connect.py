@@ -20,6 +20,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.driver_info import DriverInfo
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
@@ -55,28 +56,47 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, options
 
 
+_driver: DriverInfo | None = None
+
+
+def driver_info() -> DriverInfo:
+    """What each connection tells Redis about its client (`CLIENT SETINFO`), made once.
+    Without it redis-py makes one per new connection, and looks its own version up in the
+    installed packages' metadata each time: about 0.9 ms of the event loop per connection, paid
+    during a burst (the pool grows) and after a Redis restart (every connection again)."""
+    global _driver
+    if _driver is None:
+        _driver = DriverInfo()
+    return _driver
+
+
+def _options(timeout_s: float) -> dict[str, Any]:
+    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
+            "driver_info": driver_info()}  # fmt: skip
+
+
 def redis_client(url: str, timeout_s: float) -> SyncClient:
     """A blocking client for `url`, with `timeout_s` for connecting and for each reply. A
     cluster's client asks the cluster for its slot map now (redis-py's cluster client does, at
     construction), so it raises `redis.RedisClusterException` when no listed node answers."""
-    timeouts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    settings = _options(timeout_s)
     if not is_cluster_url(url):
-        return redis.Redis.from_url(url, **timeouts)
+        return redis.Redis.from_url(url, **settings)
     nodes, options = cluster_nodes(url)
     startup = [
         redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
         for host, port in nodes
     ]
-    return redis.cluster.RedisCluster(startup_nodes=startup, **options, **timeouts)
+    return redis.cluster.RedisCluster(startup_nodes=startup, **options, **settings)
 
 
 def redis_clients(url: str, timeout_s: float) -> tuple[SyncClient, AsyncClient]:
     """The blocking client and an asyncio one (the payment route awaits Redis on the event
     loop; the asyncio cluster client discovers the slot map at its first command)."""
-    timeouts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    settings = _options(timeout_s)
     if not is_cluster_url(url):
-        return redis_client(url, timeout_s), redis.asyncio.Redis.from_url(url, **timeouts)
+        return redis_client(url, timeout_s), redis.asyncio.Redis.from_url(url, **settings)
     nodes, options = cluster_nodes(url)
     startup = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in nodes]
-    async_client = redis.asyncio.cluster.RedisCluster(startup_nodes=startup, **options, **timeouts)
+    async_client = redis.asyncio.cluster.RedisCluster(startup_nodes=startup, **options, **settings)
     return redis_client(url, timeout_s), async_client
