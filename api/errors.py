@@ -94,6 +94,11 @@ async def _domain(request: Request, exc: Exception) -> OrjsonResponse:
     return OrjsonResponse(body, status_code=status, headers=headers)
 
 
+def internal_error(rid: str | None) -> dict[str, Any]:
+    """The body of every 500: nothing of what went wrong, only the id to find it in the log."""
+    return {"error": {"code": "internal_error", "message": "internal error", "request_id": rid}}
+
+
 def render_domain(
     exc: EngineError | FeatureError, rid: str | None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -188,8 +193,7 @@ class RequestId:
             log.error("unexpected error (request %s)", rid, exc_info=exc)
             if started:
                 raise
-            body = {"error": {"code": "internal_error", "message": "internal error",
-                              "request_id": rid}}  # fmt: skip
+            body = internal_error(rid)
             await OrjsonResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
             logs.request_id.reset(token)

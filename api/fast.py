@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import logs
 from api.auth import authenticate, bearer
-from api.errors import REQUEST_ID, render_domain
+from api.errors import REQUEST_ID, internal_error, render_domain
 from api.routes.payments import score_body
 from api.schemas import ScoreRequest
 from api.screen import MAX_BODY_BYTES, screen
@@ -124,9 +124,7 @@ async def _score(runtime: Any, payment: dict[str, Any], rid: str, started: float
         return
     except Exception as exc:  # as `api.errors.RequestId`: logged with the id, a generic 500
         log.error("unexpected error (request %s)", rid, exc_info=exc)
-        error = {"error": {"code": "internal_error", "message": "internal error",
-                           "request_id": rid}}  # fmt: skip
-        await _answer(send, rid, 500, error, None)
+        await _answer(send, rid, 500, internal_error(rid), None)
         return
     decided_at = time.perf_counter()
     content = score_body(decision)

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json.encoder
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any
 
 import sqlalchemy as sa
@@ -116,16 +117,18 @@ def decided(conn: sa.Connection, payment_ids: Sequence[str]) -> list[str]:
     if not payment_ids:
         return []
     sql = decided_sql(conn.dialect, len(payment_ids))
-    return [row[0] for row in _run(conn, sql, tuple(payment_ids)).fetchall()]
+    with closing(_run(conn, sql, tuple(payment_ids))) as cursor:
+        return [row[0] for row in cursor.fetchall()]
 
 
 def head(conn: sa.Connection) -> tuple[int, str] | None:
-    row = _run(conn, HEAD_SQL, ()).fetchone()
+    with closing(_run(conn, HEAD_SQL, ())) as cursor:
+        row = cursor.fetchone()
     return (int(row[0]), str(row[1])) if row else None
 
 
 def insert(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-    _run(conn, insert_sql(conn.dialect), rows, many=True)
+    _run(conn, insert_sql(conn.dialect), rows, many=True).close()
 
 
 def _run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> Any:
@@ -139,6 +142,7 @@ def _run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> A
         else:
             cursor.execute(sql, params)
     except conn.dialect.loaded_dbapi.Error as error:
+        cursor.close()
         raise sa.exc.DBAPIError.instance(
             sql, params, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
         ) from error
