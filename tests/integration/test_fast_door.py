@@ -134,6 +134,24 @@ def test_every_request_the_door_declines_is_answered_as_the_full_app_answers(mod
             assert echoed.json() == (await whole.post("/v1/echo", content=good,
                                                       headers=scorer)).json()  # fmt: skip
             assert echoed.json() == {"echo": json.loads(good)}
+            # A bug under the score route: both answer the same generic 500, with the id.
+            service = app.state.runtime.service
+
+            async def broken(_: object) -> None:
+                raise RuntimeError("a bug, with details the client must not see")
+
+            service.score_payment_async = broken
+            try:
+                content = json.dumps(payment(payment_id="pay-door-500")).encode()
+                generic = {"code": "internal_error", "message": "internal error"}
+                for client in (door, whole):
+                    sent = {**scorer, "x-request-id": "bug-1"}
+                    failed = await client.post("/v1/payments/score", content=content, headers=sent)
+                    assert failed.status_code == 500
+                    assert failed.json() == {"error": {**generic, "request_id": "bug-1"}}
+                    assert failed.headers["x-request-id"] == "bug-1"
+            finally:
+                del service.score_payment_async  # the class's own again
 
     running(app, body)
 
