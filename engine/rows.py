@@ -142,8 +142,16 @@ def _run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> A
         else:
             cursor.execute(sql, params)
     except conn.dialect.loaded_dbapi.Error as error:
-        cursor.close()
+        # As SQLAlchemy's own execution does: a connection the server dropped is invalidated
+        # (the pool never hands it out again, and the transaction's end does not talk to a dead
+        # socket, whose error would replace the server's words with "the connection is lost").
+        lost = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(error)
+        else:
+            cursor.close()
         raise sa.exc.DBAPIError.instance(
-            sql, params, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-        ) from error
+            sql, params, error, conn.dialect.loaded_dbapi.Error, connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from error  # fmt: skip
     return cursor
