@@ -41,7 +41,7 @@ import bench_scoring as scoring
 import numpy as np
 import peer
 from bench_features import ingest_cli, split_log
-from benchdoc import write_block
+from benchdoc import publish
 from loadgen import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +80,7 @@ def main() -> None:
     text = report(args, measured)
     print(text)
     if not args.no_doc:
-        write_block(DOC, START, END, "make bench (issue 7)", text)
-        print(f"\nwritten to {DOC.relative_to(ROOT)}")
+        publish(DOC, START, END, "make bench (issue 7)", text)
 
 
 def parse_args() -> argparse.Namespace:

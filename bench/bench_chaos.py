@@ -31,7 +31,7 @@ from typing import Any
 
 import bench_scoring as scoring
 import numpy as np
-from benchdoc import write_block
+from benchdoc import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -133,8 +133,7 @@ def main() -> None:
         + "`"
     )
     if not args.no_doc:
-        write_block(DOC, START, END, "Chaos run (issue 6)", text)
-        print(f"\nwritten to {DOC.relative_to(ROOT)}")
+        publish(DOC, START, END, "Chaos run (issue 6)", text)
 
 
 def run(args: argparse.Namespace, redis: OwnRedis, store: OwnPostgres):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import redis
-from benchdoc import write_block
+from benchdoc import publish
 
 from features.log import frame_records, read_log, write_parquet
 from features.offline import build_features
@@ -202,8 +202,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_doc:
-        write_block(DOC, START, END, "Features (issue 2)", text)
-        print(f"\nwritten to {DOC.relative_to(ROOT)}")
+        publish(DOC, START, END, "Features (issue 2)", text)
 
 
 if __name__ == "__main__":

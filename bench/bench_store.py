@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchdoc import write_block  # noqa: E402
+from benchdoc import publish  # noqa: E402
 
 from engine.notices import notification_of  # noqa: E402
 from engine.records import DecisionRecord, Reason  # noqa: E402
@@ -151,8 +151,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_doc:
-        write_block(DOC, START, END, "Decision store appends", text)
-        print(f"\nwritten to {DOC.relative_to(ROOT)}")
+        publish(DOC, START, END, "Decision store appends", text)
 
 
 if __name__ == "__main__":

@@ -17,3 +17,9 @@ def write_block(doc_path: Path, start: str, end: str, heading: str, text: str) -
     else:
         doc += f"\n## {heading}\n\n{block}\n"
     doc_path.write_text(doc)
+
+
+def publish(doc_path: Path, start: str, end: str, heading: str, text: str) -> None:
+    """`write_block`, then say where (the path from the project's top: docs/...)."""
+    write_block(doc_path, start, end, heading, text)
+    print(f"\nwritten to {doc_path.relative_to(doc_path.parents[1])}")
