@@ -62,8 +62,8 @@ _driver: DriverInfo | None = None
 def driver_info() -> DriverInfo:
     """What each connection tells Redis about its client (`CLIENT SETINFO`), made once.
     Without it redis-py makes one per new connection, and looks its own version up in the
-    installed packages' metadata each time: about 0.9 ms of the event loop per connection, paid
-    during a burst (the pool grows) and after a Redis restart (every connection again)."""
+    installed packages' metadata each time: about a millisecond of the event loop per connection,
+    paid during a burst (the pool grows) and after a Redis restart (every connection again)."""
     global _driver
     if _driver is None:
         _driver = DriverInfo()

@@ -1,7 +1,7 @@
 """Redis clients (features/connect.py) on the real Redis: the connections a pool opens, as it
 grows in a burst or after a Redis restart, share one driver description (what `CLIENT SETINFO`
 sends) instead of each looking redis-py's version up in the installed packages again (about
-0.9 ms of the event loop per connection)."""
+a millisecond of the event loop per connection)."""
 
 from __future__ import annotations
 
