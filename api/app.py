@@ -61,7 +61,7 @@ from engine.service import DecisionService
 from engine.settings import Settings, load_settings
 from engine.store import DecisionStore, now_ms
 from explanations.catalogue import InvalidCatalogue, load_catalogue
-from features.connect import redis_clients
+from features.connect import redis_clients, warm
 from features.online import OnlineStore
 from features.spec import load_spec
 from models.registry import (
@@ -306,6 +306,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 watcher.start()
         if runtime.writer is not None:
             runtime.writer.start()  # replays what an earlier process left in the journal
+        if runtime.redis_async is not None:
+            await warm(runtime.redis_async, runtime.settings.redis_warm_connections)
         # What start-up made (libraries, models: millions of objects) stays for the process's
         # life: kept out of the collector's full passes, which would otherwise walk it all and
         # stall every request for a few hundred milliseconds now and then.

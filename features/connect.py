@@ -13,6 +13,8 @@ the cluster layout when it is handed a cluster client (`features.cluster`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,6 +25,7 @@ import redis.cluster
 from redis.driver_info import DriverInfo
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+log = logging.getLogger("arbiter.features")
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -100,3 +103,27 @@ def redis_clients(url: str, timeout_s: float) -> tuple[SyncClient, AsyncClient]:
     startup = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in nodes]
     async_client = redis.asyncio.cluster.RedisCluster(startup_nodes=startup, **options, **settings)
     return redis_client(url, timeout_s), async_client
+
+
+async def warm(client: AsyncClient, count: int) -> int:
+    """Open `count` connections of `client`'s pool now and leave them idle in it; how many
+    were opened. A new connection costs the event loop about a millisecond (the
+    connect, `CLIENT SETINFO`, the reader): made at start, not during the first burst of
+    payments. A Redis that does not answer is not an error here (the service starts degraded,
+    `/readyz` says why); a cluster client's pools are per node, made as it learns the slot
+    map, and are left alone."""
+    if count <= 0 or not isinstance(client, redis.asyncio.Redis):
+        return 0
+    pool = client.connection_pool
+    held = await asyncio.gather(
+        *(pool.get_connection() for _ in range(count)),  # type: ignore[no-untyped-call]
+        return_exceptions=True,
+    )
+    for connection in held:
+        if not isinstance(connection, BaseException):
+            await pool.release(connection)
+    failed = [c for c in held if isinstance(c, BaseException)]
+    if failed:
+        log.warning("Redis: %d of %d connections not opened at start: %s", len(failed), count,
+                    failed[0])  # fmt: skip
+    return count - len(failed)
