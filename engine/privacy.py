@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from engine import accounts, audit
 from engine.chain import TOMBSTONE
 from engine.database import reading, writing
+from engine.ledger import SELECT_LINKS, lock_chain, tombstone_digest
 from engine.records import StoredDecision
 from engine.schema import (
     account_lifecycle,
@@ -38,7 +39,6 @@ from engine.schema import (
     outbox,
     suspension_events,
 )
-from engine.store import SELECT_LINKS, lock_chain, tombstone_digest
 from features.events import format_ts
 
 RETENTION_DAYS = 7 * 365 + 2  # seven years, leap days included

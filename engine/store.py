@@ -24,24 +24,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import accounts, outbox
+from engine import accounts, ledger, outbox
 from engine import rows as rows_sql
 from engine.accounts import AccountState, AccountStatus, SuspensionEvent
-from engine.audit import PURGE_ACCOUNT
 from engine.chain import (
     GENESIS,
     ChainBreak,
     Deferred,
-    Link,
     contributions_hash,
-    decision_hash,
     first_break,
     to_json,
 )
 from engine.database import (
     connect,
-    current_revision,
-    head_revision,
     is_sqlite,
     migrate,
     reading,
@@ -49,21 +44,11 @@ from engine.database import (
 )
 from engine.errors import ContributionsConflict, DecisionNotFound, DecisionPurged, StoreError
 from engine.outbox import Notification
-from engine.records import FIELDS, DecisionRecord, StoredDecision
-from engine.schema import account_status, audit_events, decisions, policy_versions
+from engine.records import DecisionRecord, StoredDecision
+from engine.schema import account_status, decisions, policy_versions
 from engine.schema import decision_contributions as contrib
 
-_CHAIN_LOCK = 0x41524243  # "ARBC": advisory lock class of chain appends
 _ENGINE_ACTOR = "engine"
-_DEFERRED = [
-    contrib.c.contributions.label("d_contributions"),
-    contrib.c.base_value.label("d_base_value"),
-    contrib.c.computed_at.label("d_computed_at"),
-    contrib.c.hash.label("d_hash"),
-]
-_SELECT = sa.select(decisions, *_DEFERRED).select_from(
-    decisions.outerjoin(contrib, contrib.c.decision_id == decisions.c.decision_id)
-)
 
 
 @dataclass(frozen=True)
@@ -122,12 +107,12 @@ class DecisionStore:
         as it was stored, not replayed."""
         out: list[StoredDecision | None] = [None] * len(batch)
         with writing(self._engine) as conn:
-            self._lock_chain(conn)
+            ledger.lock_chain(conn)
             recovered: set[int] = set()
             if recover:
                 ids = [a.record.decision_id for a in batch]
-                for row in conn.execute(_SELECT.where(decisions.c.decision_id.in_(ids))):
-                    stored = _stored(row)
+                for row in conn.execute(ledger.SELECT.where(decisions.c.decision_id.in_(ids))):
+                    stored = ledger.stored(row)
                     i = ids.index(stored.record.decision_id)
                     out[i] = stored
                     recovered.add(i)
@@ -137,8 +122,8 @@ class DecisionStore:
             first: dict[str, StoredDecision] = {}
             known = rows_sql.decided(conn, payment_ids)
             if known:
-                for row in conn.execute(_SELECT.where(decisions.c.payment_id.in_(known))):
-                    stored = _stored(row)
+                for row in conn.execute(ledger.SELECT.where(decisions.c.payment_id.in_(known))):
+                    stored = ledger.stored(row)
                     first[str(stored.record.payment_id)] = stored
             head = rows_sql.head(conn)
             seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
@@ -202,25 +187,27 @@ class DecisionStore:
     def decisions_since(self, since_ms: int) -> Iterator[StoredDecision]:
         """Decisions made at or after `since_ms`, in chain order, streamed (for backtests)."""
         query = (
-            _SELECT.where(decisions.c.created_at >= since_ms, decisions.c.purged_at.is_(None))
+            ledger.SELECT.where(decisions.c.created_at >= since_ms, decisions.c.purged_at.is_(None))
             .order_by(decisions.c.seq)
         )  # fmt: skip
         with reading(self._engine) as conn:
             rows = conn.execution_options(yield_per=1000).execute(query)
             try:  # a server-side cursor on PostgreSQL: close it even if the caller stops early
-                yield from (_stored(row) for row in rows)
+                yield from (ledger.stored(row) for row in rows)
             finally:
                 rows.close()
 
     def decisions_of_account(self, account_id: str, limit: int = 100_000) -> list[StoredDecision]:
         """The account's decisions, oldest first (a data-subject export)."""
         query = (
-            _SELECT.where(decisions.c.account_id == account_id, decisions.c.purged_at.is_(None))
+            ledger.SELECT.where(
+                decisions.c.account_id == account_id, decisions.c.purged_at.is_(None)
+            )
             .order_by(decisions.c.seq)
             .limit(limit)
         )  # fmt: skip
         with reading(self._engine) as conn:
-            return [_stored(row) for row in conn.execute(query)]
+            return [ledger.stored(row) for row in conn.execute(query)]
 
     def store_contributions(
         self,
@@ -279,16 +266,16 @@ class DecisionStore:
     def verify_chain(self, *, through_seq: int | None = None) -> ChainBreak | None:
         """Recompute the chain from the first record (up to `through_seq`); the first record
         that breaks it, or None when it is intact."""
-        query = _SELECT.order_by(decisions.c.seq)
+        query = ledger.SELECT.order_by(decisions.c.seq)
         if through_seq is not None:
             query = query.where(decisions.c.seq <= through_seq)
         with reading(self._engine) as conn:
             rows = conn.execution_options(yield_per=1000).execute(query)
             try:
-                broken = first_break(_link(row) for row in rows)
+                broken = first_break(ledger.link(row) for row in rows)
             finally:
                 rows.close()
-            return broken or _unlisted_tombstone(conn, through_seq)
+            return broken or ledger.unlisted_tombstone(conn, through_seq)
 
     # --- policy versions ----------------------------------------------------------------------
 
@@ -399,7 +386,7 @@ class DecisionStore:
     def schema_problem(self) -> str | None:
         """Why the schema does not fit this code (not migrated, or to another revision)."""
         with reading(self._engine) as conn:
-            return _schema_problem(conn)
+            return ledger.schema_problem(conn)
 
     def writable_problem(self) -> str | None:
         """Why the store cannot take a decision now (for /readyz), or None when it can."""
@@ -409,7 +396,7 @@ class DecisionStore:
                     sa.text("SELECT current_setting('transaction_read_only')")
                 ) == "on":  # fmt: skip
                     return "the database is read-only"
-                return _schema_problem(conn)
+                return ledger.schema_problem(conn)
         except StoreError as exc:
             return exc.message
 
@@ -418,95 +405,7 @@ class DecisionStore:
 
     # --- rows -------------------------------------------------------------------------------
 
-    def _lock_chain(self, conn: sa.Connection) -> None:
-        lock_chain(conn)
-
     @staticmethod
     def _one(conn: sa.Connection, where: sa.ColumnElement[bool]) -> StoredDecision | None:
-        row = conn.execute(_SELECT.where(where)).first()
-        return _stored(row) if row else None
-
-
-def lock_chain(conn: sa.Connection) -> None:
-    """Hold the decision chain until the transaction ends: appends wait (PostgreSQL; SQLite's
-    `BEGIN IMMEDIATE` already holds the database's write lock). First in the lock order:
-    chain, then accounts, then the audit trail."""
-    if conn.dialect.name != "sqlite":
-        conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:cls, 'decisions'::regclass::oid::int)"),
-            {"cls": _CHAIN_LOCK},
-        )
-
-
-def _unlisted_tombstone(conn: sa.Connection, through_seq: int | None) -> ChainBreak | None:
-    """A tombstone that no purge sealed in the audit trail (`retention.purge.account` holds
-    each tombstone's digest as purged): someone emptied a record by hand, or changed what a
-    tombstone kept."""
-    query = SELECT_LINKS.where(decisions.c.purged_at.is_not(None))
-    if through_seq is not None:
-        query = query.where(decisions.c.seq <= through_seq)
-    purged = conn.execute(query.order_by(decisions.c.seq)).all()
-    if not purged:
-        return None
-    listed: dict[str, str] = {}
-    for row in conn.execute(
-        sa.select(audit_events.c.details).where(audit_events.c.action == PURGE_ACCOUNT)
-    ):
-        listed.update((row.details or {}).get("decision_tombstones") or {})
-    for row in purged:
-        sealed = listed.get(str(row.seq))
-        if sealed is None:
-            why = "a tombstone that no purge recorded in the audit trail"
-            return ChainBreak(row.decision_id, row.seq, why)
-        if sealed != tombstone_digest(row):
-            return ChainBreak(row.decision_id, row.seq, "a tombstone changed after its purge")
-    return None
-
-
-# What verification reads of a record: its fields, seq and links.
-SELECT_LINKS = sa.select(decisions)
-
-
-def tombstone_digest(row: sa.Row[Any]) -> str:
-    """A tombstone's content (what retention left of the record) with its links, as one
-    digest: `decision_hash` over the fields it holds now."""
-    values = row._mapping
-    return decision_hash(_fields(row), values["seq"], values["prev_hash"])
-
-
-def _schema_problem(conn: sa.Connection) -> str | None:
-    revision, head = current_revision(conn), head_revision()
-    if revision is None:
-        return "the decision store has no schema: run `arbiter decisions migrate`"
-    if revision != head:
-        return f"the decision store's schema is at revision {revision}, this code needs {head}"
-    return None
-
-
-def _deferred(row: sa.Row[Any]) -> Deferred | None:
-    if row.d_hash is None:
-        return None
-    return Deferred(row.d_contributions, row.d_base_value, row.d_computed_at, row.d_hash)
-
-
-def _stored(row: sa.Row[Any]) -> StoredDecision:
-    values = row._mapping
-    record = DecisionRecord.from_json(_fields(row))
-    return StoredDecision(
-        record, values["seq"], values["prev_hash"], values["hash"], _deferred(row),
-        purged=values["purged_at"] is not None,
-    )  # fmt: skip
-
-
-def _link(row: sa.Row[Any]) -> Link:
-    # The fields exactly as read back, not re-validated: verification must see any tampering.
-    values = row._mapping
-    return Link(
-        values["decision_id"], values["seq"], _fields(row), values["prev_hash"], values["hash"],
-        _deferred(row), values["purged_at"] is not None,
-    )  # fmt: skip
-
-
-def _fields(row: sa.Row[Any]) -> dict[str, Any]:
-    values = row._mapping
-    return {name: values[name] for name in FIELDS}
+        row = conn.execute(ledger.SELECT.where(where)).first()
+        return ledger.stored(row) if row else None
