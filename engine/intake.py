@@ -45,7 +45,13 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
     policy = service.policy
     decisions: list[tuple[Decision, tuple[str, ...]]] = []
     cooling: list[str] = []
-    if not policy.model.triggers:
+    # Traffic to a deny-listed destination decides its account whatever the triggers say.
+    denied: dict[str, list[str]] = {}
+    for event in valid:
+        hits = policy.denied_destinations((event.get("dest_number"), event.get("dest_prefix")))
+        if hits and event.get("account_id") is not None:
+            denied.setdefault(str(event["account_id"]), []).extend(hits)
+    if not policy.model.triggers and not denied:
         return Ingested(len(valid), applied, ())
     latest: dict[str, Mapping[str, Any]] = {}
     for event in valid:
@@ -61,7 +67,8 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
     current = service.features.read_many(now_of) if now_of else []
     cooldown_ms = policy.model.account.cooldown_seconds * 1000
     for (account_id, last), now_features in zip(latest.items(), current, strict=True):
-        fired = policy.triggered(now_features)
+        destinations = sorted(set(denied.get(account_id, ())))
+        fired = policy.triggered(now_features) + [f"deny:{d}" for d in destinations]
         if not fired:
             continue
         key = f"{service.features.key(service.account_entity, account_id)}:rescored"
@@ -69,7 +76,9 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
             cooling.append(account_id)
             continue
         try:
-            decision = service.score_account(account_id, event=last, triggers=fired)
+            decision = service.score_account(
+                account_id, event=last, triggers=fired, destinations=destinations
+            )
         except AccountSuspended:
             continue
         except Exception:

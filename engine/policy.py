@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -65,16 +65,25 @@ class Segment(_Strict):
     thresholds: Thresholds
 
 
-class Lists(_Strict):
+class AllowLists(_Strict):
+    """What can be allow-listed: who pays (account, card) and from where (IP or CIDR). A
+    country or a number range is never trusted as such, so those keys are refused here."""
+
     account: list[str] = []
     ip: list[str] = []
     card: list[str] = []
+
+
+class Lists(AllowLists):
+    """The deny lists: the allow lists' keys, card-issuer countries and destination number
+    prefixes (matched against an SMS's or a call's `dest_number` and `dest_prefix`)."""
+
     bin_country: list[str] = []
     destination_prefix: list[str] = []
 
 
 class AllowDeny(_Strict):
-    allow: Lists = Lists()
+    allow: AllowLists = AllowLists()
     deny: Lists = Lists()
 
 
@@ -232,11 +241,17 @@ class Policy:
         return Verdict(action, tuple(reasons), tuple(fired), segment, limits)
 
     def decide_account(
-        self, score: float | None, features: Mapping[str, Any], account_id: str
+        self,
+        score: float | None,
+        features: Mapping[str, Any],
+        account_id: str,
+        destinations: Collection[str] = (),
     ) -> Verdict:
         """An account-level decision: `allow`, `review` or `suspend_account`. The account allow
-        list wins; the account deny list suspends; each account rule whose conditions all hold
-        is a reason; then the account model's score (None: no account model, rules only)."""
+        list wins; the account deny list suspends, and so does traffic to a deny-listed
+        destination (`destinations`: the numbers and prefixes the account's SMS and calls just
+        went to); each account rule whose conditions all hold is a reason; then the account
+        model's score (None: no account model, rules only)."""
         limits = self.model.account.thresholds
         as_payment = Thresholds(
             review=limits.review, decline=limits.suspend_account,
@@ -250,6 +265,9 @@ class Policy:
         if account_id in self.model.lists.deny.account:
             reasons.append("DENY_LISTED_ACCOUNT")
             action = "suspend_account"
+        if destinations and self.denied_destinations(destinations):
+            reasons.append("DENY_LISTED_DESTINATION")
+            action = "suspend_account"
         for rule in self.model.account.rules:
             if all(c.holds(features) for c in rule.when):
                 fired.append(rule.name)
@@ -261,6 +279,18 @@ class Policy:
             if SEVERITY[by_score] > SEVERITY[action]:
                 action = by_score
         return Verdict(action, tuple(reasons), tuple(fired), None, as_payment)
+
+    def denied_destinations(self, destinations: Iterable[str | None]) -> list[str]:
+        """The deny-listed prefixes that some of `destinations` (numbers or prefixes) start
+        with: the list's entries, not the numbers (a recipient's number is not kept)."""
+        given = [str(d) for d in destinations if d]
+        return sorted(
+            {
+                p
+                for p in self.model.lists.deny.destination_prefix
+                if any(d.startswith(p) for d in given)
+            }
+        )
 
     def unknown_features(self, names: set[str]) -> list[str]:
         """Features the rules and triggers name that the feature spec does not provide."""
@@ -313,11 +343,14 @@ def _in_networks(ip: str | None, nets: list[Any]) -> bool:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    return any(addr in net for net in nets)
+    # An IPv4 address written as IPv6 (::ffff:a.b.c.d, as a dual-stack socket reports it) is
+    # the IPv4 address: listed as such, it must match.
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    return any(addr in net or (mapped is not None and mapped in net) for net in nets)
 
 
 def _prefixed(prefix: str | None, deny: Lists) -> bool:
-    return prefix is not None and any(prefix.startswith(p) for p in deny.destination_prefix)
+    return bool(prefix) and any(str(prefix).startswith(p) for p in deny.destination_prefix)
 
 
 def parse_policy(raw: Any, source: str = "policy") -> Policy:

@@ -24,6 +24,10 @@ TEXTS: dict[str, str] = {
     "DENY_LISTED_DESTINATION": "The destination number range is on the deny list.",
     "MANY_CARDS": "Many different cards were used on the account within 24 hours.",
     "CARD_DECLINE_BURST": "The card was declined many times within 24 hours.",
+    "SMS_PUMPING": (
+        "The account sent texts to many different numbers within minutes and almost none of "
+        "the verification codes were used: the pattern of SMS pumping."
+    ),
     "ACCOUNT_SUSPENDED": "The account is suspended; its payments are declined.",
     "FEATURES_UNAVAILABLE": (
         "The account's recent activity could not be read, so the payment was decided without it."

@@ -320,15 +320,19 @@ class DecisionService:
         *,
         event: Mapping[str, Any] | None = None,
         triggers: Sequence[str] = (),
+        destinations: Sequence[str] = (),
     ) -> Decision:
         """An account-level decision (no payment involved): on demand, or after `event` crossed
-        the policy's `triggers`. The account's features as of now (or just after `event`), the
-        account model's score when one is loaded (else the policy's account rules alone), the
-        policy's account section. Raises `AccountSuspended` for an account suspended already.
+        the policy's `triggers` or the account's traffic went to the deny-listed
+        `destinations`. The account's features as of now (or just after `event`), the account
+        model's score when one is loaded (else the policy's account rules alone), the policy's
+        account section. Raises `AccountSuspended` for an account suspended already.
         """
         started = time.perf_counter()
         try:
-            decision = self._score_account(account_id, event, tuple(triggers), started)
+            decision = self._score_account(
+                account_id, event, tuple(triggers), tuple(destinations), started
+            )
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
@@ -343,6 +347,7 @@ class DecisionService:
         account_id: str,
         event: Mapping[str, Any] | None,
         triggers: tuple[str, ...],
+        destinations: tuple[str, ...],
         started: float,
     ) -> Decision:
         now = self.clock()
@@ -377,7 +382,9 @@ class DecisionService:
             row = model.scorer.vector(features)
             score = model.scorer.score(row)
             timings["model_ms"] = _ms(mark)
-        verdict = policy.decide_account(score.probability if score else None, features, account_id)
+        verdict = policy.decide_account(
+            score.probability if score else None, features, account_id, destinations
+        )
         codes = list(verdict.reasons)
         if model is not None and score is not None:
             contributions = _explain(model, row, score.probability, verdict, codes, timings)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pytest
+import yaml
 
 from engine.accounts import AccountState
 from engine.errors import ModelNotLoaded
 from engine.flags import FlagSync
 from engine.intake import ingest
-from engine.policy import load_policy
+from engine.policy import load_policy, parse_policy
 from engine.records import StoredDecision
 from engine.service import DecisionService
 from features.errors import FeatureStoreUnavailable, InvalidEvent
@@ -342,6 +343,28 @@ def test_a_batch_crossing_a_trigger_rescores_the_account_once_per_cooldown():
     assert again.decisions == () and again.cooling_down == ("a1",)
     retried = ingest(svc, [sms(i) for i in range(5)])
     assert retried.applied == 0
+
+
+def test_traffic_to_a_deny_listed_destination_suspends_the_account_without_a_trigger():
+    raw = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    raw["lists"]["deny"]["destination_prefix"] = ["+88216"]
+    raw["triggers"] = []  # no trigger: the list alone decides
+    svc = service(0.01)
+    svc.policy = parse_policy(raw)
+    calls = [sms(1), {**sms(2), "type": "call", "dest_number": "+882160009999",
+                      "dest_prefix": "+88216", "duration_s": 60}]  # fmt: skip
+    for key in ("verified", "segments"):
+        calls[1].pop(key)
+    result = ingest(svc, [*calls, sms(3, account="a2")])
+    [(decision, triggers)] = result.decisions
+    assert decision.action == "suspend_account" and triggers == ("deny:+88216",)
+    record = svc.store.appended[0][0].record
+    assert record.account_id == "a1" and [r.code for r in record.reasons] == [
+        "DENY_LISTED_DESTINATION"
+    ]
+    assert "+882160009999" not in repr(record.rules_fired)  # the number itself is not kept
+    # Traffic elsewhere decides nothing.
+    assert ingest(svc, [sms(i, account="a3") for i in range(4, 8)]).decisions == ()
 
 
 def test_a_batch_below_every_trigger_decides_nothing():

@@ -16,6 +16,15 @@ POLICY = load_policy(ROOT / "config" / "policy.yaml")
 QUIET = {"account_cards_24h": 1.0, "card_declines_24h": 0.0}
 
 
+def test_every_reason_the_shipped_policy_gives_has_its_own_plain_text():
+    # Not the fallback made of the code ("Sms pumping."): billing, support and the customer's
+    # notification read these texts.
+    from engine.reasons import TEXTS
+
+    codes = {r.reason for r in POLICY.model.rules} | {r.reason for r in POLICY.model.account.rules}
+    assert codes and sorted(codes - set(TEXTS)) == []
+
+
 def test_the_shipped_policy_is_valid_and_names_only_known_features():
     plan = load_spec(ROOT / "config" / "features.yaml")
     assert POLICY.unknown_features(set(plan.output)) == []
@@ -65,6 +74,33 @@ def test_lists_allow_and_deny_by_cidr():
 
 
 @pytest.mark.parametrize(
+    "ip", ["::ffff:199.10.4.4", "::FFFF:C70A:0404", "0:0:0:0:0:ffff:199.10.4.4"]
+)
+def test_an_ipv4_address_written_as_ipv6_meets_the_ipv4_lists(ip):
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d: the same address, listed.
+    assert POLICY.decide(0.01, QUIET, Facts(ip=ip)).reasons == ("DENY_LISTED_IP",)
+    raw = copy.deepcopy(RAW)
+    raw["lists"]["allow"]["ip"] = ["199.10.4.0/24"]
+    assert parse_policy(raw).decide(0.99, QUIET, Facts(ip=ip)).reasons == ("ALLOW_LISTED",)
+    # Another IPv6 address is not an IPv4 one.
+    assert POLICY.decide(0.01, QUIET, Facts(ip="2001:db8::c70a:404")).reasons == ()
+
+
+def test_traffic_to_a_deny_listed_destination_suspends_the_account():
+    raw = copy.deepcopy(RAW)
+    raw["lists"]["deny"]["destination_prefix"] = ["+88216", "+37281"]
+    policy = parse_policy(raw)
+    # The list's entries that the destinations start with (never the numbers themselves).
+    assert policy.denied_destinations(["+882160001234", None, "+2547", "+882161"]) == ["+88216"]
+    assert policy.denied_destinations(["+2547000001"]) == []
+    verdict = policy.decide_account(None, {}, "a1", ["+88216"])
+    assert (verdict.action, verdict.reasons) == ("suspend_account", ("DENY_LISTED_DESTINATION",))
+    assert policy.decide_account(None, {}, "a1", []).action == "allow"
+    raw["lists"]["allow"]["account"] = ["a1"]
+    assert parse_policy(raw).decide_account(None, {}, "a1", ["+88216"]).action == "allow"
+
+
+@pytest.mark.parametrize(
     ("edit", "message"),
     [
         (lambda r: r["thresholds"].update(decline=0.2), r"thresholds: .*must be ordered"),
@@ -75,6 +111,15 @@ def test_lists_allow_and_deny_by_cidr():
         (lambda r: r["rules"][0].update(action="explode"), r"rules\.0\.action"),
         (lambda r: r["rules"][0]["when"].update(below=3), r"rules\.0\.when.*exactly one of"),
         (lambda r: r.update(colour="red"), r"colour: Extra inputs are not permitted"),
+        # A country or a number range is never trusted: only the deny lists take them.
+        (
+            lambda r: r["lists"]["allow"].update(bin_country=["US"]),
+            r"lists.allow.bin_country: Extra inputs are not permitted",
+        ),
+        (
+            lambda r: r["lists"]["allow"].update(destination_prefix=["+1"]),
+            r"lists.allow.destination_prefix: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_an_invalid_policy_is_refused_naming_the_entry(edit, message):
