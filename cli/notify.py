@@ -105,5 +105,32 @@ def status(
         )
 
 
+@notify_app.command("requeue")
+def requeue(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead notifications' ids (see `notify status`)")
+    ] = None,
+    all_dead: Annotated[bool, typer.Option("--all", help="Every dead notification")] = False,
+) -> None:
+    """Send dead notifications again (after the receiver is fixed): each is due now, with its
+    full retries; `notify run` or the API's worker delivers them."""
+    if bool(ids) == all_dead:
+        console.print("[red]give the ids of dead notifications, or --all (not both)[/red]")
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+    store = open_decision_store(settings, console)
+    try:
+        done = store.requeue_dead_notifications(None if all_dead else ids)
+    except StoreError as exc:
+        raise _fail(exc.message, settings) from exc
+    finally:
+        store.close()
+    console.print(f"requeued {len(done):,}: {', '.join(map(str, done)) or '-'}")
+    missed = sorted(set(ids or ()) - set(done))
+    if missed:
+        console.print(f"[red]not dead (left alone): {', '.join(map(str, missed))}[/red]")
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(notify_app, name="notify")

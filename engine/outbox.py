@@ -11,7 +11,7 @@ These functions run inside a transaction the caller owns (see `engine.store`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -111,6 +111,23 @@ def mark_failed(
         status="dead" if dead else "pending", attempts=outbox.c.attempts + 1,
         last_error=error[:_MAX_ERROR], next_attempt_at=next_attempt_at,
     )  # fmt: skip
+
+
+def requeue_dead(conn: sa.Connection, ids: Sequence[int] | None, *, now: int) -> list[int]:
+    """Dead entries (those of `ids`, or all of them with None) pending again, due `now`, with
+    their attempts counted from zero (the full retries again); their last error is kept until
+    the next attempt. The ids requeued, in order; an id that is not dead is left as it is."""
+    query = sa.select(outbox.c.id).where(outbox.c.status == "dead")
+    if ids is not None:
+        query = query.where(outbox.c.id.in_(list(ids)))
+    found = [int(i) for i in conn.scalars(query.order_by(outbox.c.id))]
+    if found:
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.id.in_(found), outbox.c.status == "dead")
+            .values(status="pending", attempts=0, next_attempt_at=now)
+        )
+    return found
 
 
 def for_decision(conn: sa.Connection, decision_id: str) -> list[Notification]:

@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     # outbox keeps them. Failed deliveries retry after base * 2**attempt seconds (capped).
     webhook_url: str | None = None
     webhook_timeout_seconds: float = 5
-    notify_max_attempts: int = 8
+    # 80 attempts at the default backoff (2 s doubling, at most an hour): about 3 days.
+    notify_max_attempts: int = 80
     notify_backoff_seconds: float = 2
     # Objection deadlines per jurisdiction, and the reason-code catalogue of rationales.
     objections_config: Path = Path("config/objections.yaml")

@@ -376,6 +376,14 @@ class DecisionStore:
         with reading(self._engine) as conn:
             return outbox.counts(conn)
 
+    def requeue_dead_notifications(
+        self, ids: Sequence[int] | None = None, *, at: int | None = None
+    ) -> list[int]:
+        """Dead entries (`ids`, or all) due again now with their retries afresh; the ids
+        requeued (an id that is not dead is left alone)."""
+        with writing(self._engine) as conn:
+            return outbox.requeue_dead(conn, ids, now=now_ms() if at is None else at)
+
     def dead_notifications(self, limit: int = 100) -> list[Notification]:
         """Entries given up after their last attempt (kept for ops), newest first."""
         with reading(self._engine) as conn:

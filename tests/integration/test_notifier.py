@@ -162,6 +162,22 @@ def test_an_entry_failing_past_max_attempts_is_dead_kept_and_reported_with_growi
         f"decision {poison.decision_id} 4 attempts HTTP 500: no such customer"
     )
 
+    # The receiver is fixed: ops requeue the dead entry and it is delivered, with its full
+    # retries again. An id that is not dead is left alone and said so.
+    receiver.refuse = set()
+    code, out = cli(url, monkeypatch, "requeue", str(poison.id), str(good.id))
+    assert code == 1 and out == f"requeued 1: {poison.id} not dead (left alone): {good.id}"
+    (entry,) = current(store, poison)
+    assert (entry.status, entry.attempts, entry.last_error) == (
+        "pending", 0, "HTTP 500: no such customer",
+    )  # fmt: skip
+    assert entry.next_attempt_at > T0  # due now (the wall clock), not at its old time
+    assert notifier.run_once(entry.next_attempt_at) == (1, 0, 0)
+    assert current(store, poison)[0].status == "delivered"
+    assert [key for key, _, _ in receiver.requests].count(str(poison.id)) == 5
+    assert cli(url, monkeypatch, "requeue", "--all") == (0, "requeued 0: -")
+    assert cli(url, monkeypatch, "requeue")[0] == 2  # neither ids nor --all
+
 
 def test_a_leased_entry_is_not_taken_by_a_second_worker_meanwhile(store):
     made = adverse(store, "decline", "review")
