@@ -100,6 +100,7 @@ INGEST = Allow("ingest")
 READ_CASES = Allow("support", "reviewer", "privacy")  # rationales, records, cases
 SUPPORT = Allow("support", "reviewer")  # open cases, move them on
 OPS = Allow("ops")
+REINSTATE = Allow("reviewer")  # lift a suspension outside an objection
 ACCOUNT_STATUS = Allow("scorer", "support", "reviewer", "ops")
 PRIVACY = Allow("privacy")
 METRICS = Allow("ops")

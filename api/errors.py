@@ -26,6 +26,7 @@ from api.screen import BodyScreen
 from engine.deferred import ContributionsMismatch
 from engine.errors import (
     AccountNotFound,
+    AccountNotSuspended,
     AccountSuspended,
     DecisionNotFound,
     DecisionPurged,
@@ -59,6 +60,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (DecisionPurged, 410),
     (AccountNotFound, 404),
     (AccountSuspended, 409),
+    (AccountNotSuspended, 409),
     (ObjectionNotFound, 404),
     (ObjectionConflict, 409),
     (InvalidTransition, 409),

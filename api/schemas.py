@@ -103,6 +103,15 @@ class AccountOut(BaseModel):
     decision_id: str | None
 
 
+class ReinstateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=3, max_length=2000,
+        description="why the suspension is lifted (recorded with the reviewer's name)",
+    )  # fmt: skip
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

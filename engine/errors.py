@@ -83,6 +83,12 @@ class AccountSuspended(EngineError):
         self.decision_id = decision_id
 
 
+class AccountNotSuspended(EngineError):
+    """A reinstatement of an account that is not suspended (nothing to lift)."""
+
+    code = "account_not_suspended"
+
+
 class StoreError(EngineError):
     code = "store_error"
 

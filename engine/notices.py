@@ -47,3 +47,17 @@ def notification_of(record: DecisionRecord) -> dict[str, Any]:
         ),
         "object_by": format_ts(deadline),
     }
+
+
+def reinstatement_notice(account_id: str, decision_id: str | None, at: int) -> dict[str, Any]:
+    """The customer's notice that a person lifted the account's suspension."""
+    return {
+        "type": "account_reinstated",
+        "account_id": account_id,
+        "decision_id": decision_id,  # the decision whose suspension was lifted
+        "reinstated_at": format_ts(at),
+        "message": (
+            "Your account is active again: a person reviewed its suspension and lifted it. "
+            "Its payments and traffic are accepted as before."
+        ),
+    }

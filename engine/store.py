@@ -42,7 +42,14 @@ from engine.database import (
     reading,
     writing,
 )
-from engine.errors import ContributionsConflict, DecisionNotFound, DecisionPurged, StoreError
+from engine.errors import (
+    AccountNotSuspended,
+    ContributionsConflict,
+    DecisionNotFound,
+    DecisionPurged,
+    StoreError,
+)
+from engine.notices import reinstatement_notice
 from engine.outbox import Notification
 from engine.records import DecisionRecord, StoredDecision
 from engine.schema import account_status, decisions, policy_versions
@@ -329,6 +336,27 @@ class DecisionStore:
             if changed and notification is not None:
                 outbox.enqueue(conn, account_id=account_id, decision_id=decision_id,
                                payload=notification, at=when)  # fmt: skip
+        return state
+
+    def reinstate(self, account_id: str, *, actor: str, reason: str) -> AccountState:
+        """Lift the account's suspension by a person's authority (`actor`, with `reason`),
+        outside an objection: the status change (recorded with the decision that suspended
+        it), its audit entry and the customer's notice, in one transaction.
+        `AccountNotSuspended` when there is nothing to lift."""
+        when = now_ms()
+        with writing(self._engine) as conn:
+            accounts.lock(conn, account_id)
+            before = accounts.read(conn, account_id)
+            if before.status != "suspended":
+                raise AccountNotSuspended(f"account {account_id} is not suspended")
+            state, _ = accounts.change(
+                conn, account_id, "active", actor=actor, reason=reason, at=when,
+                decision_id=before.decision_id,
+            )  # fmt: skip
+            outbox.enqueue(
+                conn, account_id=account_id, decision_id=before.decision_id, at=when,
+                payload=reinstatement_notice(account_id, before.decision_id, when),
+            )  # fmt: skip
         return state
 
     def suspended_accounts(self) -> dict[str, str | None]:

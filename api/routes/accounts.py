@@ -9,10 +9,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from api.deps import AccountReader, OpsKey, PrivacyKey, RuntimeDep, ServiceDep, StoreDep
+from api.deps import (
+    AccountReader,
+    OpsKey,
+    PrivacyKey,
+    ReviewerKey,
+    RuntimeDep,
+    ServiceDep,
+    StoreDep,
+)
 from api.routes.events import account_decision
-from api.schemas import AccountDecisionOut, AccountOut, ErrorBody
+from api.schemas import AccountDecisionOut, AccountOut, ErrorBody, ReinstateIn
 from engine import privacy
+from engine.accounts import AccountState
 from engine.records import StoredDecision
 from engine.store import now_ms
 from features.errors import FeatureStoreUnavailable
@@ -25,7 +34,28 @@ AccountId = Annotated[str, Path(min_length=1, max_length=128)]
 
 @router.get("/{account_id}", response_model=AccountOut)
 def get_account(_: AccountReader, account_id: AccountId, store: StoreDep) -> AccountOut:
-    state = store.account_status(account_id)
+    return _out(store.account_status(account_id))
+
+
+@router.post(
+    "/{account_id}/reinstate",
+    response_model=AccountOut,
+    responses={409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+def reinstate(
+    who: ReviewerKey, account_id: AccountId, body: ReinstateIn, runtime: RuntimeDep
+) -> AccountOut:
+    """Lift a suspension by a reviewer's authority, outside an objection (an objection's
+    outcome lifts it too: /v1/objections). Recorded with the reviewer's key name and the
+    reason, in the account's status history and the audit trail; the customer is notified
+    (`account_reinstated`); the account's payments are scored again at once. 409 for an
+    account that is not suspended."""
+    state = runtime.store.reinstate(account_id, actor=who.name, reason=body.reason)
+    runtime.service.flags.set({account_id: None})  # its payments are scored again at once
+    return _out(state)
+
+
+def _out(state: AccountState) -> AccountOut:
     return AccountOut(
         account_id=state.account_id,
         status=state.status,

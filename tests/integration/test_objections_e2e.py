@@ -190,3 +190,38 @@ def test_a_declined_payment_objection_is_upheld_with_the_remedies(api, inbox, ke
     assert "California Privacy Protection Agency" in notice["message"]
     queue = api.get("/v1/objections", params={"status": ["notified"]}, headers=AGENT).json()
     assert oid in [c["objection_id"] for c in queue]
+
+
+def test_a_reviewer_reinstates_a_suspended_account_without_an_objection(api, server, inbox, keys):
+    account_id = f"acct-rein-{uuid.uuid4().hex[:6]}"
+    with server.client("ingest") as pipeline:
+        [decision] = pump(pipeline, account_id)["decisions"]
+    assert decision["action"] == "suspend_account"
+    url = f"/v1/accounts/{account_id}/reinstate"
+    reason = {"reason": "Verified by phone: the traffic was the customer's own campaign."}
+
+    assert api.post(url, json=reason).status_code == 403  # billing's key
+    assert api.post(url, headers=keys["agent-ann"], json=reason).status_code == 403  # support
+    missing = api.post(url, headers=keys["rev-cy"], json={})
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "reason"
+    assert api.get(f"/v1/accounts/{account_id}").json()["status"] == "suspended"
+
+    done = api.post(url, headers=keys["rev-cy"], json=reason)
+    assert done.status_code == 200, done.text
+    assert done.json() | {"since": None} == {
+        "account_id": account_id, "status": "active", "since": None,
+        "decision_id": decision["decision_id"],  # the decision whose suspension was lifted
+    }  # fmt: skip
+    notice = delivered(inbox, account_id, "account_reinstated")
+    assert notice["decision_id"] == decision["decision_id"] and "active again" in notice["message"]
+    later = api.post("/v1/payments/score", json=payment(account_id=account_id)).json()
+    assert "ACCOUNT_SUSPENDED" not in [r["code"] for r in later["reasons"]]
+
+    again = api.post(url, headers=keys["rev-cy"], json=reason)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "account_not_suspended"
+    export = api.get(f"/v1/accounts/{account_id}/export", headers=keys["dpo"]).json()
+    changes = [e for e in export["audit_events"] if e["action"] == "account.status"]
+    assert [(e["actor"], e["details"]["to"]) for e in changes] == [
+        ("engine", "suspended"), ("rev-cy", "active"),
+    ]  # fmt: skip
+    assert changes[1]["details"]["reason"] == reason["reason"]
