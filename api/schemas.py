@@ -19,7 +19,8 @@ class ScoreRequest(BaseModel):
 
     payment_id: str = Field(min_length=1, max_length=120, description="idempotency key")
     account_id: str = _ID
-    amount: float = Field(ge=0.01, le=1_000_000, allow_inf_nan=False)
+    # A JSON number: `true` or `"49"` is refused, not read as 1 or 49 (strict).
+    amount: float = Field(ge=0.01, le=1_000_000, allow_inf_nan=False, strict=True)
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code")
     card_fp: str = Field(min_length=1, max_length=128, description="card fingerprint")
     bin_country: str = _COUNTRY

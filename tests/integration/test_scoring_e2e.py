@@ -107,7 +107,13 @@ def test_a_deny_listed_ip_is_declined_with_its_reason(api):
 
 
 @pytest.mark.parametrize(
-    ("changes", "field"), [({"amount": -5}, "amount"), ({"coupon": "X"}, "coupon")]
+    ("changes", "field"),
+    [
+        ({"amount": -5}, "amount"),
+        ({"amount": True}, "amount"),  # not read as 1
+        ({"amount": "49"}, "amount"),  # a number, not text
+        ({"coupon": "X"}, "coupon"),
+    ],
 )
 def test_an_invalid_body_is_refused_naming_the_field(api, changes, field):
     response = api.post("/v1/payments/score", json=payment(**changes))
