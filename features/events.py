@@ -14,6 +14,7 @@ customer and merchant ids) only needs `event_id`, `type` and `ts`, plus the fiel
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class Field:
     min: float | None = None
     max: float | None = None
     length: int | None = None  # exact length (country/currency codes)
+    address: bool = False  # an IPv4 or IPv6 address, as written (not rewritten)
 
 
 ENVELOPE: dict[str, Field] = {
@@ -48,7 +50,7 @@ ENVELOPE: dict[str, Field] = {
 }
 
 _COUNTRY = Field("str", length=2)
-_IP = Field("str")
+_IP = Field("str", address=True)
 _MONEY = Field("float", min=0.0, max=1_000_000.0)
 
 EVENT_TYPES: dict[str, dict[str, Field]] = {
@@ -145,6 +147,8 @@ def _check(name: str, spec: Field, value: Any) -> Any:
             raise ValueError(f"must be {spec.length} characters")
         if spec.choices and value not in spec.choices:
             raise ValueError(f"must be one of {', '.join(spec.choices)}")
+        if spec.address and not _is_address(value):
+            raise ValueError(_NOT_ADDRESS)
         return value
     if spec.kind == "bool":
         if not isinstance(value, bool):
@@ -263,6 +267,10 @@ def validate_frame(frame: pd.DataFrame) -> None:
                 bad = of_kind & present & ~column.isin(spec.choices).to_numpy()
                 if bad.any():
                     fail(bad, name, f"must be one of {', '.join(spec.choices)}")
+            if spec.address and rows.any():
+                wrong = {v for v in column[rows].unique() if not _is_address(str(v))}
+                if wrong:
+                    fail(rows & column.isin(wrong).to_numpy(), name, _NOT_ADDRESS)
             if spec.kind in ("int", "float") and (spec.min is not None or spec.max is not None):
                 values = column.to_numpy(dtype=float, na_value=np.nan)
                 low = spec.min if spec.min is not None else -np.inf
@@ -270,6 +278,17 @@ def validate_frame(frame: pd.DataFrame) -> None:
                 bad = of_kind & present & ((values < low) | (values > high))
                 if bad.any():
                     fail(bad, name, f"must be within [{low:g}, {high:g}]")
+
+
+_NOT_ADDRESS = "must be an IPv4 or IPv6 address"
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 _TYPE_NAMES = {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number"}

@@ -74,3 +74,17 @@ def test_control_characters_in_a_string_field_are_refused_naming_the_field():
     with pytest.raises(InvalidEvent, match="control characters") as caught:
         validate_event(event)
     assert caught.value.field == "account_id"
+
+
+@pytest.mark.parametrize("ip", ["nope", "31.10.0.256", "31.10.0", "31.10.0.1/24"])
+def test_an_ip_that_is_no_address_is_refused_in_an_event_and_in_a_log(ip):
+    login = {"event_id": "ev9", "type": "login", "ts": 1_793_527_200_000, "account_id": "a1",
+             "ip": ip, "success": True}  # fmt: skip
+    with pytest.raises(InvalidEvent, match=r"field 'ip' must be an IPv4 or IPv6 address"):
+        validate_event(login)
+    good = {**login, "event_id": "ev8", "ip": "2001:db8::1"}
+    assert validate_event(good)["ip"] == "2001:db8::1"
+    frame = pd.DataFrame([good, {**good, "event_id": "ev10", "ip": "::ffff:31.10.0.1"}, login])
+    with pytest.raises(InvalidEvent, match=r"event ev9 \(login\): field 'ip' must be an IPv4"):
+        validate_frame(frame)
+    validate_frame(frame.iloc[:2])
