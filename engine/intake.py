@@ -72,7 +72,8 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
         if not fired:
             continue
         key = f"{service.features.key(service.account_entity, account_id)}:rescored"
-        if cooldown_ms and not service.features.claim(key, int(last["ts"]), cooldown_ms):
+        claimed = not cooldown_ms or service.features.claim(key, int(last["ts"]), cooldown_ms)
+        if not claimed and not destinations:  # a deny-listed destination waits for no cooldown
             cooling.append(account_id)
             continue
         try:

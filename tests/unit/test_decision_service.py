@@ -367,6 +367,28 @@ def test_traffic_to_a_deny_listed_destination_suspends_the_account_without_a_tri
     assert ingest(svc, [sms(i, account="a3") for i in range(4, 8)]).decisions == ()
 
 
+def test_a_deny_listed_destination_decides_within_a_triggers_cooldown():
+    raw = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    raw["lists"]["deny"]["destination_prefix"] = ["+88216"]
+    svc = service(0.01)
+    svc.policy = parse_policy(raw)
+    svc.features.values = {**PUMPING, "account_sms_verified_share_24h": 0.9}  # triggers, allowed
+    [(first, _)] = ingest(svc, [sms(i) for i in range(5)]).decisions
+    assert first.action == "allow"
+    assert ingest(svc, [sms(i) for i in range(5, 8)]).cooling_down == ("a1",)
+    # Minutes later, inside the cooldown, the account calls a deny-listed range.
+    [(decision, triggers)] = ingest(
+        svc,
+        [
+            sms(
+                9,
+            )
+            | {"dest_number": "+88216000123"}
+        ],
+    ).decisions
+    assert decision.action == "suspend_account" and "deny:+88216" in triggers
+
+
 def test_a_batch_below_every_trigger_decides_nothing():
     svc = service(0.01)
     result = ingest(svc, [sms(1), sms(2, account="a2")])
