@@ -217,6 +217,7 @@ def _report_training(result: TrainingResult, target: Registry, config: Path | No
         f"{top['precision']:.4f}",
         "-" if other_top is None else f"{other_top:.4f}",
     )
+    metrics.add_row("score at 1% FPR", f"{evaluation['threshold_at_1pct_fpr']:.4f}", "-")
     best = evaluation["best_threshold"]
     metrics.add_row(
         "lowest expected loss", f"{best['loss']:,.0f} at {best['threshold']:g}",

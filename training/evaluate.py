@@ -176,6 +176,10 @@ def headline(evaluation: dict[str, Any], prefix: str = "test_") -> dict[str, flo
     top = evaluation["top_k_per_day"]
     metrics[f"{prefix}precision_top_{int(top['k'])}_per_day"] = top["precision"]
     metrics[f"{prefix}best_threshold_loss"] = evaluation["best_threshold"]["loss"]
+    # Where ops place the policy's thresholds (docs/policy.md): the score above which 1 in 100
+    # good events is flagged, and the cheapest threshold of the expected-loss table.
+    metrics[f"{prefix}threshold_at_1pct_fpr"] = evaluation["threshold_at_1pct_fpr"]
+    metrics[f"{prefix}best_threshold"] = evaluation["best_threshold"]["threshold"]
     metrics[f"{prefix}no_model_loss"] = evaluation["expected_loss"][-1]["loss"]
     for k, v in evaluation.get("baseline", {}).items():
         metrics[f"baseline_{prefix}{k}"] = v

@@ -50,6 +50,8 @@ METRICS = (
     "test_precision_top_10_per_day",
     "test_brier",
     "test_best_threshold_loss",
+    "test_best_threshold",
+    "test_threshold_at_1pct_fpr",
     "test_no_model_loss",
     "baseline_test_average_precision",
     "baseline_test_roc_auc",
@@ -127,6 +129,14 @@ def test_training_logs_a_run_with_every_artifact_metric_and_tag(first, source, s
     assert set(METRICS) <= set(run.data.metrics)
     model_ap = run.data.metrics["test_average_precision"]
     assert model_ap == pytest.approx(first.evaluation["model"]["average_precision"])
+    # The operating point ops set thresholds against: 1% of the test window's good events
+    # score at or above it, and the recall there is the run's recall at 1% FPR.
+    point = run.data.metrics["test_threshold_at_1pct_fpr"]
+    test = first.dataset.test
+    score = first.model.predict(test.X)
+    good, bad = score[test.y == 0], score[test.y == 1]
+    assert 0 < point < 1 and (good >= point).mean() <= 0.01
+    assert (bad >= point).mean() == pytest.approx(run.data.metrics["test_recall_at_1pct_fpr"])
     # Scenario truth sits beside the simulated log, so per-scenario recall is reported.
     assert any(k.startswith("test_recall_") and "fpr" not in k for k in run.data.metrics)
     tags = run.data.tags
@@ -251,6 +261,9 @@ def test_a_log_of_another_domain_trains_with_no_code_change(tmp_path_factory, mo
     assert "registered card-fraud version 1 (alias challenger)" in out
     version = client.get_model_version_by_alias("card-fraud", "challenger")
     run = client.get_run(version.run_id)
+    # The report states the operating point the policy's thresholds are set against.
+    point = run.data.metrics["test_threshold_at_1pct_fpr"]
+    assert f"score at 1% FPR │ {point:.4f} │" in out
     assert run.data.tags["feature_spec.name"] == "card-payments"
     assert run.data.tags["truth"] == "no"
     holdout = pd.read_parquet(
