@@ -165,6 +165,16 @@ def test_a_reason_shows_the_customers_value_and_what_is_typical(model, catalogue
     assert "typically" not in cards["text"] and "unknown" not in cards["text"]
 
 
+def test_the_amount_reason_says_whose_typical_amount_it_gives(model, catalogue):
+    # "typical" is the training population's median, not the account's own usual payment: the
+    # text once read "unusual for your account (typically 20.00)" beside the account's 480.
+    doc = rationale(model, catalogue, record(model, customer(amount=950.0)))
+    amount = next(r for r in doc["customer"]["reasons"] if r["code"] == "AMOUNT_UNUSUAL")
+    typical = model.distribution["features"]["amount"]["quantiles"]["p50"]
+    expected = f"The payment amount of 950.00 is unusual (a typical payment is {typical:,.2f})."
+    assert amount["text"] == expected
+
+
 @pytest.mark.parametrize(
     ("features", "codes", "action", "subject"),
     [
