@@ -273,6 +273,9 @@ def test_a_rule_decided_outcome_names_the_rule_not_a_change(catalogue):
     assert catalogue.rule_text("MANY_CARDS") in view["text"]
     assert view["text"].count(catalogue.rule_text("MANY_CARDS")) == 1
     assert view["text"].startswith("This outcome follows from a fixed rule")
+    # The rationale lists the assessment's main factors beside the rule: the text must not deny
+    # that anything was weighed (it once said "not from weighing your activity as a whole").
+    assert "assessment of your activity would not on its own have led to it" in view["text"]
 
 
 def test_a_change_leaves_aside_the_rules_that_fired_as_well_and_says_so(catalogue):
