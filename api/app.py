@@ -173,6 +173,10 @@ def build_runtime(settings: Settings) -> Runtime:
     try:
         catalogue = load_catalogue(settings.reasons_catalogue)
         rationales = Rationales(store, deferred, catalogue, desk=desk, clock=now_ms)
+        # A decision's reasons and its notice name features in the catalogue's words too.
+        words, flag_features = catalogue.feature_wording()
+        service.descriptions.update(words)
+        service.flag_features = flag_features
     except InvalidCatalogue as exc:
         problems["rationales"] = exc.message
         log.error("rationales: %s", exc.message)

@@ -9,7 +9,8 @@ what would have changed the outcome) is the explanations package's work.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from engine.records import Reason
 
@@ -36,20 +37,45 @@ TEXTS: dict[str, str] = {
 }
 
 
-def text_of(code: str, descriptions: Mapping[str, str] | None = None) -> str:
+def text_of(
+    code: str,
+    descriptions: Mapping[str, str] | None = None,
+    features: Mapping[str, Any] | None = None,
+    flags: Collection[str] = (),
+) -> str:
+    """The plain-language text of a reason code. A `FEATURE:<name>` code names what weighed
+    towards fraud without claiming a value: `descriptions` gives the feature's noun phrase (the
+    reasons catalogue's `says`, "the age of your account"), and a flag in `flags` adds whether
+    it held ("... verified by phone or identity check (no)"), since a flag pushes the score up
+    in either state."""
     if code in TEXTS:
         return TEXTS[code]
     if code.startswith(FEATURE_PREFIX):
         name = code[len(FEATURE_PREFIX) :]
         what = (descriptions or {}).get(name) or name.replace("_", " ")
-        return f"This weighed towards fraud: {what[0].lower()}{what[1:]}."
+        held = (features or {}).get(name) if name in flags else None
+        state = f" ({'yes' if _truthy(held) else 'no'})" if _is_flag_value(held) else ""
+        return f"This weighed towards fraud: {what[0].lower()}{what[1:]}{state}."
     return code.replace("_", " ").capitalize() + "."
 
 
-def reasons_of(codes: list[str], descriptions: Mapping[str, str] | None = None) -> list[Reason]:
+def _is_flag_value(value: Any) -> bool:
+    return value is not None and str(value) in {"0", "1", "0.0", "1.0", "True", "False"}
+
+
+def _truthy(value: Any) -> bool:
+    return str(value) in {"1", "1.0", "True"}
+
+
+def reasons_of(
+    codes: list[str],
+    descriptions: Mapping[str, str] | None = None,
+    features: Mapping[str, Any] | None = None,
+    flags: Collection[str] = (),
+) -> list[Reason]:
     """Reasons for codes, most important first, each code once."""
     seen: dict[str, None] = dict.fromkeys(codes)
-    return [Reason(code, text_of(code, descriptions)) for code in seen]
+    return [Reason(code, text_of(code, descriptions, features, flags)) for code in seen]
 
 
 def top_features(contributions: Mapping[str, float], n: int = 2) -> list[str]:

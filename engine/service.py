@@ -112,7 +112,10 @@ class DecisionService:
         self.policy = policy
         self.model = model
         self.feature_spec_version = feature_spec_version
+        # What a `FEATURE:<name>` reason calls the feature (the reasons catalogue's wording once
+        # the app has loaded it), and which features are flags (their state is said too).
         self.descriptions = dict(descriptions or {})
+        self.flag_features: frozenset[str] = frozenset()
         self.clock = clock
         self.shadow = shadow
         self.metrics = metrics if metrics is not None else Metrics()
@@ -282,8 +285,8 @@ class DecisionService:
             **base, action=verdict.action, score=score.probability, raw_margin=score.margin,
             model_name=model.name, model_version=model.version, model_run_id=model.run_id,
             segment=verdict.segment, rules_fired=verdict.rules_fired,
-            reasons=tuple(reasons_of(codes, self.descriptions)), features=features,
-            contributions=contributions.values if contributions else None,
+            reasons=tuple(reasons_of(codes, self.descriptions, features, self.flag_features)),
+            features=features, contributions=contributions.values if contributions else None,
             base_value=contributions.base if contributions else None, shadow=shadowed,
             timings=timings,
         )  # fmt: skip
@@ -398,8 +401,8 @@ class DecisionService:
             model_version=model.version if model else None,
             model_run_id=model.run_id if model else None,
             rules_fired=(*(f"trigger:{t}" for t in triggers), *verdict.rules_fired),
-            reasons=tuple(reasons_of(codes, self.descriptions)), features=features,
-            contributions=contributions.values if contributions else None,
+            reasons=tuple(reasons_of(codes, self.descriptions, features, self.flag_features)),
+            features=features, contributions=contributions.values if contributions else None,
             base_value=contributions.base if contributions else None, timings=timings,
         )  # fmt: skip
         return self._append(record)

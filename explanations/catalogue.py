@@ -161,6 +161,12 @@ class Catalogue:
     def entry(self, feature: str) -> FeatureEntry | None:
         return self._entry.get(feature)
 
+    def feature_wording(self) -> tuple[dict[str, str], frozenset[str]]:
+        """What the decision's `FEATURE:<name>` reasons call each feature (its `says`), and the
+        features that are flags (engine.reasons says their state)."""
+        words = {name: entry.says for name, entry in self._entry.items()}
+        return words, frozenset(n for n, e in self._entry.items() if e.unit == "flag")
+
     def uncovered(self, names: Iterable[str]) -> list[str]:
         """The `names` no family lists (they fall into the catch-all)."""
         return sorted(set(names) - self._entry.keys())

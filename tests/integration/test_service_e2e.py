@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from explanations.catalogue import load_catalogue
 from tests.conftest import ROOT, TEST_REDIS_URL, drop_postgres_schema, new_postgres_schema
 from tests.integration.conftest import ACCOUNT_NAME, NAME, Models
 from tests.receiver import Receiver
@@ -83,6 +84,7 @@ def api(server, redis_client):
 
 # What each scenario must meet on at least one of its accounts once its fraud has begun; the
 # reasons must come from the families that describe it (or a rule or the suspension itself).
+CATALOGUE = load_catalogue(ROOT / "config" / "reasons.yaml")
 EXPECTED = {
     "stolen_card": ({"decline", "suspend_account", "review"}, ("FEATURE:amount", "FEATURE:account_",
                     "FEATURE:card", "FEATURE:ip_")),
@@ -134,6 +136,20 @@ def test_each_fraud_scenario_meets_its_adverse_actions_with_sensible_reasons(rep
             codes = [r["code"] for r in decision["reasons"]]
             assert codes and all(r["text"] for r in decision["reasons"]), decision
             assert any(c.startswith(families) for c in codes), (scenario, codes)
+            for reason in decision["reasons"]:  # the catalogue's words, never the spec's
+                if reason["code"].startswith("FEATURE:"):
+                    assert reason["text"] in feature_texts(reason["code"][8:]), reason
+
+
+def feature_texts(name: str) -> set[str]:
+    """The texts a `FEATURE:<name>` reason may have: the catalogue's `says`, with the state
+    of a flag."""
+    entry = CATALOGUE.entry(name)
+    assert entry is not None, f"{name} is in no family of the reasons catalogue"
+    base = f"This weighed towards fraud: {entry.says}"
+    if entry.unit != "flag":
+        return {base + "."}
+    return {base + " (yes).", base + " (no)."}
 
 
 def test_honest_customers_are_left_alone(replayed):

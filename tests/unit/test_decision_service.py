@@ -13,6 +13,7 @@ from engine.errors import ModelNotLoaded
 from engine.flags import FlagSync
 from engine.intake import ingest
 from engine.policy import load_policy, parse_policy
+from engine.reasons import reasons_of
 from engine.records import StoredDecision
 from engine.service import DecisionService
 from features.errors import FeatureStoreUnavailable, InvalidEvent
@@ -476,3 +477,22 @@ def test_a_suspension_made_while_the_store_is_read_survives_the_refresh():
     svc.store.suspended_accounts = read
     flags.refresh()
     assert flags.known_suspended("a9") is False
+
+
+def test_a_feature_reason_names_the_feature_and_a_flag_says_whether_it_held():
+    # The customer's notice copies these texts: a flag pushes the score up in either state, so
+    # "the account passed phone or KYC verification" was false of an unverified account.
+    words = {
+        "account_strongly_verified": "your account being verified by phone or identity check",
+        "account_age": "the age of your account",
+    }
+    flags = {"account_strongly_verified"}
+    codes = ["FEATURE:account_strongly_verified", "FEATURE:account_age"]
+    unverified = reasons_of(codes, words, {"account_strongly_verified": 0.0}, flags)
+    assert [r.text for r in unverified] == [
+        "This weighed towards fraud: your account being verified by phone or identity check (no).",
+        "This weighed towards fraud: the age of your account.",
+    ]
+    verified = reasons_of(codes[:1], words, {"account_strongly_verified": "1"}, flags)
+    assert verified[0].text.endswith("identity check (yes).")
+    assert reasons_of(["FEATURE:odd_name"])[0].text == "This weighed towards fraud: odd name."
