@@ -56,9 +56,16 @@ def human(unit: str, value: Any, *, typical: bool = False) -> str | None:
 
 
 def as_number(value: Any) -> float | None:
-    """A finite number as a float (booleans too); None for anything else (missing, NaN, text)."""
+    """A finite number as a float (booleans and numeric text too, as the model reads them:
+    features.state.numeric; a `last_value` feature keeps the event's field as text, so a trial
+    flag is '1'); None for anything else (missing, NaN, other text)."""
     if isinstance(value, bool):
         return float(value)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
     if not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)

@@ -171,8 +171,26 @@ def test_the_amount_reason_says_whose_typical_amount_it_gives(model, catalogue):
     doc = rationale(model, catalogue, record(model, customer(amount=950.0)))
     amount = next(r for r in doc["customer"]["reasons"] if r["code"] == "AMOUNT_UNUSUAL")
     typical = model.distribution["features"]["amount"]["quantiles"]["p50"]
-    expected = f"The payment amount of 950.00 is unusual (a typical payment is {typical:,.2f})."
+    expected = (
+        "Your payment amounts are unusual: this payment of 950.00 "
+        f"(a typical payment is {typical:,.2f})."
+    )
     assert amount["text"] == expected
+    # An account decision has no payment: the text must not speak of one.
+    family = catalogue.family("AMOUNT_UNUSUAL")
+    account = {"amount": None, "account_amount_mean_30d": 500.0, "account_amount_24h": 1500.0}
+    assert catalogue.family_text(family, account, {"amount": 33.0}) == (
+        "Your payment amounts are unusual (a typical payment is 33.00); your usual payment over "
+        "30 days: 500.00; payments on your account in the last 24 hours: 1,500.00."
+    )
+
+
+def test_a_flag_kept_as_text_reads_as_the_model_reads_it(catalogue):
+    # `account_is_trial` is a last_value feature: the event's field, kept as the text '1'. The
+    # model reads it as 1.0; the rationale left it out ("on a trial" never appeared).
+    family = catalogue.family("NEW_ACCOUNT")
+    text = catalogue.family_text(family, {"account_age": 7200.0, "account_is_trial": "1"}, {})
+    assert "on a trial: yes" in text
 
 
 @pytest.mark.parametrize(
