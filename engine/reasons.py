@@ -9,10 +9,12 @@ what would have changed the outcome) is the explanations package's work.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from engine.records import Reason
+from features.state import numeric
 
 FEATURE_PREFIX = "FEATURE:"
 
@@ -53,18 +55,10 @@ def text_of(
     if code.startswith(FEATURE_PREFIX):
         name = code[len(FEATURE_PREFIX) :]
         what = (descriptions or {}).get(name) or name.replace("_", " ")
-        held = (features or {}).get(name) if name in flags else None
-        state = f" ({'yes' if _truthy(held) else 'no'})" if _is_flag_value(held) else ""
+        held = numeric((features or {}).get(name)) if name in flags else math.nan
+        state = f" ({'yes' if held == 1 else 'no'})" if held in (0.0, 1.0) else ""
         return f"This weighed towards fraud: {what[0].lower()}{what[1:]}{state}."
     return code.replace("_", " ").capitalize() + "."
-
-
-def _is_flag_value(value: Any) -> bool:
-    return value is not None and str(value) in {"0", "1", "0.0", "1.0", "True", "False"}
-
-
-def _truthy(value: Any) -> bool:
-    return str(value) in {"1", "1.0", "True"}
 
 
 def reasons_of(
