@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
+from features.state import numeric
+
 Unit = Literal["count", "money", "share", "seconds", "flag", "hour", "ratio"]
 INTEGER_UNITS: frozenset[str] = frozenset({"count", "flag", "hour"})
 
@@ -56,11 +58,11 @@ def human(unit: str, value: Any, *, typical: bool = False) -> str | None:
 
 
 def as_number(value: Any) -> float | None:
-    """A finite number as a float (booleans and numeric text too, as the model reads them:
-    features.state.numeric; a `last_value` feature keeps the event's field as text, so a trial
-    flag is '1'); None for anything else (missing, NaN, other text)."""
-    if isinstance(value, bool):
-        return float(value)
+    """A finite number as a float, read as the model reads it (`features.state.numeric`:
+    booleans and numeric text too; a `last_value` feature keeps the event's field as text, so a
+    trial flag is '1'); None for anything else (missing, NaN, other text)."""
+    number = numeric(value)
+    return number if math.isfinite(number) else None
     if isinstance(value, str):
         try:
             value = float(value)
