@@ -5,6 +5,8 @@ features as of just before it (the same Redis round trip applies it), scores it 
 champion, lets the policy decide, and stores the decision (with the account's suspension and
 the customer's notification) before returning it. `payment_id` is the idempotency key: a
 retry gets the stored decision back, and the online store counts the event (`pay:<id>`) once.
+A payment the service decides not to charge (`decline`, `suspend_account`) is then counted as
+declined instead of approved (`engine.restatements`), while its decision is being stored.
 
 What the service needs from the packages below is stated as small protocols in `engine.ports`.
 Suspension flags are `engine.flags`, customer notifications `engine.notices`, the event
@@ -28,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
 from engine.flags import SuspensionFlags
@@ -38,11 +40,13 @@ from engine.policy import SEVERITY, Action, Facts, Policy, Verdict, score_action
 from engine.ports import ChampionModel, ContributionsLike, DecisionSink, FeatureSource, ReadingLike
 from engine.reasons import reasons_of, top_features
 from engine.records import DecisionRecord, Reason, StoredDecision
+from engine.restatements import Restatements
 from features.errors import FeatureStoreUnavailable
 from features.events import validate_event
 from features.state import numeric
 
 log = logging.getLogger("arbiter.service")
+T = TypeVar("T")
 
 
 # --- what it gives back ----------------------------------------------------------------------
@@ -122,6 +126,7 @@ class DecisionService:
         self.account_model = account_model
         self.account_entity = account_entity
         self.flags = SuspensionFlags(features, store, self.metrics, account_entity)
+        self.restatements = Restatements(features, self.metrics)
         # How long a payment waits for Redis before it is decided degraded (None: the client's
         # own socket timeout).
         self.redis_budget_s: float | None = None
@@ -133,6 +138,7 @@ class DecisionService:
         `status`; `ts` defaults to now). Raises `InvalidEvent` for a bad payment and
         `ModelNotLoaded` when there is no model to score with."""
         pending = self._begin_payment(payment)
+        reading: ReadingLike | None = None
         try:
             try:
                 # Features, the suspension flag and the payment counted: one Redis round trip.
@@ -142,6 +148,8 @@ class DecisionService:
             else:
                 outcome = self._finish_payment(pending, reading)
             decision = outcome if isinstance(outcome, Decision) else self._append(outcome)
+            if not isinstance(outcome, Decision) and self.restatements.due(outcome, reading):
+                self.restatements.restate(pending.event)  # not charged: counted as declined
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
@@ -154,6 +162,7 @@ class DecisionService:
         decisions into each transaction); the rest is CPU on the loop's thread."""
         pending = self._begin_payment(payment)
         read_async = getattr(self.features, "read_for_decision_async", None)
+        counted: ReadingLike | None = None  # the round trip that counted the payment
         try:
             try:
                 if read_async is not None:
@@ -166,12 +175,21 @@ class DecisionService:
                 else:  # from memory: no I/O
                     outcome = self._without_features(pending)
             else:
+                counted = reading
                 if self._needs_store(reading):  # a retry, or an account Redis does not know
                     outcome = await asyncio.to_thread(self._finish_payment, pending, reading)
                 else:  # the common case: CPU only, on the loop
                     outcome = self._finish_payment(pending, reading)
             if isinstance(outcome, Decision):
                 decision = outcome
+            elif self.restatements.due(outcome, counted):  # not charged: counted as declined
+                restating = asyncio.ensure_future(
+                    self.restatements.restate_async(pending.event, self._within_budget)
+                )  # while the decision is stored
+                try:
+                    decision = await self._append_async(outcome)
+                finally:
+                    await restating
             else:
                 decision = await self._append_async(outcome)
         except StoreError:
@@ -180,7 +198,7 @@ class DecisionService:
         self._count(decision, pending.started)
         return decision
 
-    async def _within_budget(self, reading: Awaitable[ReadingLike]) -> ReadingLike:
+    async def _within_budget(self, reading: Awaitable[T]) -> T:
         """The Redis round trip, or `FeatureStoreUnavailable` past `redis_budget_s` (a slow
         Redis must not hold billing up: the payment is decided degraded instead). A late
         round trip is not cut short: it finishes in the background and hands its connection

@@ -39,7 +39,7 @@ import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from features.errors import FeatureStoreUnavailable
-from features.online import OnlineStore, Reading, checked
+from features.online import OnlineStore, Reading, checked, entity_count
 from features.wire import pack
 
 Command = tuple[Any, ...]
@@ -152,9 +152,9 @@ class ClusterOnlineStore(OnlineStore):
                 seen = marker if dedupe else 0
                 seen = seen if share == 0 else -seen - 1  # only the first share counts
                 call.events += 1
-                call.args += (str(seen), event_id, str(ts), str(len(members)))
+                call.args += (str(seen), event_id, str(ts), entity_count(event, members))
                 for entity, key in members:
-                    ops = self._ops(entity, event, encoded)
+                    ops = self.event_ops(entity, event, encoded)
                     ttl = str(self.plan.entity_ttl[entity])
                     index = str(call.key_index(key))
                     call.args += (index, self._entity_index[entity], ttl, ttl, str(len(ops) // 2))

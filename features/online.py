@@ -45,6 +45,7 @@ import redis.cluster
 from features.connect import AsyncClient, SyncClient
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver, truncate
+from features.restate import Restated, blockers, delta_ops, restated
 from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
@@ -99,6 +100,9 @@ class OnlineStore(SideKeys):
         self._keys = plan.entity_keys
         self._ttl = plan.entity_ttl
         self._computer = FeatureComputer(plan)
+        self._kinds = {p.pid: p.kind for p in plan.primitives}
+        # Whether a payment's status can be restated exactly (`features.restate`).
+        self.restatable = not blockers(plan)
         self._source = render_script(plan)
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
         # Per entity, primitives grouped by filter: a filter is checked once per event.
@@ -162,6 +166,15 @@ class OnlineStore(SideKeys):
                 ops += (str(p.pid), arg)
         return ops
 
+    def event_ops(
+        self, entity: str, event: Mapping[str, Any], encoded: dict[str, Any]
+    ) -> list[str]:
+        """`_ops`, or for a `Restated` event the difference to the event as counted."""
+        if isinstance(event, Restated):
+            counted = self._ops(entity, event.before, {})
+            return delta_ops(counted, self._ops(entity, event, {}), self._kinds)
+        return self._ops(entity, event, encoded)
+
     def _batch(self, events: Sequence[Mapping[str, Any]], dedupe: bool) -> list[str]:
         """KEYS count, KEYS and ARGV of the apply script for enriched events, in order."""
         keys: list[str] = []
@@ -178,10 +191,10 @@ class OnlineStore(SideKeys):
             ts = int(event["ts"])
             seen = key_index(self.seen_key(ts)) if dedupe else "0"
             entities = self._entities_of(event)
-            args += (seen, str(event["event_id"]), str(ts), str(len(entities)))
+            args += (seen, str(event["event_id"]), str(ts), entity_count(event, entities))
             encoded: dict[str, Any] = {}
             for entity in entities:
-                ops = self._ops(entity, event, encoded)
+                ops = self.event_ops(entity, event, encoded)
                 ttl = str(self.plan.entity_ttl[entity])
                 key = key_index(self.key(entity, event[self._keys[entity]]))
                 args += (key, self._entity_index[entity], ttl, ttl, str(len(ops) // 2), *ops)
@@ -256,6 +269,24 @@ class OnlineStore(SideKeys):
             raise AssertionError("unreachable")
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+
+    def restate_status(self, event: Mapping[str, Any], status: str) -> bool:
+        """Count the payment `event` (as applied before) as `status` instead, in one round
+        trip (`features.restate`); False when nothing changed (a restatement already applied,
+        the same status, or a spec that cannot be restated)."""
+        commands = self._restate_commands(event, status)
+        return bool(commands) and _applied(self._round_trip(commands))
+
+    async def restate_status_async(self, event: Mapping[str, Any], status: str) -> bool:
+        """`restate_status` awaiting Redis on the event loop (needs `async_client`)."""
+        if self.async_client is None:
+            return self.restate_status(event, status)
+        commands = self._restate_commands(event, status)
+        return bool(commands) and _applied(await self._round_trip_async(commands))
+
+    def _restate_commands(self, event: Mapping[str, Any], status: str) -> list[tuple[Any, ...]]:
+        change = restated(self.enrich(event), status) if self.restatable else None
+        return self._apply_commands(change) if change is not None else []
 
     def read(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """All features of `event` as of just before it: one round trip."""
@@ -435,6 +466,16 @@ class OnlineStore(SideKeys):
             alive = state.touched is not None and q - state.touched < self._ttl[entity]
             states[entity] = state if alive else EMPTY
         return self._computer.compute(event, q, states)
+
+
+def entity_count(event: Mapping[str, Any], entities: Sequence[Any]) -> str:
+    """The apply script's entity count of an event: negated for a restatement, which only
+    touches entities that still have state."""
+    return str(-len(entities) if isinstance(event, Restated) else len(entities))
+
+
+def _applied(replies: Sequence[Any]) -> bool:
+    return sum(int(r) for r in replies) > 0
 
 
 def _script_lost(replies: Sequence[Any]) -> bool:

@@ -9,7 +9,8 @@ than its distinct fields.
     KEYS              every entity hash and dedupe hash the batch touches, once each
     ARGV[1]           dedupe marker ttl (ms), then the number of events
     then per event    dedupe hash index (0: no dedupe; -1 - index: not counted), event_id,
-                      time (ms), number of entities,
+                      time (ms), number of entities (negated: a restatement, applied only to
+                      the entities that have state, `features.restate`),
       per entity      key index, entity index, logical ttl (ms), Redis ttl (ms), number of ops,
                       and that many (primitive id, argument) pairs
 
@@ -301,6 +302,9 @@ for _ = 1, n do
   local tsS = ARGV[a + 2]
   local ts = tonumber(tsS)
   local nent = tonumber(ARGV[a + 3])
+  -- Negative: a restatement (`features.restate`), for the entities that still have state only.
+  local known_only = nent < 0
+  if known_only then nent = -nent end
   a = a + 4
   local unseen = true
   if seen > 0 then
@@ -316,8 +320,12 @@ for _ = 1, n do
     local ent = tonumber(ARGV[a + 1])
     local ttl = tonumber(ARGV[a + 2])
     local nops = tonumber(ARGV[a + 4])
-    if unseen then
+    local live = unseen
+    if live then
       entry(KEYS[k])
+      live = not known_only or get(KEYS[k], 't') ~= nil
+    end
+    if live then
       rttls[k] = ARGV[a + 3]
       a = apply(KEYS[k], ent, ts, tsS, ttl, a + 5, nops)
     else

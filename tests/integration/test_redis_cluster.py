@@ -116,6 +116,23 @@ def test_replayed_events_give_the_single_node_features_and_state(redis_client, c
         assert holder.keys("arb:seen:*"), node
 
 
+def test_a_restated_payment_spread_over_three_masters_reads_as_on_one_node(
+    redis_client, cluster_client
+):
+    on_cluster = OnlineStore(cluster_client, PLAN)
+    event = spread_payment(cluster_client, on_cluster, 1, T0)
+    single = OnlineStore(redis_client, PLAN)
+    probe = dict(event, event_id="ev2", payment_id="pay2", ts=T0 + 60_000)
+    for store in (single, on_cluster):
+        store.apply(event)
+        assert store.restate_status(event, "declined") is True
+        assert store.restate_status(event, "declined") is False  # once, on every master
+    features = on_cluster.read(probe)
+    assert features == single.read(probe)
+    assert features["account_declines_24h"] == 1 and features["card_declines_24h"] == 1
+    assert entity_hashes(cluster_client) == entity_hashes(redis_client)
+
+
 def test_streamed_batches_and_a_bulk_load_read_like_the_single_node_store(
     redis_client, cluster_client, log
 ):

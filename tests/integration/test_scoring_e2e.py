@@ -106,6 +106,25 @@ def test_a_deny_listed_ip_is_declined_with_its_reason(api):
     assert all(r["text"] for r in body["reasons"])
 
 
+def test_a_payment_arbiter_declines_counts_as_declined_for_the_next_one(api):
+    ts = int(time.time() * 1000) - 60_000
+    first = payment(ts=ts, amount=40.0)
+    allowed = api.post("/v1/payments/score", json=first).json()
+    assert allowed["action"] == "allow", allowed
+    refused = payment(account_id=first["account_id"], card_fp=first["card_fp"], ts=ts + 1000,
+                      ip="199.10.4.7", amount=900.0)  # fmt: skip
+    declined = api.post("/v1/payments/score", json=refused).json()
+    assert declined["action"] in ("decline", "suspend_account"), declined
+    assert api.post("/v1/payments/score", json=refused).json() == declined  # a retry
+    later = payment(account_id=first["account_id"], card_fp=first["card_fp"], ts=ts + 2000)
+    decided = api.post("/v1/payments/score", json=later).json()
+    features = api.get(f"/v1/decisions/{decided['decision_id']}").json()["features"]
+    assert features["account_payments_24h"] == 2  # both counted, once each
+    assert features["account_declines_24h"] == 1 and features["card_declines_24h"] == 1
+    assert features["account_amount_24h"] == 40.0  # the declined 900 was never charged
+    assert features["account_decline_share_7d"] == 0.5
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [

@@ -46,6 +46,8 @@ class Features:
         self.strings: dict[str, str] = {}
         self.index: set[str] = set()
         self.values = values or {"account_cards_24h": 1, "account_age": 86_400.0}
+        self.restated: list[tuple[str, str]] = []
+        self.restate_fails = False
 
     def key(self, entity, value):
         return f"arb:{{{entity}:{value}}}"
@@ -100,6 +102,17 @@ class Features:
     def members(self, index):
         self._check()
         return sorted(self.index)
+
+    restatable = True
+
+    def restate_status(self, event, status):
+        if self.restate_fails:
+            raise FeatureStoreUnavailable("Redis: connection reset")
+        self.restated.append((event["event_id"], status))
+        return True
+
+    async def restate_status_async(self, event, status):
+        return self.restate_status(event, status)
 
 
 class Scorer:
@@ -496,3 +509,42 @@ def test_a_feature_reason_names_the_feature_and_a_flag_says_whether_it_held():
     verified = reasons_of(codes[:1], words, {"account_strongly_verified": "1"}, flags)
     assert verified[0].text.endswith("identity check (yes).")
     assert reasons_of(["FEATURE:odd_name"])[0].text == "This weighed towards fraud: odd name."
+
+
+@pytest.mark.parametrize("on_the_loop", [False, True])
+@pytest.mark.parametrize(
+    ("probability", "action", "restated"),
+    [(0.01, "allow", False), (0.5, "review", False), (0.8, "decline", True),
+     (0.99, "suspend_account", True)],
+)  # fmt: skip
+def test_a_payment_decided_not_to_be_charged_is_restated_declined_once(
+    probability, action, restated, on_the_loop
+):
+    import asyncio
+
+    svc = service(probability)
+
+    def score():
+        return asyncio.run(svc.score_payment_async(PAYMENT)) if on_the_loop else (
+            svc.score_payment(PAYMENT))  # fmt: skip
+
+    assert score().action == action
+    assert score().replayed  # a retry restates nothing
+    assert svc.features.restated == ([("pay:p1", "declined")] if restated else [])
+
+
+def test_a_failed_restatement_leaves_the_decision_and_counts_a_redis_error():
+    svc = service(0.8)
+    svc.features.restate_fails = True
+    decision = svc.score_payment(PAYMENT)
+    assert decision.action == "decline" and len(svc.store.appended) == 1
+    assert svc.metrics.dependency_errors.value("redis") == 1
+
+
+def test_a_degraded_payment_is_not_restated_and_a_suspended_accounts_payment_is():
+    down = service(0.8, down=True)
+    assert down.score_payment(PAYMENT).degraded
+    assert down.features.restated == []
+    suspended = service(0.01, suspended=True, model=False)
+    assert suspended.score_payment(PAYMENT).action == "decline"
+    assert suspended.features.restated == [("pay:p1", "declined")]  # counted, then not charged
