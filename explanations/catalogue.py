@@ -246,7 +246,21 @@ class Catalogue:
                 return human(unit, typical.get(name), typical=True)
             return human(unit, values.get(name))
 
-        return render(family.text, lookup)
+        def shown(name: str) -> bool:  # an optional part does not list a mitigating value
+            return not self._mitigates(name, values, typical)
+
+        return render(family.text, lookup, keep=shown)
+
+    def _mitigates(
+        self, name: str, values: Mapping[str, Any], typical: Mapping[str, float | None]
+    ) -> bool:
+        """Whether the customer's value of `name` is on the safe side of typical (a verified
+        account, an old one): a reason's text then leaves its optional part out."""
+        entry = self._entry.get(name)
+        value, usual = as_number(values.get(name)), as_number(typical.get(name))
+        if entry is None or value is None or usual is None:
+            return False
+        return (entry.risky == "high" and value < usual) or (entry.risky == "low" and value > usual)
 
 
 def _check(model: CatalogueModel, source: str) -> None:

@@ -3,7 +3,8 @@ person.
 
 Layer: explanations (pure, no I/O). Templates: `{feature}` is the customer's value,
 `{kind:feature}` another value of it (the catalogue uses `typical`), `[...]` an optional part left
-out when a placeholder in it has no value; outside one, a missing value is written "unknown".
+out when a placeholder in it has no value (or, with `keep`, a value the text should not show);
+outside one, a missing value is written "unknown".
 `human(unit, value)` writes a number per its unit: count (integer; a typical 0 is "none"),
 money (2 decimals), share (a percentage), seconds (seconds, minutes, hours or days), flag
 (yes/no), hour (of the day, UTC), ratio ("8.3 times").
@@ -63,14 +64,6 @@ def as_number(value: Any) -> float | None:
     trial flag is '1'); None for anything else (missing, NaN, other text)."""
     number = numeric(value)
     return number if math.isfinite(number) else None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 # Each unit until the next reads better: "80 seconds", "75 minutes", "36 hours", "3 days".
@@ -80,6 +73,8 @@ _DURATIONS = ((90.0, 1, "second"), (5400.0, 60, "minute"), (172_800.0, 3600, "ho
 
 def _duration(seconds: float) -> str:
     seconds = max(seconds, 0.0)
+    if seconds < 1:  # an account decision read just after the event that triggered it
+        return "less than a second"
     size, word = next((size, word) for limit, size, word in _DURATIONS if seconds < limit)
     count = round(seconds / size)
     return f"{count:,} {word}{'' if count == 1 else 's'}"
@@ -104,16 +99,22 @@ def placeholders(template: str) -> list[tuple[str | None, str]]:
 
 
 def render(
-    template: str, lookup: Callable[[str | None, str], str | None], missing: str = "unknown"
+    template: str,
+    lookup: Callable[[str | None, str], str | None],
+    missing: str = "unknown",
+    keep: Callable[[str], bool] | None = None,
 ) -> str:
     """`template` with its placeholders filled by `lookup(kind, name)`; an optional part whose
-    placeholders do not all have a value is left out."""
+    placeholders do not all have a value is left out, and so is one with a value placeholder
+    `{name}` for which `keep(name)` is False."""
 
     def fill(text: str, on_missing: str | None) -> str | None:
         out: list[str] = []
         last = 0
         for match in _PLACEHOLDER.finditer(text):
             kind, _, name = match.group(1).rpartition(":")
+            if on_missing is None and not kind and keep is not None and not keep(name):
+                return None
             value = lookup(kind or None, name)
             if value is None and on_missing is None:
                 return None

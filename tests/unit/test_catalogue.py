@@ -233,6 +233,7 @@ def test_a_family_is_given_only_when_a_feature_that_weighed_is_on_its_risky_side
         ("share", 0.004, False, "less than 1%"),
         ("share", 1.0, False, "100%"),
         ("seconds", 45.0, False, "45 seconds"),
+        ("seconds", 0.001, False, "less than a second"),  # not "0 seconds"
         ("seconds", 600.0, False, "10 minutes"),
         ("seconds", 3600.0, False, "60 minutes"),
         ("seconds", 18_000.0, False, "5 hours"),
@@ -262,6 +263,24 @@ def test_an_optional_part_is_left_out_when_a_value_in_it_is_missing():
     assert placeholders("{a}[ and {typical:b}]") == [(None, "a"), ("typical", "b")]
     with pytest.raises(ValueError, match=r"optional parts '\[...\]' must be closed and not nested"):
         placeholders("[a [b]]")
+
+
+def test_a_reasons_optional_part_does_not_list_a_value_on_the_safe_side_of_typical():
+    new_account = next(f for f in CATALOGUE.families if f.code == "NEW_ACCOUNT")
+    typical = {"account_age": 90 * 86_400.0, "account_is_trial": 0.0,
+               "account_strongly_verified": 0.0}  # fmt: skip
+    verified = {"account_age": 3600.0, "account_is_trial": "1", "account_strongly_verified": 1.0}
+    text = CATALOGUE.family_text(new_account, verified, typical)
+    assert text == (
+        "Your account is new or not yet established: it was created 60 minutes ago; on a trial: "
+        "yes."
+    )  # not "; verified by phone or identity check: yes": that speaks for the customer
+    unverified = dict(verified, account_strongly_verified=0.0, account_is_trial="0")
+    text = CATALOGUE.family_text(new_account, unverified, dict(typical, account_is_trial=1.0))
+    assert text.endswith("created 60 minutes ago; verified by phone or identity check: no."), text
+    lookup = {"a": "3", "b": "4"}.get
+    assert render("A: {a}[, B: {b}].", lambda _, n: lookup(n), keep=lambda n: n != "b") == "A: 3."
+    assert render("B: {b}.", lambda _, n: lookup(n), keep=lambda n: False) == "B: 4."
 
 
 def test_the_shipped_texts_read_cleanly_for_a_customer_with_typical_values():
