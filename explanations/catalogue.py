@@ -104,6 +104,18 @@ class Outcome(_Strict):
     suspend_account: str
 
 
+class Still(_Strict):
+    """What an outcome would still have been after the change (finishes "..., but ...")."""
+
+    review: str
+    decline: str
+
+
+class Stills(_Strict):
+    payment: Still
+    account: Still
+
+
 class Summaries(_Strict):
     payment: Summary
     account: Summary
@@ -117,6 +129,7 @@ class Outcomes(_Strict):
 class Wording(_Strict):
     summary: Summaries
     outcome: Outcomes
+    still: Stills
     rule_decided: str
     rules_also: str
     no_single_factor: str
@@ -326,6 +339,9 @@ def _check(model: CatalogueModel, source: str) -> None:
             text(f"wording.summary.{subject}.{action}", template, {None: ("date",)})
         for action, template in outcome.model_dump().items():
             text(f"wording.outcome.{subject}.{action}", template, {})
+        still: Still = getattr(words.still, subject)
+        for action, template in still.model_dump().items():
+            text(f"wording.still.{subject}.{action}", template, {})
     text("wording.rule_decided", words.rule_decided, {None: ("rules",)})
     text("wording.rules_also", words.rules_also, {None: ("rules",)})
     for name in ("no_single_factor", "unknown_rule", "overall_risk"):

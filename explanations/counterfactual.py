@@ -166,12 +166,15 @@ def customer_view(
     subject_type: str,
     rule_decided: bool = False,
     rule_codes: Sequence[str] = (),
+    instead: str | None = None,
 ) -> dict[str, Any]:
     """What would have changed an adverse outcome, in the customer's words: `kind` is `change`
     (with `changes`: what, from, to, as written for a person), `none` (no single factor would
     have) or `rule` (`rule_decided`: the score alone would not have given the action; the rules
     and lists that fired, `rule_codes`, are named). A change is followed by the rules that fired
-    as well, which it leaves aside.
+    as well, which it leaves aside. `instead` is the action the changed score would have given:
+    a milder one that is still adverse is said too ("..., but this payment would still have
+    been declined").
     """
     if action not in SEVERITY or action == "allow":
         raise ValueError(f"only an adverse decision has something to change, not {action!r}")
@@ -186,6 +189,9 @@ def customer_view(
     outcome: str = getattr(getattr(words.outcome, subject_type), action)
     visible, hidden = _clauses(counterfactual, catalogue)
     clauses = visible or hidden  # a change too small to show is still the honest answer
+    still = getattr(getattr(words.still, subject_type), instead or "", None)
+    if still is not None and SEVERITY[str(instead)] < SEVERITY[action]:
+        outcome = f"{outcome}, {still}"
     text = f"If {_join([c for c, _ in clauses])}, {outcome}."
     if rules:
         # The change only moves the assessment; a rule that fired as well may set the same

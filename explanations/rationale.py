@@ -122,7 +122,12 @@ def build_rationale(
         "summary": _summary(decision, catalogue),
         "reasons": _reasons(action, rules, weights, features, typical, catalogue),
         "what_would_change": _what_would_change(
-            decision, rules, counterfactual, catalogue, rule_decided=by_rule
+            decision,
+            rules,
+            counterfactual,
+            catalogue,
+            rule_decided=by_rule,
+            instead=_instead(counterfactual, thresholds),
         ),
         "data_categories": [catalogue.model.data_categories[key] for key in categories],
         "automated": True,
@@ -179,6 +184,7 @@ def _what_would_change(
     catalogue: Catalogue,
     *,
     rule_decided: bool,
+    instead: str | None = None,
 ) -> dict[str, Any] | None:
     """Nothing for an allow decision, nor for a score-driven one nobody asked the model about."""
     action = str(decision["action"])
@@ -191,7 +197,19 @@ def _what_would_change(
         subject_type=str(decision["subject_type"]),
         rule_decided=rule_decided,
         rule_codes=[code for code in rules if code != "ALLOW_LISTED"],
+        instead=instead,
     )
+
+
+def _instead(
+    counterfactual: Counterfactual | None, thresholds: Mapping[str, float] | None
+) -> str | None:
+    """The action the score would have given after the counterfactual's change."""
+    if counterfactual is None or counterfactual.margin_after is None or thresholds is None:
+        return None
+    margin = counterfactual.margin_after
+    score = 1 / (1 + math.exp(-margin)) if margin > -700 else 0.0
+    return score_action(score, thresholds)
 
 
 def _reasons(

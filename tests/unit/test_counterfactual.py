@@ -331,3 +331,30 @@ def test_typical_values_are_the_training_medians_and_absent_ones_are_none():
     )
     assert typical == {"a": 3.0, "b": None, "c": None}
     assert typical_of(None) == {}
+
+
+def test_a_change_that_leaves_a_milder_adverse_outcome_says_what_would_still_have_happened(
+    catalogue,
+):
+    found = Counterfactual(
+        True, "CARD_COUNT", (("account_cards_24h", 14.0, 3.0),), 1.0, ("CARD_COUNT",), 0.8
+    )
+
+    def text(action: str, instead: str | None, subject: str = "payment") -> str:
+        view = customer_view(found, catalogue, action=action, subject_type=subject,
+                             instead=instead)  # fmt: skip
+        return str(view["text"])
+
+    assert text("suspend_account", "decline").endswith(
+        ", your account would not have been suspended, but this payment would still have been "
+        "declined."
+    )
+    assert text("decline", "review").endswith(
+        ", this payment would not have been declined, but this payment would still have been "
+        "held for review."
+    )
+    assert text("suspend_account", "review", "account").endswith(
+        "suspended, but your account's activity would still have been flagged for review."
+    )
+    assert text("review", "allow").endswith(", this payment would not have been held for review.")
+    assert text("decline", None).endswith(", this payment would not have been declined.")

@@ -337,3 +337,23 @@ def test_equal_contributions_are_ordered_by_family_code(model, catalogue):
         "SMS_PUMPING_PATTERN",
         "TIME_OF_DAY",
     ]
+
+
+def test_what_would_change_says_what_the_changed_activity_would_still_have_led_to(model, catalogue):
+    decision = record(model, customer(account_cards_24h=14, account_cards_30d=20))
+    outcomes = {"decline": "this payment would not have been declined",
+                "suspend_account": "your account would not have been suspended"}  # fmt: skip
+    outcome = outcomes[decision["action"]]
+    still = {"allow": "", "review": ", but this payment would still have been held for review",
+             "decline": ", but this payment would still have been declined"}  # fmt: skip
+    seen = set()
+    for review in (0.35, 0.0001):  # the shipped review threshold, and one nearly everything meets
+        thresholds = dict(THRESHOLDS, review=review)
+        doc = rationale(model, catalogue, decision, thresholds=thresholds)
+        after = doc["internal"]["counterfactual"]["margin_after"]
+        assert after is not None  # a change was found
+        instead = score_action(1 / (1 + math.exp(-after)), thresholds)
+        text = doc["customer"]["what_would_change"]["text"]
+        assert text.endswith(f", {outcome}{still[instead]}."), (instead, text)
+        seen.add(instead)
+    assert seen & {"review", "decline"}  # a milder outcome that is still adverse, said
