@@ -2,34 +2,48 @@
 
 The decision's Redis round trip counts the payment as `approved` before it is scored (the
 issuer's answer comes later, and the round trip must not wait for the decision). When the
-decision is `decline` or `suspend_account` the payment is not charged, so the service restates
-it as `declined` (`features.restate`), in a round trip of its own that runs while the decision
-is being stored: the account's and the card's decline counts see it, and its amount leaves the
-approved sums ("your usual payment"), as the offline features of a log with the final status
-would have it. The next payment of the account, sent after the answer, reads it so.
+stored decision is `decline` or `suspend_account` the payment is not charged, so the service
+restates it as `declined` (`features.restate`), in one more round trip once the decision is
+stored (adverse decisions only, a few percent of payments): the account's and the card's
+decline counts see it, and its amount leaves the approved sums ("your usual payment"). The
+next payment of the account, sent after the answer, reads it so.
 
-Only a first decision restates (a retry's payment was restated by its first decision, and a
-retry's body may differ from what was counted). A degraded decision does not: its payment was
-not counted. `review` is left as counted: it is held for a person, not refused. A restatement
-that fails (Redis down, slower than the payment's Redis budget) is logged and counted as a Redis
-dependency error; the decision stands, and the payment stays counted as approved.
+What is restated is what was answered: the stored decision, and only when this request's
+round trip counted the payment and its append stored a new decision. A retry gets the first
+decision back (its own body may differ from what was counted, so it restates nothing); of two
+concurrent requests for one payment, the one whose decision was stored restates, and only if
+that decision is uncharged; an append that failed restates nothing. A degraded decision does
+not restate: Redis did not answer in time (a late round trip may still have counted the
+payment, as approved: it stays so). `review` is left as counted: it is held for a person, not
+refused. A restatement that fails (Redis down) is logged and counted as a Redis dependency
+error, and one slower than the payment's Redis budget is left to finish in the background;
+the decision stands either way, and a payment whose restatement did not apply stays counted
+as approved (a retry does not restate it again).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from engine.metrics import Metrics
 from engine.ports import ReadingLike
-from engine.records import DecisionRecord
 from features.errors import FeatureStoreUnavailable
 
 log = logging.getLogger("arbiter.service")
 
 UNCHARGED = frozenset({"decline", "suspend_account"})
 STATUS = "declined"
+
+
+class Answered(Protocol):
+    """What `due` reads of the service's `Decision`."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def replayed(self) -> bool: ...
 
 
 class Restatements:
@@ -42,14 +56,15 @@ class Restatements:
                         "a payment's status: declined payments stay counted as approved "
                         "(features.restate)")  # fmt: skip
 
-    def due(self, record: DecisionRecord, reading: ReadingLike | None) -> bool:
-        """Whether `record`'s payment, counted approved by `reading`, is to be restated."""
+    def due(self, decision: Answered, reading: ReadingLike | None) -> bool:
+        """Whether the payment of `decision` (the service's `Decision`, as stored), counted
+        approved by this request's `reading`, is to be restated."""
         return (
             self.enabled
             and reading is not None
             and reading.applied
-            and record.subject_type == "payment"
-            and record.action in UNCHARGED
+            and not decision.replayed
+            and decision.action in UNCHARGED
         )
 
     def restate(self, event: Mapping[str, Any]) -> None:
@@ -71,5 +86,5 @@ class Restatements:
 
     def _failed(self, event: Mapping[str, Any], exc: Exception) -> None:
         self.metrics.dependency_errors.inc("redis")
-        log.warning("payment %s stays counted as approved in the features: %s",
-                    event.get("payment_id"), exc)  # fmt: skip
+        log.warning("payment %s was declined but may stay counted as approved in the features: "
+                    "%s", event.get("payment_id"), exc)  # fmt: skip

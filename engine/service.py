@@ -5,8 +5,8 @@ features as of just before it (the same Redis round trip applies it), scores it 
 champion, lets the policy decide, and stores the decision (with the account's suspension and
 the customer's notification) before returning it. `payment_id` is the idempotency key: a
 retry gets the stored decision back, and the online store counts the event (`pay:<id>`) once.
-A payment the service decides not to charge (`decline`, `suspend_account`) is then counted as
-declined instead of approved (`engine.restatements`), while its decision is being stored.
+A payment the service decided not to charge (`decline`, `suspend_account`) is then counted as
+declined instead of approved, once its decision is stored (`engine.restatements`).
 
 What the service needs from the packages below is stated as small protocols in `engine.ports`.
 Suspension flags are `engine.flags`, customer notifications `engine.notices`, the event
@@ -148,8 +148,8 @@ class DecisionService:
             else:
                 outcome = self._finish_payment(pending, reading)
             decision = outcome if isinstance(outcome, Decision) else self._append(outcome)
-            if not isinstance(outcome, Decision) and self.restatements.due(outcome, reading):
-                self.restatements.restate(pending.event)  # not charged: counted as declined
+            if self.restatements.due(decision, reading):  # not charged: counted as declined
+                self.restatements.restate(pending.event)
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
@@ -182,16 +182,10 @@ class DecisionService:
                     outcome = self._finish_payment(pending, reading)
             if isinstance(outcome, Decision):
                 decision = outcome
-            elif self.restatements.due(outcome, counted):  # not charged: counted as declined
-                restating = asyncio.ensure_future(
-                    self.restatements.restate_async(pending.event, self._within_budget)
-                )  # while the decision is stored
-                try:
-                    decision = await self._append_async(outcome)
-                finally:
-                    await restating
             else:
                 decision = await self._append_async(outcome)
+            if self.restatements.due(decision, counted):  # stored, not charged: declined
+                await self.restatements.restate_async(pending.event, self._within_budget)
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
@@ -208,10 +202,10 @@ class DecisionService:
         if self.redis_budget_s is None:
             return await reading
         task = asyncio.ensure_future(reading)
+        task.add_done_callback(_quiet)  # also when this request is cancelled meanwhile
         done, _ = await asyncio.wait({task}, timeout=self.redis_budget_s)
         if task in done:
             return task.result()
-        task.add_done_callback(_quiet)
         ms = round(self.redis_budget_s * 1000)
         raise FeatureStoreUnavailable(f"Redis did not answer within {ms} ms")
 

@@ -271,6 +271,8 @@ class Catalogue:
         account, an old one): a reason's text then leaves its optional part out."""
         entry = self._entry.get(name)
         value, usual = as_number(values.get(name)), as_number(typical.get(name))
+        if entry is not None and entry.unit == "flag" and value is not None:
+            usual = 0.5  # a flag's safe state is safe whatever most accounts have
         if entry is None or value is None or usual is None:
             return False
         return (entry.risky == "high" and value < usual) or (entry.risky == "low" and value > usual)

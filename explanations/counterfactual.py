@@ -174,7 +174,7 @@ def customer_view(
     and lists that fired, `rule_codes`, are named). A change is followed by the rules that fired
     as well, which it leaves aside. `instead` is the action the changed score would have given:
     a milder one that is still adverse is said too ("..., but this payment would still have
-    been declined").
+    been declined"), unless rules fired (what they would still give is not the score's).
     """
     if action not in SEVERITY or action == "allow":
         raise ValueError(f"only an adverse decision has something to change, not {action!r}")
@@ -190,8 +190,8 @@ def customer_view(
     visible, hidden = _clauses(counterfactual, catalogue)
     clauses = visible or hidden  # a change too small to show is still the honest answer
     still = getattr(getattr(words.still, subject_type), instead or "", None)
-    if still is not None and SEVERITY[str(instead)] < SEVERITY[action]:
-        outcome = f"{outcome}, {still}"
+    if still is not None and not rules and SEVERITY[str(instead)] < SEVERITY[action]:
+        outcome = f"{outcome}, {still}"  # with rules, what would still apply is theirs to say
     text = f"If {_join([c for c, _ in clauses])}, {outcome}."
     if rules:
         # The change only moves the assessment; a rule that fired as well may set the same

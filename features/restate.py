@@ -18,8 +18,10 @@ time cannot be taken back, so a spec with such a primitive filtering on `status`
 restated (`blockers`): the service then logs that at start and leaves the counts as they are.
 
 Each restatement is deduplicated like an event (its own marker, `<event_id>#status=<status>`)
-and touches only entities that still have state (the script's `nent` is negated): an entity
-that expired or was lost meanwhile no longer holds the contribution to take back.
+and touches only the entities that still hold what it takes back (the script's `nent` is
+negated; for each negative op, the head or the payment's bucket must hold at least as much):
+an entity that expired, was lost or was evicted and started again meanwhile is left alone, so
+no count or sum goes below what was added.
 """
 
 from __future__ import annotations
@@ -51,12 +53,12 @@ def restated(enriched: Mapping[str, Any], status: str) -> Restated | None:
 
 
 def blockers(plan: SpecPlan) -> list[str]:
-    """The primitives that filter on `status` and cannot be taken back (not a count or sum),
-    as 'entity kind pid'; empty when a payment's status can be restated exactly."""
+    """The primitives that filter on (or keep) `status` and cannot be taken back (not a count
+    or sum), as 'entity kind pid'; empty when a payment's status can be restated exactly."""
     return [
         f"{p.entity} {p.kind} {p.pid}"
         for p in plan.primitives
-        if p.kind not in ADDITIVE and any(name == FIELD for name, _ in p.where)
+        if p.kind not in ADDITIVE and (p.field == FIELD or any(n == FIELD for n, _ in p.where))
     ]
 
 

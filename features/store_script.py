@@ -10,7 +10,7 @@ than its distinct fields.
     ARGV[1]           dedupe marker ttl (ms), then the number of events
     then per event    dedupe hash index (0: no dedupe; -1 - index: not counted), event_id,
                       time (ms), number of entities (negated: a restatement, applied only to
-                      the entities that have state, `features.restate`),
+                      the entities that still hold what it takes back, `features.restate`),
       per entity      key index, entity index, logical ttl (ms), Redis ttl (ms), number of ops,
                       and that many (primitive id, argument) pairs
 
@@ -235,6 +235,26 @@ local function lastval(key, f, ts, tsS, arg)
   end
 end
 
+-- What a count or sum holds of the events at time ts: the head when ts is the entity's latest
+-- time, else ts's bucket (a restatement takes back only what is there).
+local function held(key, pid, ts)
+  local touched = tonumber(get(key, 't'))
+  if not touched or ts > touched then return 0 end
+  if ts == touched then return head(key)[pid] or 0 end
+  return parse(get(key, int(pid)), {})[math.floor(ts / P[pid].hop)] or 0
+end
+
+-- Whether an entity holds every contribution a restatement's ops take back (their negative
+-- values): not when it expired, was lost or was evicted and started again meanwhile.
+local function holds(key, ts, a, nops)
+  if not get(key, 't') then return false end
+  for i = 0, nops - 1 do
+    local v = tonumber(ARGV[a + 2 * i + 1])
+    if v < 0 and held(key, tonumber(ARGV[a + 2 * i]), ts) < -v then return false end
+  end
+  return true
+end
+
 local function apply(key, ent, ts, tsS, ttl, a, nops)
   local touched = tonumber(get(key, 't'))
   if touched and ts - touched >= ttl then
@@ -323,7 +343,7 @@ for _ = 1, n do
     local live = unseen
     if live then
       entry(KEYS[k])
-      live = not known_only or get(KEYS[k], 't') ~= nil
+      live = not known_only or holds(KEYS[k], ts, a + 5, nops)
     end
     if live then
       rttls[k] = ARGV[a + 3]

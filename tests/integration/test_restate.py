@@ -115,3 +115,22 @@ def test_a_spec_whose_maximum_filters_on_status_cannot_be_restated(redis_client)
     before = reads(store)
     assert store.restate_status(events[7], "declined") is False
     assert reads(store) == before
+
+
+def test_an_entity_that_started_again_is_not_taken_below_what_it_holds(redis_client):
+    events = history()
+    store = OnlineStore(redis_client, PLATFORM)
+    store.apply(events[0])
+    redis_client.delete(store.key("account", events[0]["account_id"]))  # evicted, or lost
+    store.apply(events[1])  # the account starts again without payment 0
+    probe = payment(99, events[1]["ts"] + MINUTE)
+    before = store.read(probe)
+    assert store.restate_status(events[0], "declined") is True  # the card still holds it
+    after = store.read(probe)
+    for name in ("account_amount_24h", "account_declines_24h", "account_decline_share_7d"):
+        assert after[name] == before[name], name  # nothing taken back, nothing added
+    assert after["account_amount_24h"] == events[1]["amount"]
+    fields = redis_client.hgetall(store.key("account", events[0]["account_id"]))
+    assert not any(b"=-" in value for value in fields.values())
+    card = store.read(dict(probe, card_fp=events[0]["card_fp"]))
+    assert card["card_declines_24h"] == 1  # the card of payment 0 did hold it: restated

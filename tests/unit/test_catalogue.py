@@ -278,6 +278,9 @@ def test_a_reasons_optional_part_does_not_list_a_value_on_the_safe_side_of_typic
     unverified = dict(verified, account_strongly_verified=0.0, account_is_trial="0")
     text = CATALOGUE.family_text(new_account, unverified, dict(typical, account_is_trial=1.0))
     assert text.endswith("created 60 minutes ago; verified by phone or identity check: no."), text
+    verified_typical = dict(typical, account_strongly_verified=1.0)  # most accounts verified
+    text = CATALOGUE.family_text(new_account, verified, verified_typical)
+    assert "verified" not in text, text  # still speaks for the customer
     lookup = {"a": "3", "b": "4"}.get
     assert render("A: {a}[, B: {b}].", lambda _, n: lookup(n), keep=lambda n: n != "b") == "A: 3."
     assert render("B: {b}.", lambda _, n: lookup(n), keep=lambda n: False) == "B: 4."

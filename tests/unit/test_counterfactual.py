@@ -357,4 +357,7 @@ def test_a_change_that_leaves_a_milder_adverse_outcome_says_what_would_still_hav
         "suspended, but your account's activity would still have been flagged for review."
     )
     assert text("review", "allow").endswith(", this payment would not have been held for review.")
+    with_rule = customer_view(found, catalogue, action="decline", subject_type="payment",
+                              instead="review", rule_codes=["MANY_CARDS"])["text"]  # fmt: skip
+    assert "would still" not in with_rule  # what the rule would still give is not the score's
     assert text("decline", None).endswith(", this payment would not have been declined.")

@@ -548,3 +548,36 @@ def test_a_degraded_payment_is_not_restated_and_a_suspended_accounts_payment_is(
     suspended = service(0.01, suspended=True, model=False)
     assert suspended.score_payment(PAYMENT).action == "decline"
     assert suspended.features.restated == [("pay:p1", "declined")]  # counted, then not charged
+
+
+class RacedStore(Store):
+    """A concurrent request for the same payment stored its decision (allow) first."""
+
+    def append_decision(self, record, *, suspend, notification):
+        won = replace(record, action="allow", decision_id="d-first", reasons=())
+        return StoredDecision(won, 1, "0" * 64, "f" * 64, replayed=True)
+
+
+class DownStore(Store):
+    def append_decision(self, record, *, suspend, notification):
+        from engine.errors import StoreUnavailable
+
+        raise StoreUnavailable("the decision store does not answer")
+
+
+@pytest.mark.parametrize("on_the_loop", [False, True])
+def test_what_is_restated_is_the_stored_answer_not_the_computed_one(on_the_loop):
+    import asyncio
+
+    from engine.errors import StoreError
+
+    for store, answered in ((RacedStore(), "allow"), (DownStore(), None)):
+        svc = service(0.8)  # computes a decline
+        svc.store = store
+        call = svc.score_payment_async if on_the_loop else None
+        try:
+            decision = asyncio.run(call(PAYMENT)) if call else svc.score_payment(PAYMENT)
+        except StoreError:
+            decision = None
+        assert (decision.action if decision else None) == answered
+        assert svc.features.restated == []  # charged (allow), or nothing was answered
