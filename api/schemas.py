@@ -49,6 +49,25 @@ class ScoreRequest(BaseModel):
         return ts
 
 
+class OutcomeRequest(ScoreRequest):
+    """A scored payment's outcome: the payment's fields as sent to score, and its status."""
+
+    status: Literal["approved", "declined"] = Field(
+        description="the issuer's answer, or a reviewer's for a payment held for review"
+    )
+
+
+class OutcomeResponse(BaseModel):
+    payment_id: str
+    decision_id: str
+    status: Literal["approved", "declined"]
+    counted: Literal["restated", "counted", "unchanged"] = Field(
+        description="restated: now counted as declined; counted: a payment decided without "
+        "Redis, now counted as declined; unchanged: nothing to change (approved, or reported "
+        "before)"
+    )
+
+
 class ReasonOut(BaseModel):
     code: str
     text: str

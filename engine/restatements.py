@@ -15,21 +15,36 @@ concurrent requests for one payment, the one whose decision was stored restates,
 that decision is uncharged; an append that failed restates nothing. A degraded decision does
 not restate: Redis did not answer in time (a late round trip may still have counted the
 payment, as approved: it stays so). `review` is left as counted: it is held for a person, not
-refused. A restatement that fails (Redis down) is logged and counted as a Redis dependency
+refused (a person who decides not to charge it reports that as an outcome, below). A
+restatement that fails (Redis down) is logged and counted as a Redis dependency
 error, and one slower than the payment's Redis budget is left to finish in the background;
 the decision stands either way, and a payment whose restatement did not apply stays counted
 as approved (a retry does not restate it again).
+
+`report` takes the payment's outcome from billing (`POST /v1/payments/outcome`): the issuer's
+answer to a payment Arbiter allowed, or a person's to one it held for review. `declined`
+restates the payment as above, once (a second report, or Arbiter's own decline before it,
+changes nothing); `approved` changes nothing (it counts as approved already). Billing sends
+the payment as it was scored, so the same account, card and IP are restated: the account and
+the amount are checked against the stored decision, the time against the payment's dedupe
+marker (`ts` as scored, or the decision's time when it was scored without one). A payment
+decided degraded was not counted: its declined outcome counts it now, as declined, under the
+restatement's marker (so it is counted once however often it is reported).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from engine.errors import DecisionNotFound
 from engine.metrics import Metrics
 from engine.ports import ReadingLike
-from features.errors import FeatureStoreUnavailable
+from engine.records import StoredDecision
+from features.errors import FeatureStoreUnavailable, InvalidEvent
+from features.restate import restatement_id
 
 log = logging.getLogger("arbiter.service")
 
@@ -44,6 +59,17 @@ class Answered(Protocol):
     def action(self) -> str: ...
     @property
     def replayed(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reported outcome did: `counted` is `restated` (now counted as declined),
+    `counted` (a payment that was not counted, now counted as declined) or `unchanged`."""
+
+    payment_id: str
+    decision_id: str
+    status: str
+    counted: str
 
 
 class Restatements:
@@ -88,3 +114,40 @@ class Restatements:
         self.metrics.dependency_errors.inc("redis")
         log.warning("payment %s was declined but may stay counted as approved in the features: "
                     "%s", event.get("payment_id"), exc)  # fmt: skip
+
+    def report(
+        self, stored: StoredDecision | None, event: Mapping[str, Any], status: str
+    ) -> Outcome:
+        """Billing's `status` for the scored payment `event` (as counted: `approved`, its
+        `pay:<payment_id>` id and its time), decided in `stored`."""
+        payment_id = str(event["payment_id"])
+        if stored is None:
+            raise DecisionNotFound(f"payment {payment_id} was not scored")
+        record = stored.record
+        if record.account_id != event["account_id"]:
+            raise InvalidEvent(f"is not the account payment {payment_id} was scored for",
+                               field="account_id")  # fmt: skip
+        scored = record.features.get("amount") if record.features else None
+        if isinstance(scored, int | float) and abs(scored - float(event["amount"])) > 1e-6:
+            raise InvalidEvent(f"is not the amount payment {payment_id} was scored with",
+                               field="amount")  # fmt: skip
+        done = Outcome(payment_id, record.decision_id, status, "unchanged")
+        if status != STATUS or not self.enabled:
+            return done
+        if self.features.seen([event])[0]:
+            restated = self.features.restate_status(event, STATUS)
+            return Outcome(payment_id, record.decision_id, status,
+                           "restated" if restated else "unchanged")  # fmt: skip
+        if record.degraded:  # decided without Redis: not counted, so counted now, declined
+            # Under the restatement's id: a later report finds it done, and a round trip that
+            # was late and counted the payment after all is still restated by one.
+            marker = restatement_id(str(event["event_id"]), STATUS)
+            counted = self.features.apply({**event, "status": STATUS, "event_id": marker})
+            return Outcome(payment_id, record.decision_id, status,
+                           "counted" if counted else "unchanged")  # fmt: skip
+        raise InvalidEvent(
+            f"payment {payment_id} was not counted at this time: send the ts it was scored "
+            "with (outcomes are taken while its dedupe marker is kept, "
+            "ARBITER_DEDUPE_TTL_HOURS)",
+            field="ts",
+        )

@@ -40,7 +40,7 @@ from engine.policy import SEVERITY, Action, Facts, Policy, Verdict, score_action
 from engine.ports import ChampionModel, ContributionsLike, DecisionSink, FeatureSource, ReadingLike
 from engine.reasons import reasons_of, top_features
 from engine.records import DecisionRecord, Reason, StoredDecision
-from engine.restatements import Restatements
+from engine.restatements import Outcome, Restatements
 from features.errors import FeatureStoreUnavailable
 from features.events import validate_event
 from features.state import numeric
@@ -155,6 +155,18 @@ class DecisionService:
             raise
         self._count(decision, pending.started)
         return decision
+
+    def report_outcome(self, payment: Mapping[str, Any], status: str) -> Outcome:
+        """The outcome (`approved` or `declined`) of a scored payment, sent with the payment's
+        fields as scored (`engine.restatements.Restatements.report`)."""
+        stored = self.store.get_by_payment(str(payment.get("payment_id")))
+        ts = payment.get("ts")
+        event = validate_event({
+            **payment, "event_id": f"pay:{payment.get('payment_id')}", "type": "payment",
+            "ts": ts if ts is not None else (stored.record.created_at if stored else self.clock()),
+            "status": "approved",
+        })  # fmt: skip
+        return self.restatements.report(stored, event, status)
 
     async def score_payment_async(self, payment: Mapping[str, Any]) -> Decision:
         """`score_payment` for an event loop: the Redis round trip and the group commit are

@@ -47,9 +47,14 @@ def restated(enriched: Mapping[str, Any], status: str) -> Restated | None:
         return None
     out = Restated(enriched)
     out[FIELD] = status
-    out["event_id"] = f"{enriched['event_id']}#{FIELD}={status}"
+    out["event_id"] = restatement_id(str(enriched["event_id"]), status)
     out.before = enriched
     return out
+
+
+def restatement_id(event_id: str, status: str) -> str:
+    """The dedupe marker of the restatement of `event_id` to `status`."""
+    return f"{event_id}#{FIELD}={status}"
 
 
 def blockers(plan: SpecPlan) -> list[str]:

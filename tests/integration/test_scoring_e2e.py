@@ -125,6 +125,43 @@ def test_a_payment_arbiter_declines_counts_as_declined_for_the_next_one(api):
     assert features["account_decline_share_7d"] == 0.5
 
 
+def test_billing_reports_an_issuer_decline_and_it_is_counted_once(api):
+    ts = int(time.time() * 1000) - 60_000
+    first = payment(ts=ts, amount=40.0)
+    assert api.post("/v1/payments/score", json=first).json()["action"] == "allow"
+    report = {**first, "status": "declined"}
+    done = api.post("/v1/payments/outcome", json=report)
+    assert done.status_code == 200, done.text
+    assert done.json()["counted"] == "restated" and done.json()["status"] == "declined"
+    assert api.post("/v1/payments/outcome", json=report).json()["counted"] == "unchanged"
+    approved = api.post("/v1/payments/outcome", json={**first, "status": "approved"})
+    assert approved.json()["counted"] == "unchanged"
+    later = payment(account_id=first["account_id"], card_fp=first["card_fp"], ts=ts + 1000)
+    decided = api.post("/v1/payments/score", json=later).json()
+    features = api.get(f"/v1/decisions/{decided['decision_id']}").json()["features"]
+    assert features["account_declines_24h"] == 1 and features["card_declines_24h"] == 1
+    assert features["account_amount_24h"] == 0.0  # the refused 40.00 was never charged
+
+
+def test_an_outcome_names_what_does_not_match_the_scored_payment(api):
+    ts = int(time.time() * 1000) - 60_000
+    scored = payment(ts=ts)
+    declined = api.post("/v1/payments/score", json={**scored, "ip": "199.10.4.7"}).json()
+    assert declined["action"] in ("decline", "suspend_account")
+    report = {**scored, "ip": "199.10.4.7", "status": "declined"}
+    assert api.post("/v1/payments/outcome", json=report).json()["counted"] == "unchanged"
+    for changes, status, field in [
+        ({"payment_id": "pay-never-scored"}, 404, None),
+        ({"account_id": "acct-someone-else"}, 422, "account_id"),
+        ({"amount": 26.0}, 422, "amount"),
+        ({"ts": ts - 3 * 3_600_000}, 422, "ts"),  # not when it was counted
+        ({"status": "refunded"}, 422, "status"),
+    ]:
+        answer = api.post("/v1/payments/outcome", json={**report, **changes})
+        assert answer.status_code == status, (changes, answer.text)
+        assert answer.json()["error"].get("field") == field, answer.text
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [

@@ -105,6 +105,18 @@ class Features:
 
     restatable = True
 
+    def seen(self, events):  # markers are kept per hour of the event's time
+        self._check()
+        hour = 3_600_000
+        return [
+            any(e["event_id"] == x["event_id"] and e["ts"] // hour == x["ts"] // hour
+                for x in self.events)
+            for e in events
+        ]  # fmt: skip
+
+    def apply(self, event, *, dedupe=True):
+        return self.apply_many([event], dedupe=dedupe) == 1
+
     def restate_status(self, event, status):
         if self.restate_fails:
             raise FeatureStoreUnavailable("Redis: connection reset")
@@ -581,3 +593,21 @@ def test_what_is_restated_is_the_stored_answer_not_the_computed_one(on_the_loop)
             decision = None
         assert (decision.action if decision else None) == answered
         assert svc.features.restated == []  # charged (allow), or nothing was answered
+
+
+def test_an_outcome_counts_a_degraded_payment_now_and_refuses_a_time_it_was_not_counted_at():
+    svc = service(0.01, down=True)
+    assert svc.score_payment(PAYMENT).degraded  # Redis down: not counted
+    svc.features.down = False
+    done = svc.report_outcome(PAYMENT, "declined")
+    assert done.counted == "counted"
+    counted = [(e["event_id"], e["status"]) for e in svc.features.events]
+    assert counted == [("pay:p1#status=declined", "declined")]
+    assert svc.report_outcome(PAYMENT, "declined").counted == "unchanged"  # seen: restated once
+    live = service(0.01)
+    live.score_payment(PAYMENT)
+    with pytest.raises(InvalidEvent) as refused:
+        live.report_outcome({**PAYMENT, "ts": PAYMENT["ts"] + 7_200_000}, "declined")
+    assert refused.value.field == "ts"
+    assert live.report_outcome(PAYMENT, "declined").counted == "restated"
+    assert live.features.restated == [("pay:p1", "declined")]
