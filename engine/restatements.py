@@ -8,28 +8,30 @@ stored (adverse decisions only, a few percent of payments): the account's and th
 decline counts see it, and its amount leaves the approved sums ("your usual payment"). The
 next payment of the account, sent after the answer, reads it so.
 
-What is restated is what was answered: the stored decision, and only when this request's
-round trip counted the payment and its append stored a new decision. A retry gets the first
-decision back (its own body may differ from what was counted, so it restates nothing); of two
-concurrent requests for one payment, the one whose decision was stored restates, and only if
-that decision is uncharged; an append that failed restates nothing. A degraded decision does
-not restate: Redis did not answer in time (a late round trip may still have counted the
-payment, as approved: it stays so). `review` is left as counted: it is held for a person, not
-refused (a person who decides not to charge it reports that as an outcome, below). A
-restatement that fails (Redis down) is logged and counted as a Redis dependency
-error, and one slower than the payment's Redis budget is left to finish in the background;
-the decision stands either way, and a payment whose restatement did not apply stays counted
-as approved (a retry does not restate it again).
+What is restated is what was answered: the stored decision, when its append stored a new one
+(not a retry's first decision, whose body may differ from what was counted) after a round
+trip through Redis. Of two concurrent requests for one payment, the one whose decision was
+stored restates, whichever round trip counted the payment; an append that failed restates
+nothing. The restatement's marker makes it happen once, and the script takes back only what
+the entities hold. A degraded decision does not restate: Redis did not answer in time (a late
+round trip may still have counted the payment, as approved: it stays so until its outcome is
+reported). `review` is left as counted: it is held for a person, not refused (a person who
+decides not to charge it reports that as an outcome, below). A restatement that fails (Redis
+down) is logged and counted as a Redis dependency error, and one slower than the payment's
+Redis budget is left to finish in the background; the decision stands either way, and a
+payment whose restatement did not apply stays counted as approved (a retry does not restate
+it again).
 
 `report` takes the payment's outcome from billing (`POST /v1/payments/outcome`): the issuer's
-answer to a payment Arbiter allowed, or a person's to one it held for review. `declined`
-restates the payment as above, once (a second report, or Arbiter's own decline before it,
-changes nothing); `approved` changes nothing (it counts as approved already). Billing sends
-the payment as it was scored, so the same account, card and IP are restated: the account and
-the amount are checked against the stored decision, the time against the payment's dedupe
-marker (`ts` as scored, or the decision's time when it was scored without one). A payment
-decided degraded was not counted: its declined outcome counts it now, as declined, under the
-restatement's marker (so it is counted once however often it is reported).
+answer to a payment Arbiter allowed, or a person's to one it held for review. For a payment
+counted when it was scored, `declined` restates it as above, once (a second report, or
+Arbiter's own decline before it, changes nothing), and `approved` changes nothing. Billing
+sends the payment as it was scored: the account and the amount are checked against the stored
+decision and the time against the payment's dedupe marker, which keeps the time it was
+counted at (`ts` as scored, or the decision's time when it was scored without one); the card
+and the IP are taken as sent. A payment decided without Redis (degraded, or a suspended
+account's while Redis was down) was not counted: its outcome counts it now, with its status,
+and a declined one is marked as restated (a retry or a late round trip changes nothing more).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from engine.metrics import Metrics
 from engine.ports import ReadingLike
 from engine.records import StoredDecision
 from features.errors import FeatureStoreUnavailable, InvalidEvent
-from features.restate import restatement_id
 
 log = logging.getLogger("arbiter.service")
 
@@ -83,12 +84,13 @@ class Restatements:
                         "(features.restate)")  # fmt: skip
 
     def due(self, decision: Answered, reading: ReadingLike | None) -> bool:
-        """Whether the payment of `decision` (the service's `Decision`, as stored), counted
-        approved by this request's `reading`, is to be restated."""
+        """Whether the payment of `decision` (the service's `Decision`, as stored) is to be
+        restated: a new uncharged decision read through Redis (`reading`), whether this
+        request's round trip counted the payment or a concurrent one did (the restatement's
+        marker makes it once, and it takes back only what the entities hold)."""
         return (
             self.enabled
             and reading is not None
-            and reading.applied
             and not decision.replayed
             and decision.action in UNCHARGED
         )
@@ -125,29 +127,31 @@ class Restatements:
             raise DecisionNotFound(f"payment {payment_id} was not scored")
         record = stored.record
         if record.account_id != event["account_id"]:
-            raise InvalidEvent(f"is not the account payment {payment_id} was scored for",
-                               field="account_id")  # fmt: skip
+            raise InvalidEvent(f"account_id is not the account payment {payment_id} was scored "
+                               "for", field="account_id")  # fmt: skip
         scored = record.features.get("amount") if record.features else None
-        if isinstance(scored, int | float) and abs(scored - float(event["amount"])) > 1e-6:
-            raise InvalidEvent(f"is not the amount payment {payment_id} was scored with",
+        if isinstance(scored, int | float) and round(scored, 6) != round(event["amount"], 6):
+            raise InvalidEvent(f"amount is not the amount payment {payment_id} was scored with",
                                field="amount")  # fmt: skip
-        done = Outcome(payment_id, record.decision_id, status, "unchanged")
-        if status != STATUS or not self.enabled:
-            return done
-        if self.features.seen([event])[0]:
-            restated = self.features.restate_status(event, STATUS)
-            return Outcome(payment_id, record.decision_id, status,
-                           "restated" if restated else "unchanged")  # fmt: skip
-        if record.degraded:  # decided without Redis: not counted, so counted now, declined
-            # Under the restatement's id: a later report finds it done, and a round trip that
-            # was late and counted the payment after all is still restated by one.
-            marker = restatement_id(str(event["event_id"]), STATUS)
-            counted = self.features.apply({**event, "status": STATUS, "event_id": marker})
-            return Outcome(payment_id, record.decision_id, status,
-                           "counted" if counted else "unchanged")  # fmt: skip
-        raise InvalidEvent(
-            f"payment {payment_id} was not counted at this time: send the ts it was scored "
-            "with (outcomes are taken while its dedupe marker is kept, "
-            "ARBITER_DEDUPE_TTL_HOURS)",
-            field="ts",
-        )
+        if not self.enabled:
+            return Outcome(payment_id, record.decision_id, status, "unchanged")
+        at = self.features.counted_at(event)
+        if at is not None and at >= 0 and at != event["ts"]:
+            raise InvalidEvent(f"ts is not the time payment {payment_id} was scored with "
+                               f"({at})", field="ts")  # fmt: skip
+        if at is not None:  # counted when scored, as approved
+            changed = status == STATUS and self.features.restate_status(event, STATUS)
+        elif not record.features:
+            # Decided without Redis (degraded, or a suspended account while Redis was down):
+            # never counted, so counted now, with its outcome (and, declined, marked as
+            # restated: a retry of the payment or a late round trip changes nothing).
+            changed = self.features.count_as(event, status)
+        else:
+            raise InvalidEvent(
+                f"payment {payment_id} is not counted at this time: send the ts it was scored "
+                "with (outcomes are taken while its dedupe marker is kept, "
+                "ARBITER_DEDUPE_TTL_HOURS)",
+                field="ts",
+            )
+        counted = ("restated" if at is not None else "counted") if changed else "unchanged"
+        return Outcome(payment_id, record.decision_id, status, counted)

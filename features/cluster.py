@@ -171,6 +171,13 @@ class ClusterOnlineStore(OnlineStore):
             for call in self._slot_calls(enriched[i : i + self.batch_size], dedupe)
         ]
 
+    def _calls(self, enriched: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        return self._slot_calls(enriched, True)
+
+    def _marker_key(self, enriched: Mapping[str, Any]) -> str:
+        """The marker of the share that counts the event (its first entity's slot)."""
+        return self.seen_key(int(enriched["ts"]), self._first_slot(enriched))
+
     def send(self, calls: Sequence[list[str]]) -> int:
         """Run prepared calls, one round trip per node; returns how many events were new."""
         commands = [("EVALSHA", self._sha, *call) for call in calls]

@@ -45,7 +45,7 @@ import redis.cluster
 from features.connect import AsyncClient, SyncClient
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver, truncate
-from features.restate import Restated, blockers, delta_ops, restated
+from features.restate import Restated, blockers, delta_ops, restated, restatement_id
 from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
@@ -223,6 +223,36 @@ class OnlineStore(SideKeys):
             for i, mark in zip(chunk, reply, strict=True):
                 out[i] = mark is not None
         return out
+
+    def counted_at(self, event: Mapping[str, Any]) -> int | None:
+        """When `event` was counted (its marker's time; -1 for a bulk load's marker, which
+        keeps none), or None when its marker is not kept (never counted, or long ago)."""
+        key = self._marker_key(self.enrich(event))
+        try:
+            mark = self.client.hget(key, str(event["event_id"]))
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        if mark is None:
+            return None
+        text = mark.decode() if isinstance(mark, bytes) else str(mark)
+        return -1 if text == "1" else int(text)
+
+    def _marker_key(self, enriched: Mapping[str, Any]) -> str:
+        return self.seen_key(int(enriched["ts"]))
+
+    def count_as(self, event: Mapping[str, Any], status: str) -> bool:
+        """Count the payment `event`, which was never counted, with `status`, and mark it as
+        restated to `status` too, in one script call: a restatement of it, or a count of it
+        as scored (a retry), then changes nothing. False when it was counted before."""
+        enriched = {**self.enrich(event), "status": status}
+        done = Restated(enriched)  # no ops: its markers only
+        done["event_id"] = restatement_id(str(enriched["event_id"]), status)
+        done.before = enriched
+        return self.send(self._calls([enriched, done])) > 0
+
+    def _calls(self, enriched: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        """The script calls of enriched events, in order, deduplicated."""
+        return [self._batch(enriched, True)]
 
     def apply(self, event: Mapping[str, Any], *, dedupe: bool = True) -> bool:
         """Apply one (validated) event; False when its event_id was applied before."""

@@ -15,7 +15,8 @@ than its distinct fields.
                       and that many (primitive id, argument) pairs
 
 Dedupe markers are fields of one hash per hour of event time (`<prefix>:seen:<hour>`), kept for
-the dedupe ttl. Returns the number of events applied (duplicates are skipped). On a Redis
+the dedupe ttl; a marker's value is the event's time (a bulk load's markers say '1').
+Returns the number of events applied (duplicates are skipped). On a Redis
 Cluster an event's entities can sit in several slots, and a script's keys must share one: the
 event is then applied by one call per slot (`features.cluster`), each with its own dedupe
 marker, and only the call of its first entity counts it (the others pass the index negated).
@@ -328,7 +329,7 @@ for _ = 1, n do
   a = a + 4
   local unseen = true
   if seen > 0 then
-    unseen = redis.call('HSETNX', KEYS[seen], event_id, '1') == 1
+    unseen = redis.call('HSETNX', KEYS[seen], event_id, tsS) == 1
     if unseen and not expired[seen] then
       redis.call('PEXPIRE', KEYS[seen], dedupe_ttl)
       expired[seen] = true

@@ -125,6 +125,7 @@ def test_a_restated_payment_spread_over_three_masters_reads_as_on_one_node(
     probe = dict(event, event_id="ev2", payment_id="pay2", ts=T0 + 60_000)
     for store in (single, on_cluster):
         store.apply(event)
+        assert store.counted_at(event) == event["ts"]  # the counting share's marker
         assert store.restate_status(event, "declined") is True
         assert store.restate_status(event, "declined") is False  # once, on every master
     features = on_cluster.read(probe)

@@ -134,3 +134,17 @@ def test_an_entity_that_started_again_is_not_taken_below_what_it_holds(redis_cli
     assert not any(b"=-" in value for value in fields.values())
     card = store.read(dict(probe, card_fp=events[0]["card_fp"]))
     assert card["card_declines_24h"] == 1  # the card of payment 0 did hold it: restated
+
+
+def test_a_payment_never_counted_is_counted_with_its_outcome_once(redis_client):
+    events = history()
+    store = OnlineStore(redis_client, PLATFORM)
+    store.apply_many(events[:7])
+    reference = OnlineStore(redis_client, PLATFORM, prefix="ref")
+    reference.apply_many(declined(events, 7))
+    assert store.counted_at(events[7]) is None  # decided without Redis: not counted
+    assert store.count_as(events[7], "declined") is True
+    assert store.counted_at(events[7]) == events[7]["ts"]  # the marker keeps the time
+    assert store.restate_status(events[7], "declined") is False  # marked restated too
+    assert store.apply(events[7]) is False  # a retry of the payment: counted already
+    assert reads(store) == reads(reference)

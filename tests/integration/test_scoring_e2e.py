@@ -155,6 +155,7 @@ def test_an_outcome_names_what_does_not_match_the_scored_payment(api):
         ({"account_id": "acct-someone-else"}, 422, "account_id"),
         ({"amount": 26.0}, 422, "amount"),
         ({"ts": ts - 3 * 3_600_000}, 422, "ts"),  # not when it was counted
+        ({"ts": ts + 1}, 422, "ts"),  # the same hour, not the same time
         ({"status": "refunded"}, 422, "status"),
     ]:
         answer = api.post("/v1/payments/outcome", json={**report, **changes})

@@ -105,21 +105,24 @@ class Features:
 
     restatable = True
 
-    def seen(self, events):  # markers are kept per hour of the event's time
+    def counted_at(self, event):  # a marker keeps the time its event was counted at
         self._check()
         hour = 3_600_000
-        return [
-            any(e["event_id"] == x["event_id"] and e["ts"] // hour == x["ts"] // hour
-                for x in self.events)
-            for e in events
-        ]  # fmt: skip
+        found = [x["ts"] for x in self.events if x["event_id"] == event["event_id"]
+                 and x["ts"] // hour == event["ts"] // hour]  # fmt: skip
+        return found[0] if found else None
 
-    def apply(self, event, *, dedupe=True):
-        return self.apply_many([event], dedupe=dedupe) == 1
+    def count_as(self, event, status):
+        counted = self.apply_many([{**event, "status": status}]) == 1
+        if counted and status == "declined":
+            self.restated.append((event["event_id"], status))
+        return counted
 
     def restate_status(self, event, status):
         if self.restate_fails:
             raise FeatureStoreUnavailable("Redis: connection reset")
+        if (event["event_id"], status) in self.restated:  # its marker: once
+            return False
         self.restated.append((event["event_id"], status))
         return True
 
@@ -599,15 +602,16 @@ def test_an_outcome_counts_a_degraded_payment_now_and_refuses_a_time_it_was_not_
     svc = service(0.01, down=True)
     assert svc.score_payment(PAYMENT).degraded  # Redis down: not counted
     svc.features.down = False
-    done = svc.report_outcome(PAYMENT, "declined")
-    assert done.counted == "counted"
-    counted = [(e["event_id"], e["status"]) for e in svc.features.events]
-    assert counted == [("pay:p1#status=declined", "declined")]
-    assert svc.report_outcome(PAYMENT, "declined").counted == "unchanged"  # seen: restated once
+    assert svc.report_outcome(PAYMENT, "declined").counted == "counted"
+    assert [(e["event_id"], e["status"]) for e in svc.features.events] == [("pay:p1", "declined")]
+    assert svc.report_outcome(PAYMENT, "declined").counted == "unchanged"  # counted, restated
+    assert svc.features.restated == [("pay:p1", "declined")]
     live = service(0.01)
     live.score_payment(PAYMENT)
-    with pytest.raises(InvalidEvent) as refused:
-        live.report_outcome({**PAYMENT, "ts": PAYMENT["ts"] + 7_200_000}, "declined")
-    assert refused.value.field == "ts"
+    for later in (1, 7_200_000):  # the same hour, another hour: not when it was counted
+        with pytest.raises(InvalidEvent) as refused:
+            live.report_outcome({**PAYMENT, "ts": PAYMENT["ts"] + later}, "declined")
+        assert refused.value.field == "ts"
+    assert live.report_outcome(PAYMENT, "approved").counted == "unchanged"
     assert live.report_outcome(PAYMENT, "declined").counted == "restated"
     assert live.features.restated == [("pay:p1", "declined")]
