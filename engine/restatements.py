@@ -9,11 +9,13 @@ decline counts see it, and its amount leaves the approved sums ("your usual paym
 next payment of the account, sent after the answer, reads it so.
 
 What is restated is what was answered: the stored decision, when its append stored a new one
-(not a retry's first decision, whose body may differ from what was counted) after a round
-trip through Redis. Of two concurrent requests for one payment, the one whose decision was
-stored restates, whichever round trip counted the payment; an append that failed restates
-nothing. The restatement's marker makes it happen once, and the script takes back only what
-the entities hold. A degraded decision does not restate: Redis did not answer in time (a late
+and its own round trip counted the payment (so the restatement has the body and the time that
+were counted; a retry's first decision comes back instead, and its body may differ). Two
+gaps follow, both rare and both left as counted (approved): of two concurrent requests for
+one payment, the decision stored may be the one whose round trip did not count it; and a
+retry after an append that failed finds the payment counted already. The restatement's marker
+makes it happen once, and the script takes back only what the entities hold. A degraded
+decision does not restate: Redis did not answer in time (a late
 round trip may still have counted the payment, as approved: it stays so until its outcome is
 reported). `review` is left as counted: it is held for a person, not refused (a person who
 decides not to charge it reports that as an outcome, below). A restatement that fails (Redis
@@ -30,8 +32,9 @@ sends the payment as it was scored: the account and the amount are checked again
 decision and the time against the payment's dedupe marker, which keeps the time it was
 counted at (`ts` as scored, or the decision's time when it was scored without one); the card
 and the IP are taken as sent. A payment decided without Redis (degraded, or a suspended
-account's while Redis was down) was not counted: its outcome counts it now, with its status,
-and a declined one is marked as restated (a retry or a late round trip changes nothing more).
+account's while Redis was down) was not counted: a degraded one's outcome counts it now, with
+its status, and a declined one is marked as restated (a retry changes nothing more); a
+suspended account's payment is not charged, so it has no outcome to report.
 """
 
 from __future__ import annotations
@@ -85,12 +88,12 @@ class Restatements:
 
     def due(self, decision: Answered, reading: ReadingLike | None) -> bool:
         """Whether the payment of `decision` (the service's `Decision`, as stored) is to be
-        restated: a new uncharged decision read through Redis (`reading`), whether this
-        request's round trip counted the payment or a concurrent one did (the restatement's
-        marker makes it once, and it takes back only what the entities hold)."""
+        restated: a new uncharged decision whose own round trip (`reading`) counted the
+        payment, so the restatement has the body and the time that were counted."""
         return (
             self.enabled
             and reading is not None
+            and reading.applied
             and not decision.replayed
             and decision.action in UNCHARGED
         )
@@ -118,10 +121,16 @@ class Restatements:
                     "%s", event.get("payment_id"), exc)  # fmt: skip
 
     def report(
-        self, stored: StoredDecision | None, event: Mapping[str, Any], status: str
+        self,
+        stored: StoredDecision | None,
+        event: Mapping[str, Any],
+        status: str,
+        *,
+        timed: bool = True,
     ) -> Outcome:
         """Billing's `status` for the scored payment `event` (as counted: `approved`, its
-        `pay:<payment_id>` id and its time), decided in `stored`."""
+        `pay:<payment_id>` id and its time), decided in `stored`; `timed` when billing sent
+        the time (else it is the time the payment was counted at)."""
         payment_id = str(event["payment_id"])
         if stored is None:
             raise DecisionNotFound(f"payment {payment_id} was not scored")
@@ -136,15 +145,16 @@ class Restatements:
         if not self.enabled:
             return Outcome(payment_id, record.decision_id, status, "unchanged")
         at = self.features.counted_at(event)
+        if at is not None and at >= 0 and not timed:
+            event = {**event, "ts": at}  # scored without a time: the one it was counted at
         if at is not None and at >= 0 and at != event["ts"]:
             raise InvalidEvent(f"ts is not the time payment {payment_id} was scored with "
                                f"({at})", field="ts")  # fmt: skip
         if at is not None:  # counted when scored, as approved
             changed = status == STATUS and self.features.restate_status(event, STATUS)
-        elif not record.features:
-            # Decided without Redis (degraded, or a suspended account while Redis was down):
-            # never counted, so counted now, with its outcome (and, declined, marked as
-            # restated: a retry of the payment or a late round trip changes nothing).
+        elif record.degraded:
+            # Decided without Redis: never counted, so counted now, with its outcome (and,
+            # declined, marked as restated: a retry of the payment changes nothing more).
             changed = self.features.count_as(event, status)
         else:
             raise InvalidEvent(

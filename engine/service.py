@@ -29,7 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
@@ -166,7 +166,7 @@ class DecisionService:
             "ts": ts if ts is not None else (stored.record.created_at if stored else self.clock()),
             "status": "approved",
         })  # fmt: skip
-        return self.restatements.report(stored, event, status)
+        return self.restatements.report(stored, event, status, timed=ts is not None)
 
     async def score_payment_async(self, payment: Mapping[str, Any]) -> Decision:
         """`score_payment` for an event loop: the Redis round trip and the group commit are
@@ -283,7 +283,7 @@ class DecisionService:
             # the store's append resolves under its lock). A new payment skips this look-up.
             previous = self.store.get_by_payment(payment_id)
             if previous is not None:
-                return Decision.of(previous)
+                return Decision.of(replace(previous, replayed=True))
         if self.flags.is_suspended(account_id, reading):
             return self._suspended(base, started)
         if model is None:

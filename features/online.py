@@ -241,14 +241,18 @@ class OnlineStore(SideKeys):
         return self.seen_key(int(enriched["ts"]))
 
     def count_as(self, event: Mapping[str, Any], status: str) -> bool:
-        """Count the payment `event`, which was never counted, with `status`, and mark it as
-        restated to `status` too, in one script call: a restatement of it, or a count of it
-        as scored (a retry), then changes nothing. False when it was counted before."""
+        """Count the payment `event`, which was never counted, with `status`, then mark it as
+        restated to `status`: a restatement of it, or a count of it as scored (a retry), then
+        changes nothing. Counted meanwhile after all (a late round trip, as approved), it is
+        restated instead. False when nothing changed."""
         enriched = {**self.enrich(event), "status": status}
+        if self.send(self._calls([enriched])) == 0:  # counted meanwhile (a late round trip)
+            return status != "approved" and self.restate_status(event, status)
         done = Restated(enriched)  # no ops: its markers only
         done["event_id"] = restatement_id(str(enriched["event_id"]), status)
         done.before = enriched
-        return self.send(self._calls([enriched, done])) > 0
+        self.send(self._calls([done]))
+        return True
 
     def _calls(self, enriched: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         """The script calls of enriched events, in order, deduplicated."""

@@ -148,3 +148,14 @@ def test_a_payment_never_counted_is_counted_with_its_outcome_once(redis_client):
     assert store.restate_status(events[7], "declined") is False  # marked restated too
     assert store.apply(events[7]) is False  # a retry of the payment: counted already
     assert reads(store) == reads(reference)
+
+
+def test_counting_a_payment_a_late_round_trip_counted_meanwhile_restates_it_instead(redis_client):
+    events = history()
+    store = OnlineStore(redis_client, PLATFORM)
+    store.apply_many(events)  # payment 7 counted, as approved, after all
+    reference = OnlineStore(redis_client, PLATFORM, prefix="ref")
+    reference.apply_many(declined(events, 7))
+    assert store.count_as(events[7], "declined") is True
+    assert store.count_as(events[7], "declined") is False
+    assert reads(store) == reads(reference)

@@ -161,10 +161,9 @@ class Store:
     def suspended_accounts(self):
         return {"a1": "d0"} if self.suspended else {}
 
-    def get_by_payment(self, payment_id):
+    def get_by_payment(self, payment_id):  # as the real store: `replayed` is the append's
         return next(
-            (replace(s, replayed=True) for s, *_ in self.appended
-             if s.record.payment_id == payment_id), None,
+            (s for s, *_ in self.appended if s.record.payment_id == payment_id), None,
         )  # fmt: skip
 
     def account_status(self, account_id):
@@ -544,8 +543,9 @@ def test_a_payment_decided_not_to_be_charged_is_restated_declined_once(
             svc.score_payment(PAYMENT))  # fmt: skip
 
     assert score().action == action
-    assert score().replayed  # a retry restates nothing
+    assert score().replayed  # a retry restates nothing, and is not a new decision
     assert svc.features.restated == ([("pay:p1", "declined")] if restated else [])
+    assert svc.metrics.decisions.value(action) == 1
 
 
 def test_a_failed_restatement_leaves_the_decision_and_counts_a_redis_error():
