@@ -8,21 +8,20 @@ stored (adverse decisions only, a few percent of payments): the account's and th
 decline counts see it, and its amount leaves the approved sums ("your usual payment"). The
 next payment of the account, sent after the answer, reads it so.
 
-What is restated is what was answered: the stored decision, when its append stored a new one
-and its own round trip counted the payment (so the restatement has the body and the time that
-were counted; a retry's first decision comes back instead, and its body may differ). Two
-gaps follow, both rare and both left as counted (approved): of two concurrent requests for
-one payment, the decision stored may be the one whose round trip did not count it; and a
-retry after an append that failed finds the payment counted already. The restatement's marker
-makes it happen once, and the script takes back only what the entities hold. A degraded
-decision does not restate: Redis did not answer in time (a late
-round trip may still have counted the payment, as approved: it stays so until its outcome is
-reported). `review` is left as counted: it is held for a person, not refused (a person who
-decides not to charge it reports that as an outcome, below). A restatement that fails (Redis
-down) is logged and counted as a Redis dependency error, and one slower than the payment's
-Redis budget is left to finish in the background; the decision stands either way, and a
-payment whose restatement did not apply stays counted as approved (a retry does not restate
-it again).
+What is restated is what was answered: the stored decision, when its append stored a new one and
+its own round trip counted the payment (so the restatement has the body and the time that were
+counted; a retry's first decision comes back instead, and its body may differ). Two gaps follow,
+both rare and both left as counted (approved): of two concurrent requests for one payment, the
+decision stored may be the one whose round trip did not count it; and a retry after an append
+that failed finds the payment counted already. The restatement's marker makes it happen once,
+and the script takes back only what the entities hold. A degraded decision does not restate:
+Redis did not answer in time (a late round trip may still have counted the payment, as approved:
+it stays so until its outcome is reported). `review` is left as counted: it is held for a
+person, not refused (a person who decides not to charge it reports that as an outcome, below). A
+restatement that fails (Redis down) is logged and counted as a Redis dependency error, and one
+slower than the payment's Redis budget is left to finish in the background; the decision stands
+either way, and a payment whose restatement did not apply stays counted as approved (a retry
+does not restate it again).
 
 `report` takes the payment's outcome from billing (`POST /v1/payments/outcome`): the issuer's
 answer to a payment Arbiter allowed, or a person's to one it held for review. For a payment
@@ -68,7 +67,7 @@ class Answered(Protocol):
 @dataclass(frozen=True)
 class Outcome:
     """What a reported outcome did: `counted` is `restated` (now counted as declined),
-    `counted` (a payment that was not counted, now counted as declined) or `unchanged`."""
+    `counted` (a payment that was not counted, now counted with its status) or `unchanged`."""
 
     payment_id: str
     decision_id: str

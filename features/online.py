@@ -248,14 +248,15 @@ class OnlineStore(SideKeys):
         enriched = {**self.enrich(event), "status": status}
         if self.send(self._calls([enriched])) == 0:  # counted meanwhile (a late round trip)
             return status != "approved" and self.restate_status(event, status)
-        done = Restated(enriched)  # no ops: its markers only
-        done["event_id"] = restatement_id(str(enriched["event_id"]), status)
-        done.before = enriched
-        self.send(self._calls([done]))
+        if status != "approved":  # an approved payment is never restated
+            done = Restated(enriched)  # no ops: its markers only
+            done["event_id"] = restatement_id(str(enriched["event_id"]), status)
+            done.before = enriched
+            self.send(self._calls([done]))
         return True
 
     def _calls(self, enriched: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-        """The script calls of enriched events, in order, deduplicated."""
+        """The script calls that apply enriched events, in order, with their dedupe markers."""
         return [self._batch(enriched, True)]
 
     def apply(self, event: Mapping[str, Any], *, dedupe: bool = True) -> bool:
