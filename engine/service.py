@@ -160,13 +160,8 @@ class DecisionService:
         """The outcome (`approved` or `declined`) of a scored payment, sent with the payment's
         fields as scored (`engine.restatements.Restatements.report`)."""
         stored = self.store.get_by_payment(str(payment.get("payment_id")))
-        ts = payment.get("ts")
-        event = validate_event({
-            **payment, "event_id": f"pay:{payment.get('payment_id')}", "type": "payment",
-            "ts": ts if ts is not None else (stored.record.created_at if stored else self.clock()),
-            "status": "approved",
-        })  # fmt: skip
-        return self.restatements.report(stored, event, status, timed=ts is not None)
+        event = payment_event(payment, stored.record.created_at if stored else self.clock())
+        return self.restatements.report(stored, event, status, timed=payment.get("ts") is not None)
 
     async def score_payment_async(self, payment: Mapping[str, Any]) -> Decision:
         """`score_payment` for an event loop: the Redis round trip and the group commit are
@@ -233,17 +228,7 @@ class DecisionService:
     def _begin_payment(self, payment: Mapping[str, Any]) -> _Pending:
         started = time.perf_counter()
         now = self.clock()
-        event = validate_event(
-            {
-                **payment,
-                "event_id": f"pay:{payment.get('payment_id')}",
-                "type": "payment",
-                "ts": payment.get("ts") if payment.get("ts") is not None else now,
-                # The issuer's answer comes after ours; until a later event says otherwise the
-                # payment counts as approved in the account's aggregates.
-                "status": "approved",
-            }
-        )
+        event = payment_event(payment, now)
         payment_id, account_id = str(event["payment_id"]), str(event["account_id"])
         # One of each for the whole request, however many swaps happen meanwhile.
         policy, model, shadow = self.policy, self.model, self.shadow
@@ -483,6 +468,19 @@ def _with(record: DecisionRecord) -> dict[str, Any]:
         "suspend": record.action == "suspend_account",
         "notification": notification_of(record) if record.action != "allow" else None,
     }
+
+
+def payment_event(payment: Mapping[str, Any], now: int) -> dict[str, Any]:
+    """A payment (the score request's fields) as the `payment` event it is counted as
+    (`ts` defaults to `now`); `InvalidEvent` names a bad field."""
+    ts = payment.get("ts")
+    return validate_event({
+        **payment, "event_id": f"pay:{payment.get('payment_id')}", "type": "payment",
+        "ts": ts if ts is not None else now,
+        # The issuer's answer comes after ours; until it is reported (or ours is to refuse)
+        # the payment counts as approved in the account's aggregates.
+        "status": "approved",
+    })  # fmt: skip
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:

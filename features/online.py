@@ -45,7 +45,7 @@ import redis.cluster
 from features.connect import AsyncClient, SyncClient
 from features.errors import FeatureStoreUnavailable
 from features.geoip import IpResolver, truncate
-from features.restate import Restated, blockers, delta_ops, restated, restatement_id
+from features.restate import Restated, Restating, blockers, delta_ops
 from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
@@ -63,7 +63,7 @@ class Reading:
     unknown: frozenset[str]  # entities with no state in Redis
 
 
-class OnlineStore(SideKeys):
+class OnlineStore(SideKeys, Restating):
     def __new__(cls, client: Any, *args: Any, **kwargs: Any) -> OnlineStore:
         """Handed a Redis Cluster client, an `OnlineStore` is a `ClusterOnlineStore` (the same
         store split per slot and node, `features.cluster`): callers build the store from
@@ -224,36 +224,8 @@ class OnlineStore(SideKeys):
                 out[i] = mark is not None
         return out
 
-    def counted_at(self, event: Mapping[str, Any]) -> int | None:
-        """When `event` was counted (its marker's time; -1 for a bulk load's marker, which
-        keeps none), or None when its marker is not kept (never counted, or long ago)."""
-        key = self._marker_key(self.enrich(event))
-        try:
-            mark = self.client.hget(key, str(event["event_id"]))
-        except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-        if mark is None:
-            return None
-        text = mark.decode() if isinstance(mark, bytes) else str(mark)
-        return -1 if text == "1" else int(text)
-
     def _marker_key(self, enriched: Mapping[str, Any]) -> str:
         return self.seen_key(int(enriched["ts"]))
-
-    def count_as(self, event: Mapping[str, Any], status: str) -> bool:
-        """Count the payment `event`, which was never counted, with `status`, then mark it as
-        restated to `status`: a restatement of it, or a count of it as scored (a retry), then
-        changes nothing. Counted meanwhile after all (a late round trip, as approved), it is
-        restated instead. False when nothing changed."""
-        enriched = {**self.enrich(event), "status": status}
-        if self.send(self._calls([enriched])) == 0:  # counted meanwhile (a late round trip)
-            return status != "approved" and self.restate_status(event, status)
-        if status != "approved":  # an approved payment is never restated
-            done = Restated(enriched)  # no ops: its markers only
-            done["event_id"] = restatement_id(str(enriched["event_id"]), status)
-            done.before = enriched
-            self.send(self._calls([done]))
-        return True
 
     def _calls(self, enriched: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         """The script calls that apply enriched events, in order, with their dedupe markers."""
@@ -304,24 +276,6 @@ class OnlineStore(SideKeys):
             raise AssertionError("unreachable")
         except redis.RedisError as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-
-    def restate_status(self, event: Mapping[str, Any], status: str) -> bool:
-        """Count the payment `event` (as applied before) as `status` instead, in one round
-        trip (`features.restate`); False when nothing changed (a restatement already applied,
-        the same status, or a spec that cannot be restated)."""
-        commands = self._restate_commands(event, status)
-        return bool(commands) and _applied(self._round_trip(commands))
-
-    async def restate_status_async(self, event: Mapping[str, Any], status: str) -> bool:
-        """`restate_status` awaiting Redis on the event loop (needs `async_client`)."""
-        if self.async_client is None:
-            return self.restate_status(event, status)
-        commands = self._restate_commands(event, status)
-        return bool(commands) and _applied(await self._round_trip_async(commands))
-
-    def _restate_commands(self, event: Mapping[str, Any], status: str) -> list[tuple[Any, ...]]:
-        change = restated(self.enrich(event), status) if self.restatable else None
-        return self._apply_commands(change) if change is not None else []
 
     def read(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """All features of `event` as of just before it: one round trip."""
@@ -507,10 +461,6 @@ def entity_count(event: Mapping[str, Any], entities: Sequence[Any]) -> str:
     """The apply script's entity count of an event: negated for a restatement, which only
     touches entities that still have state."""
     return str(-len(entities) if isinstance(event, Restated) else len(entities))
-
-
-def _applied(replies: Sequence[Any]) -> bool:
-    return sum(int(r) for r in replies) > 0
 
 
 def _script_lost(replies: Sequence[Any]) -> bool:

@@ -26,9 +26,12 @@ no count or sum goes below what was added.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
+import redis
+
+from features.errors import FeatureStoreUnavailable
 from features.spec import SpecPlan
 
 FIELD = "status"
@@ -82,3 +85,79 @@ def delta_ops(counted: list[str], restated_ops: list[str], kinds: Mapping[int, s
         if value:
             out += (pid, str(value))
     return out
+
+
+class _Store(Protocol):
+    """What `Restating` uses of the online store."""
+
+    client: Any
+    async_client: Any
+    restatable: bool
+
+    def enrich(self, event: Mapping[str, Any]) -> dict[str, Any]: ...
+    def send(self, calls: Sequence[list[str]]) -> int: ...
+    def restate_status(self, event: Mapping[str, Any], status: str) -> bool: ...
+    def _marker_key(self, enriched: Mapping[str, Any]) -> str: ...
+    def _calls(self, enriched: Sequence[Mapping[str, Any]]) -> list[list[str]]: ...
+    def _apply_commands(self, enriched: Mapping[str, Any]) -> list[tuple[Any, ...]]: ...
+    def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]: ...
+    async def _round_trip_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]: ...
+    def _restate_commands(self, event: Mapping[str, Any], status: str) -> list[tuple[Any, ...]]: ...
+
+
+class Restating:
+    """The online store's restatements (`features.online.OnlineStore` inherits these): the
+    restatement itself, when a payment was counted (its marker), and the count of a payment
+    that never was."""
+
+    def counted_at(self: _Store, event: Mapping[str, Any]) -> int | None:
+        """When `event` was counted (its marker's time; -1 for a bulk load's marker, which
+        keeps none), or None when its marker is not kept (never counted, or long ago)."""
+        key = self._marker_key(self.enrich(event))
+        try:
+            mark = self.client.hget(key, str(event["event_id"]))
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+        if mark is None:
+            return None
+        text = mark.decode() if isinstance(mark, bytes) else str(mark)
+        return -1 if text == "1" else int(text)
+
+    def count_as(self: _Store, event: Mapping[str, Any], status: str) -> bool:
+        """Count the payment `event`, which was never counted, with `status`, then mark it as
+        restated to `status`: a restatement of it, or a count of it as scored (a retry), then
+        changes nothing. Counted meanwhile after all (a late round trip, as approved), it is
+        restated instead. False when nothing changed."""
+        enriched = {**self.enrich(event), "status": status}
+        if self.send(self._calls([enriched])) == 0:  # counted meanwhile (a late round trip)
+            return status != "approved" and self.restate_status(event, status)
+        if status != "approved":  # an approved payment is never restated
+            done = Restated(enriched)  # no ops: its markers only
+            done["event_id"] = restatement_id(str(enriched["event_id"]), status)
+            done.before = enriched
+            self.send(self._calls([done]))
+        return True
+
+    def restate_status(self: _Store, event: Mapping[str, Any], status: str) -> bool:
+        """Count the payment `event` (as applied before) as `status` instead, in one round
+        trip (`features.restate`); False when nothing changed (a restatement already applied,
+        the same status, or a spec that cannot be restated)."""
+        commands = self._restate_commands(event, status)
+        return bool(commands) and _applied(self._round_trip(commands))
+
+    async def restate_status_async(self: _Store, event: Mapping[str, Any], status: str) -> bool:
+        """`restate_status` awaiting Redis on the event loop (needs `async_client`)."""
+        if self.async_client is None:
+            return self.restate_status(event, status)
+        commands = self._restate_commands(event, status)
+        return bool(commands) and _applied(await self._round_trip_async(commands))
+
+    def _restate_commands(
+        self: _Store, event: Mapping[str, Any], status: str
+    ) -> list[tuple[Any, ...]]:
+        change = restated(self.enrich(event), status) if self.restatable else None
+        return self._apply_commands(change) if change is not None else []
+
+
+def _applied(replies: Sequence[Any]) -> bool:
+    return sum(int(r) for r in replies) > 0
