@@ -9,8 +9,9 @@ the entry at fault: an unknown field, a feature listed twice, a placeholder the 
 `{feature}`, and their typical values, `{typical:feature}`.
 
 `Catalogue.weigh` sums a decision's contributions per family; `Catalogue.applies` says whether a
-family's text is true of the customer (one of its features that pushed towards fraud is on its
-risky side of typical), so that no reason claims what the customer's values do not show.
+family's text is true of the customer (one of its features that pushed towards fraud is unusual
+on its risky side: past the feature's `tail` of the training population, the highest tenth by
+default), so that no reason claims what the customer's values do not show.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from explanations.wording import (
 CODE_PATTERN = r"^[A-Z][A-Z0-9_]{1,47}$"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+TAILS = (1, 0.5, 0.25, 0.1, 0.05)  # a feature's `tail`: pXX and p(100-XX) are stored quantiles
 
 
 class InvalidCatalogue(Exception):
@@ -60,10 +62,22 @@ class FeatureEntry(_Strict):
     # Which side of typical the family's text speaks of ("many cards": high; "a new account",
     # the account's age: low; either: the time of day).
     risky: Literal["high", "low", "either"] = "high"
+    # How unusual the value must be for the family's text to hold: among the highest (risky
+    # high), the lowest (low) or either `tail` of the training population. 0.1: past the 90th
+    # percentile ("many cards": more than nine in ten accounts show); 0.5: past the median ("a
+    # new account": newer than most); 1: no bar (the time of day: the text speaks of fraud at
+    # that hour, not of the customer). Flags: their risky state, whatever the population.
+    tail: float = 0.1
     says: str = Field(min_length=1)  # a noun phrase for the value, customer wording
     if_on: str | None = None  # flags: clauses that finish "If ..."
     if_off: str | None = None
     categories: list[str] | None = None  # None: the family's
+
+    @model_validator(mode="after")
+    def _tail(self) -> FeatureEntry:
+        if self.tail not in TAILS:  # each a pair of quantiles training stores
+            raise ValueError(f"tail must be one of {', '.join(f'{t:g}' for t in TAILS)}")
+        return self
 
     @model_validator(mode="after")
     def _flag_clauses(self) -> FeatureEntry:
@@ -226,25 +240,29 @@ class Catalogue:
         return sorted(weights, key=lambda w: (-w.contribution, w.family.code))
 
     def applies(
-        self, weight: FamilyWeight, values: Mapping[str, Any], typical: Mapping[str, float | None]
+        self,
+        weight: FamilyWeight,
+        values: Mapping[str, Any],
+        quantiles: Mapping[str, Mapping[str, float]],
     ) -> bool:
         """Whether the family's text is true of this customer: a feature that pushed towards
-        fraud is on its risky side of typical. A contribution is relative to the whole training
-        population, so a customer at the median can still get a small positive one; the text
-        ("many cards") would then claim what their values do not show. Without a typical value
-        (no distribution, an unlisted feature) there is nothing to hold it against."""
+        fraud is unusual on its risky side, past its entry's `tail` of the training population
+        (`quantiles`, per feature, as `explanations.counterfactual.quantiles_of` gives them). A
+        contribution is relative to the whole population, so a customer a little past the
+        median can still get a positive one; the text ("many cards") would then claim what
+        their values do not show (one card in a day, where most accounts have none and nine in
+        ten at most one). Without quantiles (no distribution, an unlisted feature) there is
+        nothing to hold it against."""
         for name, contribution in weight.features:
             if contribution <= 0:
                 continue
-            entry, usual = self._entry.get(name), as_number(typical.get(name))
-            if entry is None or usual is None:
+            entry, known = self._entry.get(name), quantiles.get(name)
+            if entry is None or not known:
                 return True
             value = as_number(values.get(name))
             if value is None:
                 continue
-            if (value > usual and entry.risky != "low") or (
-                value < usual and entry.risky != "high"
-            ):
+            if _unusual(entry, value, known):
                 return True
         return False
 
@@ -276,6 +294,21 @@ class Catalogue:
         if entry is None or value is None or usual is None:
             return False
         return (entry.risky == "high" and value < usual) or (entry.risky == "low" and value > usual)
+
+
+def _unusual(entry: FeatureEntry, value: float, quantiles: Mapping[str, float]) -> bool:
+    """Whether `value` lies in the entry's `tail` on its risky side (see `FeatureEntry`)."""
+    high, low = entry.risky != "low", entry.risky != "high"
+    if entry.unit == "flag":  # on (risky high) or off (risky low) is the risky state itself
+        return (high and value >= 0.5) or (low and value < 0.5)
+    if entry.tail == 1:
+        return True
+    upper = as_number(quantiles.get(f"p{round(100 * (1 - entry.tail))}", quantiles.get("p50")))
+    lower = as_number(quantiles.get(f"p{round(100 * entry.tail)}", quantiles.get("p50")))
+    return bool(
+        (high and upper is not None and value > upper)
+        or (low and lower is not None and value < lower)
+    )
 
 
 def _check(model: CatalogueModel, source: str) -> None:

@@ -59,6 +59,21 @@ def score_action(score: float, thresholds: Mapping[str, float]) -> str:
     return "allow"
 
 
+def quantiles_of(distribution: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Each feature's quantiles in the model's training population (`p1` ... `p99`, those
+    that are numbers); a feature never set there, or a model without a distribution, has
+    none."""
+    features = (distribution or {}).get("features") or {}
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(features):
+        quantiles = (features[name] or {}).get("quantiles") or {}
+        numbers = ((key, as_number(value)) for key, value in quantiles.items())
+        known = {key: number for key, number in numbers if number is not None}
+        if known:
+            out[name] = known
+    return out
+
+
 def typical_of(distribution: Mapping[str, Any] | None) -> dict[str, float | None]:
     """Each feature's typical value: the median (`p50`) of the model's training population."""
     features = (distribution or {}).get("features") or {}

@@ -5,9 +5,9 @@ Layer: explanations (pure). `build_rationale` turns a decision record (its JSON,
 
 * `customer`: what happened, at most four reasons (the rules and lists that fired first, then
   the families of features that weighed most towards fraud, where their text holds for the
-  customer: `Catalogue.applies`), what would have changed the
-  outcome, the categories of personal data used, and that the decision was automated. It never
-  shows scores, thresholds, model names or feature identifiers.
+  customer: `Catalogue.applies`, against the training population's quantiles), what would
+  have changed the outcome, the categories of personal data used, and that the decision was
+  automated. It never shows scores, thresholds, model names or feature identifiers.
 * `internal`: the score, margin, base value and every contribution, summed per family, with the
   check that base value plus contributions gives the recorded margin; the thresholds, segment,
   rules, model and versions.
@@ -31,6 +31,7 @@ from explanations.counterfactual import (
     MarginOf,
     customer_view,
     internal_view,
+    quantiles_of,
     score_action,
     threshold_margin,
     typical_of,
@@ -120,7 +121,9 @@ def build_rationale(
     limit = thresholds.get(action) if thresholds is not None else None
     customer = {
         "summary": _summary(decision, catalogue),
-        "reasons": _reasons(action, rules, weights, features, typical, catalogue),
+        "reasons": _reasons(
+            action, rules, weights, features, typical, quantiles_of(distribution), catalogue
+        ),
         "what_would_change": _what_would_change(
             decision,
             rules,
@@ -218,6 +221,7 @@ def _reasons(
     weights: list[FamilyWeight],
     features: Mapping[str, Any],
     typical: Mapping[str, float | None],
+    quantiles: Mapping[str, Mapping[str, float]],
     catalogue: Catalogue,
 ) -> list[dict[str, str]]:
     """Rules and lists first (they decide outright), then the families that pushed towards
@@ -228,7 +232,7 @@ def _reasons(
         reasons += [
             {"code": w.family.code, "text": catalogue.family_text(w.family, features, typical)}
             for w in weights
-            if w.contribution > 0 and catalogue.applies(w, features, typical)
+            if w.contribution > 0 and catalogue.applies(w, features, quantiles)
         ]
         if not reasons:  # adverse, with no rule and no contribution to show
             reasons = [{"code": "SCORE", "text": catalogue.model.wording.overall_risk}]

@@ -214,10 +214,68 @@ def test_data_categories_come_from_features_families_and_rules():
 
 def test_a_family_is_given_only_when_a_feature_that_weighed_is_on_its_risky_side():
     (weight,) = CATALOGUE.weigh({"account_age": 0.8, "account_strongly_verified": -0.1})
-    typical = {"account_age": 86_400.0 * 200, "account_strongly_verified": 1.0}
-    assert CATALOGUE.applies(weight, {"account_age": 3600.0}, typical)  # young: risky low
-    assert not CATALOGUE.applies(weight, {"account_age": 86_400.0 * 900}, typical)
+    quantiles = {"account_age": {"p10": 600.0, "p50": 86_400.0 * 200, "p90": 86_400.0 * 800}}
+    # account_age has `tail: 0.5`: younger than the median is "new"
+    assert CATALOGUE.applies(weight, {"account_age": 3600.0}, quantiles)  # young: risky low
+    assert not CATALOGUE.applies(weight, {"account_age": 86_400.0 * 900}, quantiles)
     assert CATALOGUE.applies(weight, {"account_age": 86_400.0 * 900}, {})  # nothing to compare
+
+
+# A population where most accounts use no card in a day and nine in ten at most one.
+CARDS = {
+    "account_cards_24h": {"p10": 0.0, "p50": 0.0, "p75": 0.0, "p90": 1.0, "p99": 3.0},
+    "account_cards_30d": {"p10": 0.0, "p50": 0.0, "p75": 1.0, "p90": 1.0, "p99": 4.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("cards_24h", "cards_30d", "given"),
+    [
+        (1.0, 1.0, False),  # past the median, but not "many": nine in ten accounts show as much
+        (2.0, 1.0, True),  # past the 90th percentile
+        (1.0, 3.0, True),  # either feature that weighed towards fraud may carry it
+        (0.0, 0.0, False),
+    ],
+)
+def test_a_count_must_be_past_the_ninetieth_percentile_for_its_text(cards_24h, cards_30d, given):
+    (weight,) = CATALOGUE.weigh({"account_cards_24h": 0.4, "account_cards_30d": 0.2})
+    values = {"account_cards_24h": cards_24h, "account_cards_30d": cards_30d}
+    assert CATALOGUE.applies(weight, values, CARDS) is given
+
+
+def test_a_feature_that_weighed_against_fraud_does_not_carry_the_text():
+    (weight,) = CATALOGUE.weigh({"account_cards_24h": 0.4, "account_cards_30d": -0.2})
+    values = {"account_cards_24h": 1.0, "account_cards_30d": 9.0}
+    assert not CATALOGUE.applies(weight, values, CARDS)
+
+
+def test_flags_and_the_time_of_day_have_no_population_bar():
+    # a country mismatch is the risky state even where many accounts show one
+    (weight,) = CATALOGUE.weigh({"card_ip_country_mismatch": 0.5})
+    common = {"card_ip_country_mismatch": {"p10": 0.0, "p50": 1.0, "p90": 1.0}}
+    assert CATALOGUE.applies(weight, {"card_ip_country_mismatch": 1.0}, common)
+    assert not CATALOGUE.applies(weight, {"card_ip_country_mismatch": 0.0}, common)
+    # the time of day (`tail: 1`): its text speaks of fraud at that hour, not of the customer
+    (weight,) = CATALOGUE.weigh({"hour_of_day": 0.3})
+    hours = {"hour_of_day": {"p10": 2.0, "p50": 14.0, "p90": 21.0}}
+    assert CATALOGUE.applies(weight, {"hour_of_day": 14.0}, hours)
+
+
+def test_an_amount_is_unusual_in_either_tail():
+    (weight,) = CATALOGUE.weigh({"amount": 0.5})
+    amounts = {"amount": {"p10": 5.0, "p50": 20.0, "p90": 99.0}}
+    assert CATALOGUE.applies(weight, {"amount": 950.0}, amounts)
+    assert CATALOGUE.applies(weight, {"amount": 1.0}, amounts)
+    assert not CATALOGUE.applies(weight, {"amount": 50.0}, amounts)  # past the median only
+    assert not CATALOGUE.applies(weight, {"amount": 5.0}, amounts)  # the 10th percentile itself
+
+
+def test_a_tail_outside_the_stored_quantiles_is_refused():
+    source = PATH.read_text()
+    bad = source.replace("risky: low, tail: 0.5,", "risky: low, tail: 0.3,", 1)
+    assert bad != source
+    with pytest.raises(InvalidCatalogue, match="tail"):
+        parse_catalogue_text(bad)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from explanations.counterfactual import (
     customer_view,
     internal_view,
     move,
+    quantiles_of,
     threshold_margin,
     typical_of,
     what_would_change,
@@ -361,3 +362,18 @@ def test_a_change_that_leaves_a_milder_adverse_outcome_says_what_would_still_hav
                               instead="review", rule_codes=["MANY_CARDS"])["text"]  # fmt: skip
     assert "would still" not in with_rule  # what the rule would still give is not the score's
     assert text("decline", None).endswith(", this payment would not have been declined.")
+
+
+def test_quantiles_of_keeps_each_features_numbers():
+    distribution = {
+        "features": {
+            "amount": {"quantiles": {"p10": 5.0, "p50": 20.0, "p90": None}},
+            "never_set": {"quantiles": None},
+            "account_cards_24h": {"quantiles": {"p50": 0, "p90": 1}},
+        }
+    }
+    assert quantiles_of(distribution) == {
+        "account_cards_24h": {"p50": 0.0, "p90": 1.0},
+        "amount": {"p10": 5.0, "p50": 20.0},
+    }
+    assert quantiles_of(None) == {} and quantiles_of({}) == {}

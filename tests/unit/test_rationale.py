@@ -153,8 +153,8 @@ def test_a_reason_shows_the_customers_value_and_what_is_typical(model, catalogue
     cards = next(r for r in doc["customer"]["reasons"] if r["code"] == "CARD_COUNT")
     assert cards["text"] == (
         "Many different cards were used on your account: 14 in the last 24 hours and 20 in the "
-        "last 30 days (typically 1 and 3)."
-    )
+        "last 30 days (for a typical account: 1 and 3)."
+    )  # a typical account's, not "typically" after "on your account": it is not theirs
     without = rationale(
         model,
         catalogue,
@@ -162,7 +162,7 @@ def test_a_reason_shows_the_customers_value_and_what_is_typical(model, catalogue
         distribution=None,
     )
     cards = next(r for r in without["customer"]["reasons"] if r["code"] == "CARD_COUNT")
-    assert "typically" not in cards["text"] and "unknown" not in cards["text"]
+    assert "typical" not in cards["text"] and "unknown" not in cards["text"]
 
 
 def test_the_amount_reason_says_whose_typical_amount_it_gives(model, catalogue):
