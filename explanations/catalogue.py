@@ -285,15 +285,17 @@ class Catalogue:
     def _mitigates(
         self, name: str, values: Mapping[str, Any], typical: Mapping[str, float | None]
     ) -> bool:
-        """Whether the customer's value of `name` is on the safe side of typical (a verified
-        account, an old one): a reason's text then leaves its optional part out."""
+        """Whether the customer's value of `name` is typical or on its safe side (a verified
+        account, an old one, no payments in 24 hours where most accounts have none): a reason's
+        text then leaves its optional part out."""
         entry = self._entry.get(name)
         value, usual = as_number(values.get(name)), as_number(typical.get(name))
         if entry is not None and entry.unit == "flag" and value is not None:
             usual = 0.5  # a flag's safe state is safe whatever most accounts have
         if entry is None or value is None or usual is None:
             return False
-        return (entry.risky == "high" and value < usual) or (entry.risky == "low" and value > usual)
+        high, low = entry.risky == "high", entry.risky == "low"
+        return (high and value <= usual) or (low and value >= usual)
 
 
 def _unusual(entry: FeatureEntry, value: float, quantiles: Mapping[str, float]) -> bool:

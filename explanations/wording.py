@@ -106,20 +106,26 @@ def render(
 ) -> str:
     """`template` with its placeholders filled by `lookup(kind, name)`; an optional part whose
     placeholders do not all have a value is left out, and so is one with a value placeholder
-    `{name}` for which `keep(name)` is False."""
+    `{name}` for which `keep(name)` is False, or one whose `{typical:name}` placeholders all
+    name features `keep` refuses (a comparison with nothing unusual to compare)."""
 
     def fill(text: str, on_missing: str | None) -> str | None:
         out: list[str] = []
         last = 0
+        compared: list[str] = []
         for match in _PLACEHOLDER.finditer(text):
             kind, _, name = match.group(1).rpartition(":")
             if on_missing is None and not kind and keep is not None and not keep(name):
                 return None
+            if kind == "typical":
+                compared.append(name)
             value = lookup(kind or None, name)
             if value is None and on_missing is None:
                 return None
             out += [text[last : match.start()], value if value is not None else str(on_missing)]
             last = match.end()
+        if on_missing is None and keep is not None and compared and not any(map(keep, compared)):
+            return None
         return "".join(out) + text[last:]
 
     kept = _OPTIONAL.sub(lambda m: fill(m.group(1), None) or "", template)

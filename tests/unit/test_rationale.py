@@ -185,6 +185,22 @@ def test_the_amount_reason_says_whose_typical_amount_it_gives(model, catalogue):
     )
 
 
+def test_an_optional_part_with_a_typical_value_is_left_out(catalogue):
+    # "0 on your account in the last hour (for a typical account: none)" and "payments on your
+    # account in the last 24 hours: 0.00" spoke of nothing unusual beside the reason's claim.
+    family = catalogue.family("PAYMENT_VELOCITY")
+    values = {"account_payments_1h": 0.0, "account_payments_24h": 4.0, "ip_payments_1h": 0.0}
+    typical = {"account_payments_1h": 0.0, "account_payments_24h": 0.0, "ip_payments_1h": 0.0}
+    assert catalogue.family_text(family, values, typical) == (
+        "Payments came in quickly: 0 on your account in the last hour and 4 in 24 hours."
+    )
+    values.update(account_payments_1h=3.0, ip_payments_1h=5.0)
+    assert catalogue.family_text(family, values, typical) == (
+        "Payments came in quickly: 3 on your account in the last hour (for a typical account: "
+        "none) and 4 in 24 hours; 5 from your IP address in the last hour."
+    )
+
+
 def test_a_flag_kept_as_text_reads_as_the_model_reads_it(catalogue):
     # `account_is_trial` is a last_value feature: the event's field, kept as the text '1'. The
     # model reads it as 1.0; the rationale left it out ("on a trial" never appeared).
