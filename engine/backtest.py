@@ -13,9 +13,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.policy import SEVERITY, Action, Policy
+from engine.policy import SEVERITY, Action, Policy, facts_of
 from engine.records import StoredDecision
-from engine.service import facts_of
 
 
 @dataclass

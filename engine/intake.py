@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import AccountSuspended
-from engine.service import Decision, DecisionService
+from engine.records import Decision
+from engine.service import DecisionService
 from features.errors import FeatureStoreUnavailable, InvalidEvent
 from features.events import validate_event
 

@@ -8,7 +8,7 @@ order: allow lists, deny lists, hard rules, then the score against the (segment'
 An action never gets milder on the way: rules and deny lists can only make it stricter.
 `Policy.decide_account` does the same for an account with no payment involved (the `account`
 section: its own thresholds and rules; `triggers` say when the event pipeline's activity asks
-for one).
+for one). `facts_of(event, features)` gathers what it looks at besides the score.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.state import numeric
 
 Action = Literal["allow", "review", "decline", "suspend_account"]
 SEVERITY: dict[str, int] = {"allow": 0, "review": 1, "decline": 2, "suspend_account": 3}
@@ -387,3 +389,26 @@ def load_policy(path: str | Path, features: Collection[str] | None = None) -> Po
     except OSError as exc:
         raise InvalidPolicy(f"policy {path} cannot be read: {exc.strerror}") from exc
     return parse_policy_text(text, str(path), features)
+
+
+def facts_of(event: Mapping[str, Any], features: Mapping[str, Any]) -> Facts:
+    """What the policy looks at, from an event (or a stored decision's subject) and its
+    features: the account's plan, country, trial and age come from the features."""
+    age = features.get("account_age")
+    trial = features.get("account_is_trial")
+    country = features.get("account_country")
+    plan = features.get("account_plan")
+    return Facts(
+        account_id=event.get("account_id"),
+        ip=event.get("ip"),
+        card_fp=event.get("card_fp"),
+        bin_country=event.get("bin_country"),
+        plan=plan if isinstance(plan, str) else None,
+        country=country if isinstance(country, str) else None,
+        trial=None if numeric(trial) != numeric(trial) else numeric(trial) == 1.0,
+        account_age_days=age / 86_400 if isinstance(age, int | float) and _is_number(age) else None,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value

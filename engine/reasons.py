@@ -10,9 +10,12 @@ what would have changed the outcome) is the explanations package's work.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from engine.policy import Verdict, score_action
+from engine.ports import ChampionModel, ContributionsLike
 from engine.records import Reason
 from features.state import numeric
 
@@ -78,3 +81,23 @@ def top_features(contributions: Mapping[str, float], n: int = 2) -> list[str]:
         ((value, name) for name, value in contributions.items() if value > 0), reverse=True
     )
     return [f"{FEATURE_PREFIX}{name}" for _, name in ranked[:n]]
+
+
+def explain(
+    model: ChampionModel,
+    row: Any,
+    probability: float,
+    verdict: Verdict,
+    codes: list[str],
+    timings: dict[str, float],
+) -> ContributionsLike | None:
+    """An adverse decision's exact contributions (None for `allow`: derived on first read);
+    when the score itself made the action adverse, its strongest features join `codes`."""
+    if verdict.action == "allow":
+        return None
+    mark = time.perf_counter()
+    contributions = model.scorer.contributions(row)
+    timings["contributions_ms"] = round((time.perf_counter() - mark) * 1000, 3)
+    if score_action(probability, verdict.thresholds) != "allow":
+        codes += top_features(contributions.values) or ["SCORE"]
+    return contributions

@@ -4,7 +4,8 @@ A `DecisionRecord` is built by the decision service and handed to the store; the
 back a `StoredDecision`: the record plus its place in the hash chain (`seq`, `prev_hash`,
 `hash`) and, for allow decisions, the contributions computed after the fact. Construction
 validates the record and brings its JSON fields to canonical form (NaN feature values become
-None), so the record read back from the store equals the one written.
+None), so the record read back from the store equals the one written. A `Decision` is what the
+service answers with: a stored record as billing and the event pipeline see it.
 """
 
 from __future__ import annotations
@@ -137,3 +138,29 @@ class StoredDecision:
         if self.record.base_value is not None:
             return self.record.base_value
         return self.deferred.base_value if self.deferred else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The decision service's answer: a stored record as billing and the pipeline see it."""
+
+    decision_id: str
+    action: Action
+    score: float | None
+    reasons: tuple[Reason, ...]
+    model_version: str | None
+    policy_version: str
+    degraded: bool
+    replayed: bool = False  # a retry: the payment had been decided before
+    account_id: str = ""
+    # Where this request's time went (ms: the record's `timings`, plus `store_ms` waited for
+    # the store); a retry's are the first decision's. For the response's Server-Timing.
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, stored: StoredDecision, **extra: float) -> Decision:
+        r = stored.record
+        timings = {**r.timings, **extra} if extra else r.timings
+        return cls(r.decision_id, r.action, r.score, r.reasons, r.model_version,
+                   r.policy_version, r.degraded, stored.replayed, r.account_id,
+                   timings)  # fmt: skip

@@ -29,51 +29,23 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
 from engine.flags import SuspensionFlags
 from engine.metrics import Metrics
 from engine.notices import notification_of
-from engine.policy import SEVERITY, Action, Facts, Policy, Verdict, score_action
-from engine.ports import ChampionModel, ContributionsLike, DecisionSink, FeatureSource, ReadingLike
-from engine.reasons import reasons_of, top_features
-from engine.records import DecisionRecord, Reason, StoredDecision
+from engine.policy import SEVERITY, Policy, Verdict, facts_of
+from engine.ports import ChampionModel, DecisionSink, FeatureSource, ReadingLike
+from engine.reasons import explain, reasons_of
+from engine.records import Decision, DecisionRecord, StoredDecision
 from engine.restatements import Outcome, Restatements
 from features.errors import FeatureStoreUnavailable
-from features.events import validate_event
-from features.state import numeric
+from features.events import payment_event
 
 log = logging.getLogger("arbiter.service")
 T = TypeVar("T")
-
-
-# --- what it gives back ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    decision_id: str
-    action: Action
-    score: float | None
-    reasons: tuple[Reason, ...]
-    model_version: str | None
-    policy_version: str
-    degraded: bool
-    replayed: bool = False  # a retry: the payment had been decided before
-    account_id: str = ""
-    # Where this request's time went (ms: the record's `timings`, plus `store_ms` waited for
-    # the store); a retry's are the first decision's. For the response's Server-Timing.
-    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def of(cls, stored: StoredDecision, **extra: float) -> Decision:
-        r = stored.record
-        timings = {**r.timings, **extra} if extra else r.timings
-        return cls(r.decision_id, r.action, r.score, r.reasons, r.model_version,
-                   r.policy_version, r.degraded, stored.replayed, r.account_id,
-                   timings)  # fmt: skip
 
 
 def _now_ms() -> int:
@@ -288,7 +260,7 @@ class DecisionService:
         verdict = policy.decide(score.probability, features, facts)
         timings["policy_ms"] = _ms(mark)
         codes = list(verdict.reasons)
-        contributions = _explain(model, row, score.probability, verdict, codes, timings)
+        contributions = explain(model, row, score.probability, verdict, codes, timings)
         timings["total_ms"] = _ms(started)
         return DecisionRecord(
             **base, action=verdict.action, score=score.probability, raw_margin=score.margin,
@@ -399,7 +371,7 @@ class DecisionService:
         )
         codes = list(verdict.reasons)
         if model is not None and score is not None:
-            contributions = _explain(model, row, score.probability, verdict, codes, timings)
+            contributions = explain(model, row, score.probability, verdict, codes, timings)
         timings["total_ms"] = _ms(started)
         record = DecisionRecord(
             decision_id=str(uuid.uuid4()), created_at=now, subject_type="account",
@@ -442,45 +414,12 @@ class DecisionService:
         return Decision.of(stored) if waited is None else Decision.of(stored, store_ms=waited)
 
 
-def _explain(
-    model: ChampionModel,
-    row: Any,
-    probability: float,
-    verdict: Verdict,
-    codes: list[str],
-    timings: dict[str, float],
-) -> ContributionsLike | None:
-    """An adverse decision's exact contributions (None for `allow`: derived on first read);
-    when the score itself made the action adverse, its strongest features join `codes`."""
-    if verdict.action == "allow":
-        return None
-    mark = time.perf_counter()
-    contributions = model.scorer.contributions(row)
-    timings["contributions_ms"] = _ms(mark)
-    if score_action(probability, verdict.thresholds) != "allow":
-        codes += top_features(contributions.values) or ["SCORE"]
-    return contributions
-
-
 def _with(record: DecisionRecord) -> dict[str, Any]:
     """What goes into a decision's transaction beside it: the suspension, the notification."""
     return {
         "suspend": record.action == "suspend_account",
         "notification": notification_of(record) if record.action != "allow" else None,
     }
-
-
-def payment_event(payment: Mapping[str, Any], now: int) -> dict[str, Any]:
-    """A payment (the score request's fields) as the `payment` event it is counted as
-    (`ts` defaults to `now`); `InvalidEvent` names a bad field."""
-    ts = payment.get("ts")
-    return validate_event({
-        **payment, "event_id": f"pay:{payment.get('payment_id')}", "type": "payment",
-        "ts": ts if ts is not None else now,
-        # The issuer's answer comes after ours; until it is reported (or ours is to refuse)
-        # the payment counts as approved in the account's aggregates.
-        "status": "approved",
-    })  # fmt: skip
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:
@@ -498,27 +437,6 @@ def _shadow_score(shadow: ChampionModel, features: Mapping[str, Any]) -> dict[st
         log.exception("shadow model %s version %s failed to score", shadow.name, shadow.version)
         return None
     return {"version": shadow.version, "score": score.probability}
-
-
-def facts_of(event: Mapping[str, Any], features: Mapping[str, Any]) -> Facts:
-    age = features.get("account_age")
-    trial = features.get("account_is_trial")
-    country = features.get("account_country")
-    plan = features.get("account_plan")
-    return Facts(
-        account_id=event.get("account_id"),
-        ip=event.get("ip"),
-        card_fp=event.get("card_fp"),
-        bin_country=event.get("bin_country"),
-        plan=plan if isinstance(plan, str) else None,
-        country=country if isinstance(country, str) else None,
-        trial=None if numeric(trial) != numeric(trial) else numeric(trial) == 1.0,
-        account_age_days=age / 86_400 if isinstance(age, int | float) and _is_number(age) else None,
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 def _ms(since: float) -> float:

@@ -5,7 +5,8 @@ its type (see `docs/events.md`). `ts` is carried as integer epoch milliseconds (
 Arbiter; JSON accepts either that integer or an ISO 8601 string with a time zone.
 
 `validate_event` checks one JSON event and returns its normalised form; `validate_frame` checks a
-whole log column by column. Both name the event and the field that is wrong.
+whole log column by column. Both name the event and the field that is wrong. `payment_event`
+makes a scored payment the `payment` event the online store counts (`pay:<payment_id>`).
 
 The offline builder does not need this schema: a log of another domain (say card payments with
 customer and merchant ids) only needs `event_id`, `type` and `ts`, plus the fields its spec uses.
@@ -216,6 +217,19 @@ def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
             field=unknown[0],
         )
     return out
+
+
+def payment_event(payment: Mapping[str, Any], now: int) -> dict[str, Any]:
+    """A payment (the score request's fields) as the `payment` event it is counted as
+    (`ts` defaults to `now`); `InvalidEvent` names a bad field."""
+    ts = payment.get("ts")
+    return validate_event({
+        **payment, "event_id": f"pay:{payment.get('payment_id')}", "type": "payment",
+        "ts": ts if ts is not None else now,
+        # The issuer's answer comes after ours; until it is reported (or ours is to refuse)
+        # the payment counts as approved in the account's aggregates.
+        "status": "approved",
+    })  # fmt: skip
 
 
 def validate_frame(frame: pd.DataFrame) -> None:

@@ -13,7 +13,7 @@ from api.deps import IngestKey, RuntimeDep
 from api.schemas import AccountDecisionOut, ErrorBody, EventsRequest, EventsResponse, ReasonOut
 from engine.intake import ingest
 from engine.privacy import close_account, reopen_if_active
-from engine.service import Decision
+from engine.records import Decision
 from features.events import parse_ts
 
 router = APIRouter(prefix="/v1", tags=["events"])

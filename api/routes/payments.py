@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from api.deps import ScorerKey, ServiceDep
 from api.responses import OrjsonResponse
 from api.schemas import ErrorBody, OutcomeRequest, OutcomeResponse, ScoreRequest, ScoreResponse
-from engine.service import Decision
+from engine.records import Decision
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 

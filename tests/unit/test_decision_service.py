@@ -269,7 +269,7 @@ def test_an_invalid_payment_names_its_field():
 
 
 def test_facts_come_from_the_online_features_as_stored():
-    from engine.service import facts_of
+    from engine.policy import facts_of
 
     facts = facts_of(
         {"account_id": "a1", "ip": "31.10.0.1"},
