@@ -1,6 +1,8 @@
 """The customer notification of an adverse decision: what happened, the reasons in plain
 language, how and by when to object. It goes into the outbox in the decision's transaction
-(`engine.store`), and the notifier delivers it (docs/notifications.md)."""
+(`engine.store`), and the notifier delivers it (docs/notifications.md). The notices about an
+objection case (its acknowledgement, its outcome, the remedies left) are worded here too; the
+objection desk (`engine.objections`) sends them."""
 
 from __future__ import annotations
 
@@ -61,3 +63,53 @@ def reinstatement_notice(account_id: str, decision_id: str | None, at: int) -> d
             "Its payments and traffic are accepted as before."
         ),
     }
+
+
+_IN_WORDS = {"allow": "accepted", "review": "held for a manual review", "decline": "declined"}
+
+
+def acknowledgement(decision_id: str, received_at: int, deadline_at: int) -> str:
+    return (
+        f"We received your objection to decision {decision_id} on {format_ts(received_at)}. A "
+        "person who took no part in the decision will review it, and you will have our answer "
+        f"by {format_ts(deadline_at)}."
+    )
+
+
+def remedies(authority: str) -> str:
+    return f"If you disagree, you may lodge a complaint with {authority} or seek a judicial remedy."
+
+
+def objection_outcome(
+    *,
+    subject_type: str,
+    action: str,
+    outcome: str | None,
+    note: str,
+    new_action: str | None,
+    reasons: list[str],
+    remedies: str,
+) -> str:
+    """What the customer is told of a decided case: the outcome, what it changes, and (upheld
+    or modified) the remedies left; an upheld decision also gives the reasons it rests on."""
+    subject = "payment" if subject_type == "payment" else "account"
+    if outcome == "overturned":
+        after = (
+            "Your account is active again."
+            if action == "suspend_account"
+            else f"The {subject} decision is withdrawn: you may make the payment again "
+            "(as a new payment)."
+        )
+        return f"A reviewer overturned the decision: {note} {after}"
+    if outcome == "modified":
+        now = _IN_WORDS.get(str(new_action), str(new_action))
+        lifted = " Your account is active again." if action == "suspend_account" else ""
+        return (
+            f"A reviewer changed the decision: the {subject} is now {now}. {note}{lifted} "
+            f"{remedies}"
+        )
+    why = f" The reasons the decision rests on: {' '.join(reasons)}" if reasons else ""
+    return (
+        "A reviewer examined your objection and upheld the decision. The rationale applied: "
+        f"{note}{why} {remedies}"
+    )

@@ -43,6 +43,8 @@ from engine.errors import (
     ObjectionNotFound,
     SameReviewer,
 )
+from engine.notices import acknowledgement, objection_outcome, remedies
+from engine.policy import SEVERITY
 from engine.schema import decisions, label_events, objection_events, objections
 from features.events import format_ts
 
@@ -61,14 +63,8 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "reject": (("received", "acknowledged", "under_review", "awaiting_customer"), "rejected"),
 }
 ACTIONS = tuple(TRANSITIONS)
-MILDER = {"allow": 0, "review": 1, "decline": 2, "suspend_account": 3}
-NOTICE = "objection_notice"
+NOTICE = "objection_notice"  # the outbox kind of the customers' notices about their case
 _CASE_LOCK = 0x4152424F  # "ARBO": advisory lock class of opening a case on a decision
-_IN_WORDS = {
-    "allow": "accepted",
-    "review": "held for a manual review",
-    "decline": "declined",
-}  # the outbox kind of the customers' notices about their case
 
 
 @dataclass(frozen=True)
@@ -268,7 +264,8 @@ class ObjectionDesk:
             deadline = case.deadline_at
             if step.action == "acknowledge":
                 values["acknowledged_at"] = now
-                self._notify(conn, case, now, "acknowledged", self._ack_text(case))
+                text = acknowledgement(case.decision_id, case.received_at, case.deadline_at)
+                self._notify(conn, case, now, "acknowledged", text)
             elif step.action == "extend":
                 deadline = self._extend(case, now, step.note)
                 values |= {"deadline_at": deadline, "extended_at": now,
@@ -344,7 +341,7 @@ class ObjectionDesk:
         decision = _decision(conn, case.decision_id)
         new_action = step.new_action
         if step.outcome == "modified":
-            if new_action is None or MILDER.get(new_action, 9) >= MILDER[decision.action]:
+            if new_action is None or SEVERITY.get(new_action, 9) >= SEVERITY[decision.action]:
                 raise InvalidTransition(
                     f"a modified outcome needs new_action milder than {decision.action}"
                 )
@@ -398,45 +395,16 @@ class ObjectionDesk:
                      "message": text, "sent_at": format_ts(now)},
         )  # fmt: skip
 
-    def _ack_text(self, case: Case) -> str:
-        return (
-            f"We received your objection to decision {case.decision_id} on "
-            f"{format_ts(case.received_at)}. A person who took no part in the decision will "
-            f"review it, and you will have our answer by {format_ts(case.deadline_at)}."
-        )
-
     def _remedies(self, case: Case) -> str:
-        authority = self.deadlines.rules(case.jurisdiction).authority
-        return (
-            f"If you disagree, you may lodge a complaint with {authority} or seek a judicial "
-            "remedy."
-        )
+        return remedies(self.deadlines.rules(case.jurisdiction).authority)
 
     def _outcome_text(self, case: Case, decision: Any, step: Step) -> str:
-        subject = "payment" if decision.subject_type == "payment" else "account"
-        if step.outcome == "overturned":
-            after = (
-                "Your account is active again."
-                if decision.action == "suspend_account"
-                else f"The {subject} decision is withdrawn: you may make the payment again "
-                "(as a new payment)."
-            )
-            return f"A reviewer overturned the decision: {step.note} {after}"
-        if step.outcome == "modified":
-            after = _IN_WORDS.get(str(step.new_action), str(step.new_action))
-            lifted = (
-                " Your account is active again." if decision.action == "suspend_account" else ""
-            )
-            return (
-                f"A reviewer changed the decision: the {subject} is now {after}. {step.note}"
-                f"{lifted} {self._remedies(case)}"
-            )
         reasons = self.explain(case.decision_id) if self.explain is not None else []
-        why = f" The reasons the decision rests on: {' '.join(reasons)}" if reasons else ""
-        return (
-            "A reviewer examined your objection and upheld the decision. The rationale applied: "
-            f"{step.note}{why} {self._remedies(case)}"
-        )
+        return objection_outcome(
+            subject_type=decision.subject_type, action=decision.action, outcome=step.outcome,
+            note=step.note, new_action=step.new_action, reasons=reasons,
+            remedies=self._remedies(case),
+        )  # fmt: skip
 
     # --- rows ---------------------------------------------------------------------------------
 
