@@ -39,8 +39,8 @@ import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from features.errors import FeatureStoreUnavailable
-from features.online import OnlineStore, Reading, checked, entity_count
-from features.wire import pack
+from features.online import OnlineStore, Reading, entity_count
+from features.wire import checked, pack
 
 Command = tuple[Any, ...]
 _ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
@@ -339,7 +339,7 @@ class ClusterOnlineStore(OnlineStore):
     async def _node_round_trip(
         node: redis.asyncio.cluster.ClusterNode, commands: Sequence[Command]
     ) -> list[Any]:
-        """One node's commands on one of its connections (see `OnlineStore._send_async` for
+        """One node's commands on one of its connections (see `features.wire.send_async` for
         why a round trip cut short closes the connection)."""
         try:
             conn = node.acquire_connection()

@@ -50,7 +50,7 @@ from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
 from features.state import EMPTY, FeatureComputer, numeric, parse_state
 from features.store_script import render_script
-from features.wire import pack, read_replies
+from features.wire import checked, script_lost, send, send_async
 
 
 @dataclass(frozen=True)
@@ -367,7 +367,7 @@ class OnlineStore(SideKeys, Restating):
         here; HGETALL replies stay flat lists, which `parse_state` reads). If Redis lost the
         apply script (a restart), load it and run again: nothing was applied."""
         replies = self._send(commands)
-        if _script_lost(replies):
+        if script_lost(replies):
             try:
                 self.client.script_load(self._source)
             except redis.RedisError as exc:
@@ -379,7 +379,7 @@ class OnlineStore(SideKeys, Restating):
         """`_round_trip` on the event loop."""
         assert self.async_client is not None
         replies = await self._send_async(commands)
-        if _script_lost(replies):
+        if script_lost(replies):
             try:
                 await self.async_client.script_load(self._source)
             except redis.RedisError as exc:
@@ -389,54 +389,10 @@ class OnlineStore(SideKeys, Restating):
 
     async def _send_async(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         assert self.async_client is not None
-        pool = self.async_client.connection_pool
-        try:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-        complete = False
-        try:
-            await conn.send_packed_command([pack(commands)], check_health=False)
-            replies = await read_replies(conn, len(commands))
-            complete = True
-            return replies
-        except TimeoutError as exc:  # asyncio's, around `read_replies`
-            raise FeatureStoreUnavailable(
-                f"Redis: no reply within {conn.socket_timeout} s"
-            ) from exc
-        except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-        finally:
-            # A round trip cut short (an error, or the request cancelled) may leave replies
-            # unread on the connection: it is closed, never handed to the next request. A
-            # cancelled request's EVALSHA may still have counted its event: the retry is safe
-            # (the dedupe marker), its features then include the event itself.
-            try:
-                if not complete:
-                    await conn.disconnect()
-            finally:
-                await pool.release(conn)
+        return await send_async(self.async_client.connection_pool, commands)
 
     def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        pool = self.client.connection_pool
-        try:
-            conn = pool.get_connection()
-        except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-        try:
-            conn.send_packed_command([pack(commands)])  # type: ignore[no-untyped-call]
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:  # an error reply; the stream stays in step
-                    replies.append(exc)
-            return replies
-        except redis.RedisError as exc:
-            conn.disconnect()  # type: ignore[no-untyped-call]
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-        finally:
-            pool.release(conn)
+        return send(self.client.connection_pool, commands)
 
     def vector(self, features: Mapping[str, Any]) -> list[float]:
         """The model's input: the output features in spec order, missing values as NaN."""
@@ -461,17 +417,3 @@ def entity_count(event: Mapping[str, Any], entities: Sequence[Any]) -> str:
     """The apply script's entity count of an event: negated for a restatement, which only
     touches entities that still have state."""
     return str(-len(entities) if isinstance(event, Restated) else len(entities))
-
-
-def _script_lost(replies: Sequence[Any]) -> bool:
-    """Every error reply says the apply script is missing (Redis restarted): load it, resend."""
-    errors = [r for r in replies if isinstance(r, redis.ResponseError)]
-    return bool(errors) and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors)
-
-
-def checked(replies: list[Any]) -> list[Any]:
-    """The replies, or `FeatureStoreUnavailable` for the first error reply among them."""
-    error = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
-    if error is not None:
-        raise FeatureStoreUnavailable(f"Redis: {error}")
-    return replies

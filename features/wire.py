@@ -5,7 +5,8 @@ back: its hot path packs the commands and reads the replies itself.
 bytes against redis-py's own packer). `read_replies` reads a round trip's replies straight from
 the connection's hiredis reader: redis-py's `read_response`, called once per reply, opens a
 timeout context and checks the connection each time (about 15 us per reply, six replies per
-decision); here one timeout covers the round trip.
+decision); here one timeout covers the round trip. `send` and `send_async` make one round
+trip on a pooled connection; `script_lost` and `checked` judge its replies.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.asyncio
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+
+from features.errors import FeatureStoreUnavailable
 
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes:
@@ -69,4 +73,72 @@ async def _one_by_one(conn: Any, count: int) -> list[Any]:
             replies.append(await conn.read_response())
         except redis.ResponseError as exc:
             replies.append(exc)
+    return replies
+
+
+async def send_async(
+    pool: redis.asyncio.ConnectionPool, commands: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """`commands` pipelined on one connection of `pool` (a redis.asyncio pool) and their
+    replies, error replies in place; `FeatureStoreUnavailable` when Redis cannot be reached
+    or does not answer in time."""
+    try:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    except (redis.RedisError, OSError) as exc:
+        raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+    complete = False
+    try:
+        await conn.send_packed_command([pack(commands)], check_health=False)
+        replies = await read_replies(conn, len(commands))
+        complete = True
+        return replies
+    except TimeoutError as exc:  # asyncio's, around `read_replies`
+        raise FeatureStoreUnavailable(f"Redis: no reply within {conn.socket_timeout} s") from exc
+    except (redis.RedisError, OSError) as exc:
+        raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+    finally:
+        # A round trip cut short (an error, or the request cancelled) may leave replies
+        # unread on the connection: it is closed, never handed to the next request. A
+        # cancelled request's EVALSHA may still have counted its event: the retry is safe
+        # (the dedupe marker), its features then include the event itself.
+        try:
+            if not complete:
+                await conn.disconnect()
+        finally:
+            await pool.release(conn)
+
+
+def send(pool: redis.ConnectionPool, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """`send_async` for a blocking client's `pool`."""
+    try:
+        conn = pool.get_connection()
+    except redis.RedisError as exc:
+        raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+    try:
+        conn.send_packed_command([pack(commands)])  # type: ignore[no-untyped-call]
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:  # an error reply; the stream stays in step
+                replies.append(exc)
+        return replies
+    except redis.RedisError as exc:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+    finally:
+        pool.release(conn)
+
+
+def script_lost(replies: Sequence[Any]) -> bool:
+    """Every error reply says the apply script is missing (Redis restarted): load it, resend."""
+    errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+    return bool(errors) and all(isinstance(e, redis.exceptions.NoScriptError) for e in errors)
+
+
+def checked(replies: list[Any]) -> list[Any]:
+    """The replies, or `FeatureStoreUnavailable` for the first error reply among them."""
+    error = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
+    if error is not None:
+        raise FeatureStoreUnavailable(f"Redis: {error}")
     return replies
