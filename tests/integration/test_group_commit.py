@@ -6,7 +6,6 @@ stores what was queued."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,17 +20,29 @@ pytestmark = pytest.mark.integration
 
 
 class SlowFirst(DecisionStore):
-    """A store whose first batch takes a while, so the next callers queue up behind it."""
+    """A store whose first batch, once started (`started`), waits until the test releases it
+    (`release`), so the next callers queue up behind it whatever the machine's load (a sleep
+    was not always long enough for the writer to have taken the first one)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.sizes: list[int] = []
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def hold_first(self) -> None:
+        if not self.started.is_set():
+            self.started.set()
+            assert self.release.wait(10), "the test never released the first batch"
 
     def append_many(self, batch, *, recover=False):
+        self.hold_first()
         self.sizes.append(len(batch))
-        if len(self.sizes) == 1:
-            time.sleep(0.3)
         return super().append_many(batch, recover=recover)
+
+
+def queued_behind(store: SlowFirst) -> None:
+    """Wait until the writer is inside the store's first batch."""
+    assert store.started.wait(10), "the writer never started the first batch"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,9 +65,10 @@ def test_decisions_queued_behind_a_busy_writer_share_one_transaction(store):
     first = threading.Thread(target=writer.append_decision, args=(decision(0),),
                              kwargs={"suspend": False, "notification": None})  # fmt: skip
     first.start()
-    time.sleep(0.1)  # the writer is inside the first, slow batch
+    queued_behind(store)
     futures = [writer.submit(decision(n, account=f"acct-{n}", action="suspend_account"),
                              suspend=True, notification={"n": n}) for n in range(1, 9)]  # fmt: skip
+    store.release.set()
     stored = [f.result(timeout=10) for f in futures]
     first.join(10)
     writer.stop()
@@ -72,10 +84,11 @@ def test_a_payment_decided_twice_in_one_batch_is_stored_once(store):
     blocker = threading.Thread(target=writer.append_decision, args=(decision(0),),
                                kwargs={"suspend": False, "notification": None})  # fmt: skip
     blocker.start()
-    time.sleep(0.1)
+    queued_behind(store)
     one = writer.submit(decision(1), suspend=False, notification=None)
     again = writer.submit(decision(1), suspend=False, notification=None)
     older = writer.submit(decision(0), suspend=False, notification=None)
+    store.release.set()
     blocker.join(10)
     a, b, c = one.result(10), again.result(10), older.result(10)
     writer.stop()
@@ -111,10 +124,11 @@ def test_one_refused_decision_fails_only_its_own_request(tmp_path):
     store.migrate()
     writer = GroupCommitter(store)
     blocker = writer.submit(decision(0), suspend=False, notification=None)
-    time.sleep(0.1)  # the writer is inside the first, slow batch: the next three queue up
+    queued_behind(store)  # the next three queue up
     good = writer.submit(decision(1), suspend=False, notification=None)
     bad = writer.submit(decision(2, decision_id="bad-2"), suspend=False, notification=None)
     also_good = writer.submit(decision(3), suspend=False, notification=None)
+    store.release.set()
     assert blocker.result(10).seq == 1
     with pytest.raises(StoreError, match="refused"):
         bad.result(10)
@@ -129,10 +143,11 @@ def test_a_request_that_gave_up_is_not_stored_and_the_writer_carries_on(tmp_path
     store.migrate()
     writer = GroupCommitter(store)
     blocker = writer.submit(decision(0), suspend=False, notification=None)
-    time.sleep(0.1)
+    queued_behind(store)
     gone = writer.submit(decision(1), suspend=False, notification=None)
     assert gone.cancel()  # the request was cancelled while waiting for its turn
     kept = writer.submit(decision(2), suspend=False, notification=None)
+    store.release.set()
     assert blocker.result(10).seq == 1 and kept.result(10).seq == 2
     later = writer.append_decision(decision(3), suspend=False, notification=None)
     assert later.seq == 3 and store.get_by_payment("pay-1") is None
@@ -141,6 +156,7 @@ def test_a_request_that_gave_up_is_not_stored_and_the_writer_carries_on(tmp_path
 
 
 def test_stop_stores_what_was_queued(store):
+    store.release.set()  # no batch is held
     writer = GroupCommitter(store)
     futures = [writer.submit(decision(n), suspend=False, notification=None) for n in range(5)]
     writer.stop()
@@ -149,12 +165,13 @@ def test_stop_stores_what_was_queued(store):
 
 
 class CommitsThenRaises(SlowFirst):
-    """The first batch commits, then the call raises (a lost acknowledgement)."""
+    """The batch after the first commits, then the call raises (a lost acknowledgement)."""
 
     def append_many(self, batch, *, recover=False):
+        self.hold_first()
         stored = DecisionStore.append_many(self, batch, recover=recover)
         self.sizes.append(len(batch))
-        if len(self.sizes) == 2:  # the batch after the slow first one
+        if len(self.sizes) == 2:  # the batch after the first one
             raise StoreError("the connection dropped after COMMIT")
         return stored
 
@@ -164,24 +181,26 @@ def test_a_batch_that_committed_but_raised_is_not_stored_twice(tmp_path):
     store.migrate()
     writer = GroupCommitter(store)
     blocker = writer.submit(decision(0), suspend=False, notification=None)
-    time.sleep(0.1)
+    queued_behind(store)
     account = decision(1, subject_type="account", action="suspend_account", account="acct-9")
     futures = [writer.submit(account, suspend=True, notification={"n": 1}),
                writer.submit(decision(2), suspend=False, notification=None)]  # fmt: skip
+    store.release.set()
     blocker.result(10)
     results = [f.result(10) for f in futures]
     writer.stop()
     assert [r.replayed for r in results] == [False, False]  # their own decisions, as stored
     assert [r.seq for r in results] == [2, 3] and store.chain_head()[0] == 3
+    assert store.sizes[:2] == [1, 2]  # the two queued behind the first went in one batch
     assert store.verify_chain() is None
     store.close()
 
 
 class Locked(SlowFirst):
     def append_many(self, batch, *, recover=False):
+        self.hold_first()
         self.sizes.append(len(batch))
         if len(self.sizes) == 1:
-            time.sleep(0.3)
             return DecisionStore.append_many(self, batch)
         raise StoreUnavailable("the decision store is locked")
 
@@ -191,8 +210,9 @@ def test_a_store_that_is_unavailable_fails_the_whole_batch_at_once(tmp_path):
     store.migrate()
     writer = GroupCommitter(store)
     writer.submit(decision(0), suspend=False, notification=None)
-    time.sleep(0.1)
+    queued_behind(store)
     futures = [writer.submit(decision(n), suspend=False, notification=None) for n in (1, 2, 3)]
+    store.release.set()
     for future in futures:
         with pytest.raises(StoreUnavailable):
             future.result(10)
