@@ -201,6 +201,24 @@ def test_an_optional_part_with_a_typical_value_is_left_out(catalogue):
     )
 
 
+def test_the_sms_pumping_text_does_not_claim_numbers_it_did_not_see(catalogue):
+    # the family can be given on the unused verification codes alone: "they went to 0
+    # different numbers in 10 minutes" once stood in it as a fact of the pattern
+    family = catalogue.family("SMS_PUMPING_PATTERN")
+    typical = {"account_sms_numbers_10m": 0.0, "account_sms_verified_share_24h": 0.33}
+    values = {"account_sms_numbers_10m": 0.0, "account_sms_verified_share_24h": 0.004}
+    assert catalogue.family_text(family, values, typical) == (
+        "Your text messages look like SMS pumping (messages sent to many numbers to collect "
+        "their fees); less than 1% of the verification codes sent were used."
+    )
+    values["account_sms_numbers_10m"] = 40.0
+    assert catalogue.family_text(family, values, typical).startswith(
+        "Your text messages look like SMS pumping (messages sent to many numbers to collect "
+        "their fees): they went to 40 different numbers in 10 minutes (for a typical account: "
+        "none); less than 1% of"
+    )
+
+
 def test_a_flag_kept_as_text_reads_as_the_model_reads_it(catalogue):
     # `account_is_trial` is a last_value feature: the event's field, kept as the text '1'. The
     # model reads it as 1.0; the rationale left it out ("on a trial" never appeared).
