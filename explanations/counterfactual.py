@@ -16,7 +16,7 @@ says which rule decided, when the score alone would not have given the action);
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,29 +59,25 @@ def score_action(score: float, thresholds: Mapping[str, float]) -> str:
     return "allow"
 
 
-def quantiles_of(distribution: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
-    """Each feature's quantiles in the model's training population (`p1` ... `p99`, those
-    that are numbers); a feature never set there, or a model without a distribution, has
-    none."""
+def _by_feature(distribution: Mapping[str, Any] | None) -> Iterator[tuple[str, dict[str, float]]]:
+    """Each feature of the model's training population with its quantiles that are numbers
+    (none for a feature never set there), in name order."""
     features = (distribution or {}).get("features") or {}
-    out: dict[str, dict[str, float]] = {}
     for name in sorted(features):
         quantiles = (features[name] or {}).get("quantiles") or {}
         numbers = ((key, as_number(value)) for key, value in quantiles.items())
-        known = {key: number for key, number in numbers if number is not None}
-        if known:
-            out[name] = known
-    return out
+        yield name, {key: number for key, number in numbers if number is not None}
+
+
+def quantiles_of(distribution: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Each feature's quantiles in the model's training population (`p1` ... `p99`); a
+    feature never set there, or a model without a distribution, has none."""
+    return {name: known for name, known in _by_feature(distribution) if known}
 
 
 def typical_of(distribution: Mapping[str, Any] | None) -> dict[str, float | None]:
     """Each feature's typical value: the median (`p50`) of the model's training population."""
-    features = (distribution or {}).get("features") or {}
-    out: dict[str, float | None] = {}
-    for name in sorted(features):
-        quantiles = (features[name] or {}).get("quantiles") or {}
-        out[name] = as_number(quantiles.get("p50"))
-    return out
+    return {name: known.get("p50") for name, known in _by_feature(distribution)}
 
 
 def move(
