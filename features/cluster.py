@@ -40,7 +40,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from features.errors import FeatureStoreUnavailable
 from features.online import OnlineStore, Reading, entity_count
-from features.wire import checked, pack
+from features.wire import checked, pack, round_trip_async
 
 Command = tuple[Any, ...]
 _ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
@@ -339,28 +339,12 @@ class ClusterOnlineStore(OnlineStore):
     async def _node_round_trip(
         node: redis.asyncio.cluster.ClusterNode, commands: Sequence[Command]
     ) -> list[Any]:
-        """One node's commands on one of its connections (see `features.wire.send_async` for
-        why a round trip cut short closes the connection)."""
+        """One node's commands on one of its connections (`features.wire.round_trip_async`)."""
         try:
             conn = node.acquire_connection()
         except _ERRORS as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
-        complete = False
         try:
-            await conn.send_packed_command([pack(commands)], check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-            complete = True
-            return replies
-        except _ERRORS as exc:
-            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+            return await round_trip_async(conn, commands, _ERRORS)
         finally:
-            try:
-                if not complete:
-                    await conn.disconnect()
-            finally:
-                node.release(conn)
+            node.release(conn)

@@ -6,7 +6,8 @@ bytes against redis-py's own packer). `read_replies` reads a round trip's replie
 the connection's hiredis reader: redis-py's `read_response`, called once per reply, opens a
 timeout context and checks the connection each time (about 15 us per reply, six replies per
 decision); here one timeout covers the round trip. `send` and `send_async` make one round
-trip on a pooled connection; `script_lost` and `checked` judge its replies.
+trip on a pooled connection (`round_trip_async` on a connection acquired elsewhere: a cluster
+node's); `script_lost` and `checked` judge its replies.
 """
 
 from __future__ import annotations
@@ -86,6 +87,20 @@ async def send_async(
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     except (redis.RedisError, OSError) as exc:
         raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+    try:
+        return await round_trip_async(conn, commands)
+    finally:
+        await pool.release(conn)
+
+
+async def round_trip_async(
+    conn: Any,
+    commands: Sequence[Sequence[Any]],
+    errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError),
+) -> list[Any]:
+    """`commands` pipelined on `conn` (a redis.asyncio connection the caller acquired and
+    releases) and their replies, error replies in place; `FeatureStoreUnavailable` for a
+    timeout or one of `errors`."""
     complete = False
     try:
         await conn.send_packed_command([pack(commands)], check_health=False)
@@ -94,18 +109,15 @@ async def send_async(
         return replies
     except TimeoutError as exc:  # asyncio's, around `read_replies`
         raise FeatureStoreUnavailable(f"Redis: no reply within {conn.socket_timeout} s") from exc
-    except (redis.RedisError, OSError) as exc:
+    except errors as exc:
         raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
     finally:
         # A round trip cut short (an error, or the request cancelled) may leave replies
         # unread on the connection: it is closed, never handed to the next request. A
         # cancelled request's EVALSHA may still have counted its event: the retry is safe
         # (the dedupe marker), its features then include the event itself.
-        try:
-            if not complete:
-                await conn.disconnect()
-        finally:
-            await pool.release(conn)
+        if not complete:
+            await conn.disconnect()
 
 
 def send(pool: redis.ConnectionPool, commands: Sequence[Sequence[Any]]) -> list[Any]:
