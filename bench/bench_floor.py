@@ -2,7 +2,7 @@
 answer with none of Arbiter's own work (bench/floor_app.py), stage by stage, against the
 product's score endpoint in the same run.
 
-    .venv/bin/python bench/bench_floor.py [--rates 500,1000] [--duration 10] [--rounds 2]
+    .venv/bin/python bench/bench_floor.py [--rates 250,500,1000] [--duration 10] [--rounds 2]
 
 Uses bench_scoring's world and champion (var/bench/scoring/, made if missing; Redis database 11
 is FLUSHED and the world ingested), starts the product (one uvicorn worker of `api.app`) and
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shlex
 import sys
 from typing import Any
@@ -52,8 +53,6 @@ LABEL = {"/echo": "floor: HTTP + JSON", "/redis": "+ one Redis round trip",
 
 def export_champion(env: dict[str, str]) -> str:
     """The champion's model text, written for the floor app; its path."""
-    import os
-
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     from models.registry import load_model
 
@@ -77,7 +76,7 @@ def start_floor(env: dict[str, str], redis_url: str, model: str, port: int) -> A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="500,1000")
+    parser.add_argument("--rates", default="250,500,1000")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=2, help="times each phase is run")
     parser.add_argument("--connections", type=int, default=32)
