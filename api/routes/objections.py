@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import REVIEWER_ACTIONS
 from api.deps import CaseReader, CaseWorker, DeskDep, StoreDep
 from api.schemas import ErrorBody
+from engine.cases import OPEN, Step
 from engine.errors import Forbidden
-from engine.objections import OPEN, Step
 
 router = APIRouter(tags=["objections"])
 Status = Literal["received", "acknowledged", "under_review", "awaiting_customer", "decided",

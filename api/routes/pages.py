@@ -27,8 +27,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from api.auth import COOKIE, authenticate
 from api.deps import CaseReader, DeskDep, RationalesDep, RuntimeDep
 from api.routes.objections import Status
+from engine.cases import OPEN
 from engine.errors import Forbidden
-from engine.objections import OPEN
 from explanations.counterfactual import threshold_margin
 
 router = APIRouter(prefix="/ui", tags=["pages"], include_in_schema=False)

@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from engine import audit, privacy
+from engine.cases import Step
 from engine.database import reading
 from engine.deadlines import load_deadlines
 from engine.errors import DecisionPurged, InvalidTransition, ObjectionConflict, SameReviewer
-from engine.objections import ObjectionDesk, Step
+from engine.objections import ObjectionDesk
 from engine.outbox import CUSTOMER_NOTIFICATION
 from engine.store import DecisionStore
 from tests.conftest import ROOT
