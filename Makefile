@@ -14,7 +14,7 @@ DAYS ?= 60
 
 .PHONY: help venv redis world run train train-dask promote train-account promote-account test test-unit \
         test-integration screenshots lint format typecheck bench-features bench-training bench-scoring bench-floor bench-chaos \
-        bench-store bench bench-quick clean
+        bench-store bench-instructions bench bench-quick clean
 
 help:
 	@echo "make run    - set up, start Redis, load a simulated world, train a champion, serve the API"
@@ -23,7 +23,7 @@ help:
 	@echo "make train-dask - the same, boosted on a local Dask cluster (DASK_WORKERS=2)"
 	@echo "make promote - promote the challenger to champion if it passes the gate"
 	@echo "make train-account | promote-account - the same for the account model"
-	@echo "make lint | typecheck | bench | bench-features | bench-training | bench-scoring | bench-floor | bench-store | bench-chaos"
+	@echo "make lint | typecheck | bench | bench-features | bench-training | bench-scoring | bench-floor | bench-instructions | bench-store | bench-chaos"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found " + sys.version.split()[0] + ")")'
@@ -105,6 +105,11 @@ bench-scoring: venv redis
 # The floor under a decision: the stack's mandatory parts alone, against the product (issue 4).
 bench-floor: venv redis
 	$(BIN)/python bench/bench_floor.py
+
+# The same comparison in CPU instructions (valgrind's callgrind): repeatable on a busy machine.
+bench-instructions: venv redis
+	@command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind"; exit 1; }
+	$(BIN)/python bench/bench_instructions.py
 
 # The decision writer's transaction alone, SQLite and PostgreSQL (the test server, a schema of its own).
 bench-store: venv

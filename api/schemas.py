@@ -3,12 +3,11 @@ refused, so a typo in a billing integration fails loudly instead of being ignore
 
 from __future__ import annotations
 
-from ipaddress import ip_address
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from features.events import MAX_TS_MS, MIN_TS_MS, parse_ts
+from features.events import MAX_TS_MS, MIN_TS_MS, address_text, parse_ts
 
 _ID = Field(min_length=1, max_length=128)
 _COUNTRY = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")
@@ -34,7 +33,7 @@ class ScoreRequest(BaseModel):
     @classmethod
     def _ip(cls, value: str) -> str:
         try:
-            return str(ip_address(value))
+            return address_text(value)
         except ValueError:
             raise ValueError("must be an IPv4 or IPv6 address") from None
 

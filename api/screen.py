@@ -34,10 +34,16 @@ from api.responses import OrjsonResponse
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # POST /v1/events: 5,000 events are about 1.5 MB
 _BATCH_PATHS = ("/v1/events",)
-_GROUPS = r"\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5}"
-RUN = re.compile(rf"(?<![0-9A-Za-z+_.-])(?:\d{{13,19}}|{_GROUPS})(?![0-9A-Za-z_])")
+# A run: 13 to 19 digits, or the printed groups, not after a letter, digit, `+`, `_`, `.` or `-`
+# nor before a letter, digit or `_`. Written to start with its first digit, then the check of
+# the character before it (a look-behind over that digit): a pattern that starts with `\d` is
+# only tried where a digit stands, one that starts with the look-behind at every character.
+_REST = r"\d{12,18}|\d{3}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{3}[ -]\d{6}[ -]\d{5}"
+RUN = re.compile(rf"\d(?<![0-9A-Za-z+_.-]\d)(?:{_REST})(?![0-9A-Za-z_])")
 _RUN_BYTES = re.compile(RUN.pattern.encode())
-_NEGATIVE = re.compile(rb"-\d{13}")  # an integer leaf below zero: card_field reads its digits
+# A minus sign and 13 digits: a negative integer's if it stands where a JSON value may (see
+# `_negative_integer`).
+_DASH_DIGITS = re.compile(rb"-\d{13}")
 _PHONE_FIELDS = frozenset({"dest_number", "dest_prefix"})
 _TS_RANGE = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01, epoch ms
 _CHANGING = ("POST", "PUT", "PATCH")
@@ -94,6 +100,21 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
             yield where, item
 
 
+def _negative_integer(body: bytes) -> bool:
+    """Whether `body` may hold an integer below zero with 13 digits or more: card_field reads
+    its digits, which are no run of the body's (the minus sign before them bars it). A number
+    stands where a JSON value may: first, or after a colon, a comma or a bracket, with JSON's
+    whitespace between. A dash inside a string, as in "inv-20261207143000", is not one (such a
+    body would be parsed for nothing)."""
+    for match in _DASH_DIGITS.finditer(body):
+        i = match.start() - 1
+        while i >= 0 and body[i] in b" \t\n\r":
+            i -= 1
+        if i < 0 or body[i] in b":,[":
+            return True
+    return False
+
+
 def screen(body: bytes) -> tuple[int, str, str, str | None] | None:
     """Why `body` may not come in (status, code, message, field), or None."""
     try:
@@ -103,19 +124,20 @@ def screen(body: bytes) -> tuple[int, str, str, str | None] | None:
     runs = [m.group() for m in _RUN_BYTES.finditer(body)]
     candidate = bool(runs)
     # Digits may hide behind a JSON escape (\u0034), and one before a run (\n4111...) puts a
-    # letter in front of it in the bytes: any escape, and the body is parsed.
+    # letter in front of it in the bytes: any escape, and the body is parsed. So is a negative
+    # integer's (its digits are no run of the body's: the minus sign before them bars it).
     escaped = b"\\" in body
-    if not candidate and not escaped:
+    negative = _negative_integer(body)
+    if not candidate and not escaped and not negative:
         return None
     if (
         not escaped
+        and not negative
         and body.isascii()  # else a leaf's runs may hold digits the bytes' runs do not see
-        and not _NEGATIVE.search(body)
         and not any(is_card_number(run.decode("ascii")) for run in runs)
     ):
         # Every candidate is something else (a payment's `ts` is one: 13 digits, epoch ms):
-        # no leaf can hold a card either, since a leaf's runs are the body's (a negative
-        # integer's digits are not a run of the body's, hence `_NEGATIVE`).
+        # no leaf can hold a card either, since a leaf's runs are the body's.
         return None
     try:
         parsed = json.loads(text)  # what the routes will read (NaN, duplicate keys included)

@@ -57,10 +57,13 @@ def to_json(value: object, where: str) -> JsonValue:
 
 
 _INFINITIES = (math.inf, -math.inf)
+# Tuples: a union such as `bool | str` is built at each call.
+_PLAIN = (bool, str)
+_SEQUENCES = (list, tuple)
 
 
 def _to_json(value: object, where: str) -> JsonValue:
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, _PLAIN):
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
@@ -78,7 +81,7 @@ def _to_json(value: object, where: str) -> JsonValue:
                 raise InvalidDecisionRecord(f"{where}: key {key!r} is not a string")
             out[key] = to_json(item, f"{where}.{key}")
         return out
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQUENCES):
         return [to_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
     item_of = getattr(value, "item", None)  # a numpy scalar
     if callable(item_of):

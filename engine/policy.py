@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from features.events import parse_address
 from features.state import numeric
 
 Action = Literal["allow", "review", "decline", "suspend_account"]
@@ -342,7 +343,7 @@ def _in_networks(ip: str | None, nets: list[Any]) -> bool:
     if not ip or not nets:
         return False
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = parse_address(ip)
     except ValueError:
         return False
     # An IPv4 address written as IPv6 (::ffff:a.b.c.d, as a dual-stack socket reports it) is
@@ -391,6 +392,9 @@ def load_policy(path: str | Path, features: Collection[str] | None = None) -> Po
     return parse_policy_text(text, str(path), features)
 
 
+_NUMBERS = (int, float)  # a tuple: `int | float` is built at each call
+
+
 def facts_of(event: Mapping[str, Any], features: Mapping[str, Any]) -> Facts:
     """What the policy looks at, from an event (or a stored decision's subject) and its
     features: the account's plan, country, trial and age come from the features."""
@@ -406,9 +410,9 @@ def facts_of(event: Mapping[str, Any], features: Mapping[str, Any]) -> Facts:
         plan=plan if isinstance(plan, str) else None,
         country=country if isinstance(country, str) else None,
         trial=None if numeric(trial) != numeric(trial) else numeric(trial) == 1.0,
-        account_age_days=age / 86_400 if isinstance(age, int | float) and _is_number(age) else None,
+        account_age_days=age / 86_400 if isinstance(age, _NUMBERS) and _is_number(age) else None,
     )
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    return isinstance(value, _NUMBERS) and not isinstance(value, bool) and value == value

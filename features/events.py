@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -132,6 +134,7 @@ def format_ts(ms: int) -> str:
 
 # NUL and the other control characters (tab and line breaks allowed, for free text): no id or
 # code carries them, and PostgreSQL cannot store a NUL in text.
+_NUMBERS = (int, float)  # a tuple: `int | float` is built at each call
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -165,10 +168,10 @@ def _check(name: str, spec: Field, value: Any) -> Any:
             raise ValueError("must be an integer")
         number: float = value
     else:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, _NUMBERS):
             raise ValueError("must be a number")
         number = float(value)
-        if not np.isfinite(number):
+        if not math.isfinite(number):  # a float: numpy's ufunc costs a microsecond
             raise ValueError("must be finite")
     if spec.min is not None and number < spec.min:
         raise ValueError(f"must be >= {spec.min:g}")
@@ -299,10 +302,22 @@ _NOT_ADDRESS = "must be an IPv4 or IPv6 address"
 
 def _is_address(value: str) -> bool:
     try:
-        ipaddress.ip_address(value)
+        address_text(value)
     except ValueError:
         return False
     return True
+
+
+# Addresses repeat (an account's payments come from a few), and a parse costs microseconds:
+# each is parsed once, up to 65,536 of them (an invalid one is not kept: it raises again).
+parse_address = lru_cache(maxsize=65_536)(ipaddress.ip_address)
+
+
+@lru_cache(maxsize=65_536)
+def address_text(value: str) -> str:
+    """The address's one text form ("::FFFF:1.2.3.4" -> "::ffff:1.2.3.4"); ValueError if
+    `value` is not an IPv4 or IPv6 address."""
+    return str(parse_address(value))
 
 
 _TYPE_NAMES = {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number"}

@@ -197,14 +197,19 @@ class SpecPlan:
         return fields - enriched - {"ts", "type", "event_id"}
 
 
+# Tuples, not `bool | np.bool_`: a union is built anew at each call (Python 3.11).
+_FLAGS = (bool, np.bool_)
+_NUMBERS = (int, float, np.integer, np.floating)
+
+
 def encode_value(value: Any) -> str | None:
     """The one text form of a field value used for filters, comparisons, distinct counts and
     stored last values, online and offline alike (so 2 and 2.0 and True and 1 agree)."""
     if value is None:
         return None
-    if isinstance(value, bool | np.bool_):
+    if isinstance(value, _FLAGS):
         return "1" if value else "0"
-    if isinstance(value, int | float | np.integer | np.floating):
+    if isinstance(value, _NUMBERS):
         number = float(value)
         return None if number != number else repr(number)
     return str(value)

@@ -17,9 +17,12 @@ from features.spec import Feature, SpecPlan, encode_value
 SEP = "\x1f"
 
 
+_NUMBERS = (bool, int, float)  # a tuple: `bool | int | float` is built at each call
+
+
 def numeric(value: Any) -> float:
     """Mirror of the offline `numeric`: bools and numbers as floats, numeric text parsed."""
-    if isinstance(value, bool | int | float):
+    if isinstance(value, _NUMBERS):
         return float(value)
     if isinstance(value, str):
         try:

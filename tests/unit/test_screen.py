@@ -3,11 +3,15 @@ numbers Arbiter does carry (epoch milliseconds, E.164 phone numbers, ids) are no
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from api.screen import card_field, is_card_number, luhn, screen
+from api.screen import RUN, _negative_integer, card_field, is_card_number, luhn, screen
 
 CARDS = ["4111111111111111", "5500 0000 0000 0004", "3400-000000-00009", "6011000990139424",
          "4222222222222", "2223003122003222"]  # fmt: skip
@@ -102,3 +106,62 @@ def test_a_json_escape_before_the_digits_does_not_hide_a_card():
     ):
         refused = screen(body)
         assert refused is not None and refused[3] == field, body
+
+
+def test_a_negative_integer_is_caught_wherever_json_puts_a_value():
+    for body, field in (
+        (b'{"n":-4111111111111111}', "n"),
+        (b'{"n" :\n\t -4111111111111111}', "n"),
+        (b'{"x": [1,-4111111111111111]}', "x[1]"),
+        (b'{"x": [ -4111111111111111]}', "x[0]"),
+        (b"  -4111111111111111", "body"),
+    ):
+        refused = screen(body)
+        assert refused is not None and refused[3] == field, body
+
+
+def test_a_dash_before_digits_inside_a_string_is_not_a_negative_number():
+    # Such ids skip the parse (the fast path); what the parse would find is still found.
+    assert not _negative_integer(b'{"payment_id": "inv-20261207143000123"}')
+    assert screen(b'{"payment_id": "inv-20261207143000123", "ts": 1700000000000}') is None
+    assert _negative_integer(b'{"note": "a: -4111111111111111"}')  # parsed: harmless
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**19), 10**19) | st.floats(allow_nan=False)
+    | st.sampled_from([-4111111111111111, 4111111111111111, -1700000000000, 1700000000000])
+    | st.sampled_from(["4111111111111111", "inv-2026120714300012", "-4111111111111111",
+                       "x -4111111111111111", "pay-000123", "+4915123456789"])
+    | st.text(alphabet="0123456789 -+:,[abc", max_size=24),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["n", "note", "ts", "dest_number", "4111111111111111"]), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(_VALUES, st.sampled_from([None, 0, 1]))
+def test_the_screen_names_what_parsing_every_body_would(value, indent):
+    body = json.dumps(value, indent=indent).encode()
+    expected = card_field(json.loads(body))
+    refused = screen(body)
+    assert (refused[3] if refused else None) == (
+        (expected or "body") if expected is not None else None
+    ), body
+
+
+# The run pattern as first written (look-behind first): the one in use must find the same runs.
+_GROUPS = r"\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5}"
+_FIRST_RUN = re.compile(rf"(?<![0-9A-Za-z+_.-])(?:\d{{13,19}}|{_GROUPS})(?![0-9A-Za-z_])")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet="0123456789", min_size=1, max_size=20)
+        | st.sampled_from([" ", "-", "+", "_", ".", "a", "Z", "\u0664", "4111 1111 1111 1111"]),
+        max_size=12,
+    ).map("".join)
+)
+def test_the_run_pattern_finds_what_its_first_form_found(text):
+    assert [m.span() for m in RUN.finditer(text)] == [m.span() for m in _FIRST_RUN.finditer(text)]
