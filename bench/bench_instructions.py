@@ -18,11 +18,11 @@ request. Under valgrind the process runs about fifty times slower, so the produc
 budgets (Redis, the pollers) are set far out of the way; nothing else differs from
 bench_scoring's server.
 
-What a count does not show: the kernel's share (socket and file system calls, a few per cent of
-a request's CPU here), waiting, and the effects of concurrency (at 1,000 req/s a wake-up of the
-loop and a commit are shared by several requests; here each request has its own). So it
-measures the cost of the work, not the latency: docs/BENCHMARKS.md, "Instructions per
-request". Needs Debian's valgrind (`apt-get install valgrind`).
+What a count does not show: the kernel's share (the socket and file system calls), waiting,
+and the effects of concurrency (at 1,000 req/s a wake-up of the loop and a commit are shared
+by several requests; here each request has its own). So it measures the cost of the work, not
+the latency: docs/BENCHMARKS.md, the tenth round under "Scoring service". Needs Debian's
+valgrind (`apt-get install valgrind`).
 """
 
 from __future__ import annotations
