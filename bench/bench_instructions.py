@@ -5,13 +5,15 @@ does not move with what else the machine is doing: two rounds of one run agree w
 per cent where the seconds of two rounds differ by a third, so a change of 5% to the cost of
 a decision can be seen on any day.
 
-    .venv/bin/python bench/bench_instructions.py [--requests 200] [--rounds 2] [--no-doc]
+    .venv/bin/python bench/bench_instructions.py [--requests 200] [--rounds 2] [--connections 1]
+                                                 [--only floor|product] [--no-doc]
 
 Uses bench_scoring's world and champion (var/bench/scoring/, made if missing; Redis database 11
 is FLUSHED and the world ingested). Each server is started under `valgrind --tool=callgrind
 --instr-atstart=no`, warmed up with its counting off, then for each round: counters zeroed,
 counting on, `--requests` requests sent one after another on one keep-alive connection (the
-next when the last is answered), counting off, the counters dumped and read. The figure is
+next when the last is answered; with `--connections N`, spread over N connections sending at
+once), counting off, the counters dumped and read. The figure is
 the instructions the server process executed (all its threads: the event loop, the decision
 writer, the notifier; user space only, not the kernel's work in its system calls) per
 request. Under valgrind the process runs about fifty times slower, so the product's time
@@ -19,10 +21,11 @@ budgets (Redis, the pollers) are set far out of the way; nothing else differs fr
 bench_scoring's server.
 
 What a count does not show: the kernel's share (the socket and file system calls), waiting,
-and the effects of concurrency (at 1,000 req/s a wake-up of the loop and a commit are shared
-by several requests; here each request has its own). So it measures the cost of the work, not
-the latency: docs/BENCHMARKS.md, the tenth round under "Scoring service". Needs Debian's
-valgrind (`apt-get install valgrind`).
+and most effects of concurrency (at 1,000 req/s a wake-up of the loop and a commit are shared
+by several requests; on one connection each request has its own, and with `--connections 8`
+the writer's commits gather several decisions, as under load). So it measures the cost of the
+work, not the latency: docs/BENCHMARKS.md, the tenth round under "Scoring service". Needs
+Debian's valgrind (`apt-get install valgrind`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests counted per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=50, help="requests before counting")
+    parser.add_argument("--connections", type=int, default=1, help="clients sending at once")
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--days", type=int, default=45)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
@@ -160,15 +165,16 @@ class Counted:
 
     def measure(self, path: str, args: argparse.Namespace, warm: list[str], bodies: list[str],
                 run: str, key: str) -> list[dict[str, Any]]:  # fmt: skip
-        """Warm `path` up uncounted, then `args.rounds` counted rounds of `bodies`."""
-        client = Client(self.port, key)
+        """Warm `path` up uncounted, then `args.rounds` counted rounds of `bodies`, over
+        `args.connections` connections at once (each sends its share one after another)."""
+        clients = [Client(self.port, key) for _ in range(args.connections)]
         try:
-            client.send(path, _renamed(warm, f"{run}-{path}-warm"))
+            _send_all(clients, path, _renamed(warm, f"{run}-{path}-warm"))
             rows = []
             for round_ in range(args.rounds):
                 self.control("--zero")
                 self.control("--instr=on")
-                statuses = client.send(path, _renamed(bodies, f"{run}-{path}-{round_}"))
+                statuses = _send_all(clients, path, _renamed(bodies, f"{run}-{path}-{round_}"))
                 self.control("--instr=off")
                 instructions, loop = self.dump()
                 rows.append({"path": path, "round": round_ + 1, "requests": len(bodies),
@@ -179,7 +185,8 @@ class Counted:
                       flush=True)  # fmt: skip
             return rows
         finally:
-            client.close()
+            for client in clients:
+                client.close()
 
     def dump(self) -> tuple[int, int]:
         """Dump the counters (a file `out.<pid>.<n>-<thread>` per thread, written before
@@ -240,6 +247,20 @@ class Client:
         self.sock.close()
 
 
+def _send_all(clients: list[Client], path: str, bodies: list[str]) -> dict[int, int]:
+    """`bodies` spread over `clients` (the i-th to client i mod n), all sending at once."""
+    if len(clients) == 1:
+        return clients[0].send(path, bodies)
+    with ThreadPoolExecutor(len(clients)) as pool:
+        parts = pool.map(lambda i: clients[i].send(path, bodies[i :: len(clients)]),
+                         range(len(clients)))  # fmt: skip
+        statuses: dict[int, int] = {}
+        for part in parts:
+            for status, n in part.items():
+                statuses[status] = statuses.get(status, 0) + n
+    return statuses
+
+
 _shift = [0]
 
 
@@ -263,9 +284,9 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], kinds: dict[
     lines = [
         f"Measured {dt.date.today().isoformat()} on {machine()}, valgrind "
         f"{_valgrind_version()} (callgrind). One uvicorn worker per server, each under "
-        f"callgrind; {args.requests} payments per round ({mix}), sent one at a time on one "
-        f"keep-alive connection after {args.warmup} uncounted; the same payments for every "
-        "target. Instructions of the server process, all threads, user space.",
+        f"callgrind; {args.requests} payments per round ({mix}), sent one at a time on "
+        f"{_connections(args.connections)} after {args.warmup} uncounted; the same payments "
+        "for every target. Instructions of the server process, all threads, user space.",
         "",
         "| target | round | answered (status: count) | instructions per request "
         "| of which the event loop's thread | over the floor |",
@@ -282,6 +303,12 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], kinds: dict[
                      f"| {loop:,.0f} | {ratio} |")  # fmt: skip
     lines += ["", f"Rerun: `{command}`"]
     return "\n".join(lines)
+
+
+def _connections(n: int) -> str:
+    if n == 1:
+        return "one keep-alive connection"
+    return f"each of {n} keep-alive connections at once"
 
 
 def _valgrind_version() -> str:
