@@ -20,6 +20,7 @@ import datetime as dt
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench_scoring import (
@@ -62,16 +63,21 @@ def export_champion(env: dict[str, str]) -> str:
     return str(path)
 
 
-def start_floor(env: dict[str, str], redis_url: str, model: str, port: int) -> Any:
-    db = HOME / "floor.db"
+def floor_server(env: dict[str, str], redis_url: str, model: str, port: int,
+                 db: Path) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """The floor app's uvicorn (after `python`) and environment, on a fresh SQLite file `db`."""
     for suffix in ("", "-wal", "-shm"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
     floor_env = {**env, "FLOOR_REDIS_URL": redis_url, "FLOOR_DB": str(db), "FLOOR_MODEL": model}
-    command = [str(BIN / "python"), "-m", "uvicorn", "floor_app:create", "--factory",
-               "--app-dir", str(ROOT / "bench"), "--port", str(port),
-               "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    return start_process(command, floor_env, f"http://127.0.0.1:{port}/ready",
-                         HOME / "floor.log")  # fmt: skip
+    args = ["-m", "uvicorn", "floor_app:create", "--factory", "--app-dir", str(ROOT / "bench"),
+            "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    return args, floor_env
+
+
+def start_floor(env: dict[str, str], redis_url: str, model: str, port: int) -> Any:
+    args, floor_env = floor_server(env, redis_url, model, port, HOME / "floor.db")
+    return start_process([str(BIN / "python"), *args], floor_env,
+                         f"http://127.0.0.1:{port}/ready", HOME / "floor.log")  # fmt: skip
 
 
 def main() -> None:

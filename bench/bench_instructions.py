@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_floor import LABEL, STAGES, export_champion
+from bench_floor import LABEL, STAGES, export_champion, floor_server
 from bench_scoring import (
     BIN,
     DOC,
@@ -59,11 +59,13 @@ from bench_scoring import (
     free_port,
     machine,
     prepare,
+    server_args,
     setup,
     start_process,
     stop_server,
 )
 from benchdoc import publish
+from loadgen import CONTENT_LENGTH, http_request
 
 START, END = "<!-- bench-instructions:start -->", "<!-- bench-instructions:end -->"
 # Under callgrind the product runs ~50x slower: budgets and pollers out of the way.
@@ -74,7 +76,6 @@ SLOW = {
     "ARBITER_FLAG_SYNC_SECONDS": "100000",
     "ARBITER_STORE_BUSY_TIMEOUT_SECONDS": "600",
 }
-_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 _TOTALS = re.compile(r"^(?:summary|totals):\s*(\d+)", re.M)
 
 
@@ -110,25 +111,19 @@ def main() -> None:
 
     if args.only != "product":
         model = export_champion(env)
-        db = HOME / "floor-instructions.db"
-        for suffix in ("", "-wal", "-shm"):
-            db.with_name(db.name + suffix).unlink(missing_ok=True)
-        floor_env = {**env, "FLOOR_REDIS_URL": args.redis_url, "FLOOR_DB": str(db),
-                     "FLOOR_MODEL": model}  # fmt: skip
         port = free_port()
-        command = ["-m", "uvicorn", "floor_app:create", "--factory", "--app-dir",
-                   str(ROOT / "bench"), "--port", str(port), "--log-level", "warning",
-                   "--no-access-log"]  # fmt: skip
+        command, floor_env = floor_server(env, args.redis_url, model, port,
+                                          HOME / "floor-instructions.db")  # fmt: skip
         print("starting the floor app under callgrind ...", flush=True)
         with Counted(command, floor_env, port, "/ready", out / "floor") as server:
             for path in STAGES:
                 results += server.measure(path, args, warm, bodies, run, "")
     if args.only != "floor":
         port = free_port()
-        command = ["-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-                   "--log-level", "warning", "--no-access-log", "--workers", "1"]  # fmt: skip
         print("starting the product under callgrind ...", flush=True)
-        with Counted(command, {**env, **SLOW}, port, "/readyz", out / "product") as server:
+        with Counted(
+            server_args(port), {**env, **SLOW}, port, "/readyz", out / "product"
+        ) as server:
             for path in (ECHO, SCORE):
                 results += server.measure(path, args, warm, bodies, run, key)
 
@@ -217,11 +212,7 @@ class Client:
     def send(self, path: str, bodies: list[str]) -> dict[int, int]:
         statuses: dict[int, int] = {}
         for body in bodies:
-            data = body.encode()
-            head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
-                    f"\r\nAuthorization: Bearer {self.key}\r\nContent-Length: {len(data)}"
-                    "\r\n\r\n")  # fmt: skip
-            self.sock.sendall(head.encode() + data)
+            self.sock.sendall(http_request(path, body.encode(), self.key))
             status = self._response()
             statuses[status] = statuses.get(status, 0) + 1
         return statuses
@@ -230,7 +221,7 @@ class Client:
         while b"\r\n\r\n" not in self.buffer:
             self._read()
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        length = _LENGTH.search(head + b"\r\n")
+        length = CONTENT_LENGTH.search(head + b"\r\n")
         size = int(length.group(1)) if length else 0
         while len(self.buffer) < size:
             self._read()

@@ -144,11 +144,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_args(port: int, workers: int = 1) -> list[str]:
+    """The product's uvicorn, after `python`: the benchmarks' one way to serve it."""
+    return ["-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
+            "--log-level", "warning", "--no-access-log", "--workers", str(workers)]  # fmt: skip
+
+
 def start_server(env: dict[str, str], port: int, workers: int = 1,
                  home: Path = HOME) -> subprocess.Popen[bytes]:  # fmt: skip
-    command = [str(BIN / "python"), "-m", "uvicorn", "api.app:create_app", "--factory",
-               "--port", str(port), "--log-level", "warning", "--no-access-log",
-               "--workers", str(workers)]  # fmt: skip
+    command = [str(BIN / "python"), *server_args(port, workers)]
     return start_process(command, env, f"http://127.0.0.1:{port}/readyz", home / "server.log")
 
 

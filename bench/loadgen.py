@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 _TIMING = re.compile(rb"(?i)\r\nserver-timing:\s*([^\r]*)")
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-def _request(path: str, body: bytes, key: str) -> bytes:
+def http_request(path: str, body: bytes, key: str) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Authorization: Bearer {key}\r\n"
@@ -44,7 +44,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, byte
     """(status, body, the server-timing header's value or b"")."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    length = _LENGTH.search(head)
+    length = CONTENT_LENGTH.search(head)
     body = await reader.readexactly(int(length.group(1))) if length else b""
     timing = _TIMING.search(head)
     return status, body, timing.group(1) if timing else b""
@@ -79,7 +79,9 @@ class _Phase:
     def __init__(self, spec: dict[str, Any], phase: dict[str, Any]) -> None:
         self.port, self.timeout = spec["port"], float(phase.get("timeout", spec["timeout"]))
         self.phase = phase
-        self.requests = [_request(phase["path"], b.encode(), spec["key"]) for b in phase["bodies"]]
+        self.requests = [
+            http_request(phase["path"], b.encode(), spec["key"]) for b in phase["bodies"]
+        ]
         # Per request, by its index i: (i, latency ms, status, body, server-timing); a status
         # of 0 is a timeout, -1 a connection error.
         self.done: list[tuple[int, float, int, bytes, bytes]] = []
