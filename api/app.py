@@ -99,6 +99,7 @@ def build_runtime(settings: Settings) -> Runtime:
 
     watcher = PolicyWatcher(
         settings.policy_path, swap, features={f.name for f in plan.features},
+        text_features=plan.text_features(),
         interval_s=settings.policy_reload_seconds,
     )  # fmt: skip
     policy = watcher.load()  # no last good policy yet: an invalid file refuses to start

@@ -45,7 +45,8 @@ def _load(path: Path, settings: Settings) -> Policy:
         console.print(f"[red]{exc.message} (ARBITER_FEATURE_SPEC={settings.feature_spec})[/red]")
         raise typer.Exit(2) from None
     try:
-        return load_policy(path, features={f.name for f in plan.features})
+        return load_policy(path, features={f.name for f in plan.features},
+                           text_features=plan.text_features())  # fmt: skip
     except InvalidPolicy as exc:
         console.print(f"[red]invalid: {exc.message}[/red]")
         raise typer.Exit(2) from None

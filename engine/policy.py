@@ -1,8 +1,11 @@
 """The ops policy: thresholds, segments, allow and deny lists, hard rules, re-score triggers.
 
 `load_policy(path, features)` validates `config/policy.yaml` into a frozen `Policy` with a
-`version` (a hash of the validated content) or raises `InvalidPolicy` naming the entry at fault;
-given the feature spec's names, it also refuses rules and triggers on features the spec lacks.
+`version` (a hash of the validated content) or raises `InvalidPolicy` naming the entry at fault
+(a key written twice, a list entry left blank, a bound that is not a finite number, text that is
+not UTF-8 or YAML nested past what the parser can read are refused too); given the feature
+spec's names, it also refuses rules and triggers on features the spec lacks, and given its text
+features (`SpecPlan.text_features`), conditions on those (a condition compares a number).
 `Policy.decide` turns a score and the request's facts into an action with its reasons, in this
 order: allow lists, deny lists, hard rules, then the score against the (segment's) thresholds.
 An action never gets milder on the way: rules and deny lists can only make it stricter.
@@ -19,10 +22,17 @@ import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from features.events import parse_address
 from features.state import numeric
@@ -68,21 +78,37 @@ class Segment(_Strict):
     thresholds: Thresholds
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():  # an empty destination prefix would match every number
+        raise ValueError("an entry cannot be blank")
+    return value
+
+
+def _country(value: str) -> str:
+    if not (len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()):
+        raise ValueError("a country is two capital letters (ISO 3166-1), as payments give it")
+    return value
+
+
+_Entry = Annotated[str, AfterValidator(_not_blank)]
+_Country = Annotated[str, AfterValidator(_country)]
+
+
 class AllowLists(_Strict):
     """What can be allow-listed: who pays (account, card) and from where (IP or CIDR). A
     country or a number range is never trusted as such, so those keys are refused here."""
 
-    account: list[str] = []
-    ip: list[str] = []
-    card: list[str] = []
+    account: list[_Entry] = []
+    ip: list[_Entry] = []
+    card: list[_Entry] = []
 
 
 class Lists(AllowLists):
     """The deny lists: the allow lists' keys, card-issuer countries and destination number
     prefixes (matched against an SMS's or a call's `dest_number` and `dest_prefix`)."""
 
-    bin_country: list[str] = []
-    destination_prefix: list[str] = []
+    bin_country: list[_Country] = []
+    destination_prefix: list[_Entry] = []
 
 
 class AllowDeny(_Strict):
@@ -92,8 +118,8 @@ class AllowDeny(_Strict):
 
 class Condition(_Strict):
     feature: str
-    above: float | None = None
-    below: float | None = None
+    above: float | None = Field(default=None, allow_inf_nan=False)
+    below: float | None = Field(default=None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_bound(self) -> Condition:
@@ -103,7 +129,8 @@ class Condition(_Strict):
 
     def holds(self, features: Mapping[str, Any]) -> bool:
         value = features.get(self.feature)
-        if value is None or value != value:
+        # Missing, NaN, or text (a policy checked without the spec's text features): no hold.
+        if value is None or value != value or isinstance(value, str):
             return False
         if self.above is not None:
             return bool(value > self.above)
@@ -295,22 +322,37 @@ class Policy:
             }
         )
 
+    def _named(self) -> list[tuple[str, str]]:
+        """(where, feature) of every condition: the rules', the triggers', the account's."""
+        return (
+            [(f"rules[{i}] ({r.name})", r.when.feature) for i, r in enumerate(self.model.rules)]
+            + [(f"triggers[{i}]", t.feature) for i, t in enumerate(self.model.triggers)]
+            + [(f"account.rules[{i}] ({r.name})", c.feature)
+               for i, r in enumerate(self.model.account.rules) for c in r.when]
+        )  # fmt: skip
+
     def unknown_features(self, names: set[str]) -> list[str]:
         """Features the rules and triggers name that the feature spec does not provide."""
-        wanted = (
-            [r.when.feature for r in self.model.rules]
-            + [t.feature for t in self.model.triggers]
-            + [c.feature for r in self.model.account.rules for c in r.when]
-        )
-        return sorted(set(wanted) - names)
+        return sorted({feature for _, feature in self._named()} - names)
 
-    def require_features(self, names: Collection[str], source: str = "policy") -> None:
-        """Raise `InvalidPolicy` when a rule or trigger names a feature not in `names`."""
+    def require_features(
+        self, names: Collection[str], source: str = "policy", text: Collection[str] = ()
+    ) -> None:
+        """Raise `InvalidPolicy` when a rule or trigger names a feature not in `names`, or
+        one of the `text` features (a condition compares a number: `account_plan > 1` would
+        fail every decision; plan and country are a segment's)."""
         unknown = self.unknown_features(set(names))
         if unknown:
             raise InvalidPolicy(
                 f"{source}: rules or triggers name features the feature spec does not provide: "
                 + ", ".join(unknown)
+            )
+        worded = [f"{where}: {feature}" for where, feature in self._named() if feature in text]
+        if worded:
+            raise InvalidPolicy(
+                f"{source}: conditions compare numbers, and these features hold text: "
+                + ", ".join(worded)
+                + " (a segment's `when` takes a plan or a country)"
             )
 
     def triggered(self, features: Mapping[str, Any]) -> list[str]:
@@ -369,27 +411,70 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
     return Policy(model, hashlib.sha256(payload.encode()).hexdigest()[:16])
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader refusing a key written twice in one mapping (plain YAML keeps the
+    last, silently: a second `lists:` block would drop the first's deny lists)."""
+
+
+def _mapping(loader: _UniqueKeys, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            twice = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: the constructor below says so
+            continue
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"found the key {key!r} twice", key_node.start_mark,
+            )  # fmt: skip
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def parse_policy_text(
-    text: str, source: str = "policy", features: Collection[str] | None = None
+    text: str,
+    source: str = "policy",
+    features: Collection[str] | None = None,
+    text_features: Collection[str] = (),
 ) -> Policy:
-    """The policy in YAML `text`; with `features` (the spec's names), checked against them."""
+    """The policy in YAML `text`; with `features` (the spec's names), checked against them,
+    and its conditions against the spec's `text_features`."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader: no object construction
     except yaml.YAMLError as exc:
         raise InvalidPolicy(f"policy {source} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise InvalidPolicy(f"policy {source} nests deeper than YAML can be read here") from None
     policy = parse_policy(raw, source)
     if features is not None:
-        policy.require_features(features, source)
+        policy.require_features(features, source, text_features)
     return policy
 
 
-def load_policy(path: str | Path, features: Collection[str] | None = None) -> Policy:
+def load_policy(
+    path: str | Path,
+    features: Collection[str] | None = None,
+    text_features: Collection[str] = (),
+) -> Policy:
+    """The policy file at `path`, as the service's watcher reads it (UTF-8)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidPolicy(f"policy {path} cannot be read: {exc.strerror}") from exc
-    return parse_policy_text(text, str(path), features)
+    return parse_policy_text(decode_policy(data, path), str(path), features, text_features)
+
+
+def decode_policy(data: bytes, path: str | Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPolicy(f"policy {path} is not UTF-8 text: {exc}") from None
 
 
 _NUMBERS = (int, float)  # a tuple: `int | float` is built at each call

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from engine.policy import InvalidPolicy, Policy, parse_policy_text
+from engine.policy import InvalidPolicy, Policy, decode_policy, parse_policy_text
 from engine.poller import Watcher
 
 log = logging.getLogger("arbiter.policy")
@@ -33,12 +33,15 @@ class PolicyWatcher(Watcher[Policy]):
         on_change: Callable[[Policy], None],
         *,
         features: Collection[str] | None = None,
+        text_features: Collection[str] = (),
         interval_s: float = 2.0,
     ) -> None:
-        """`features`: the feature spec's names the rules and triggers may use (None: any)."""
+        """`features`: the feature spec's names the rules and triggers may use (None: any);
+        `text_features`: those of them that hold text, which no condition may name."""
         self.path = Path(path)
         self.on_change = on_change
         self.features = frozenset(features) if features is not None else None
+        self.text_features = frozenset(text_features)
         self.last_error: str | None = None
         self._policy: Policy | None = None
         self._stamp: _Stamp | None = None
@@ -120,11 +123,8 @@ class PolicyWatcher(Watcher[Policy]):
             raise InvalidPolicy(f"policy {self.path} cannot be read: {exc.strerror}") from exc
 
     def _parse(self, data: bytes) -> Policy:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidPolicy(f"policy {self.path} is not UTF-8 text: {exc}") from None
-        return parse_policy_text(text, str(self.path), self.features)
+        text = decode_policy(data, self.path)
+        return parse_policy_text(text, str(self.path), self.features, self.text_features)
 
 
 def _digest(data: bytes) -> str:

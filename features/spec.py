@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.errors import InvalidSpec
+from features.events import ALL_FIELDS
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -195,6 +196,19 @@ class SpecPlan:
                 if ref and ref not in names:
                     fields.add(ref)
         return fields - enriched - {"ts", "type", "event_id"}
+
+    def text_features(self) -> frozenset[str]:
+        """The features whose values are text: a last value or an event's field where the
+        event schemas (`features.events`) hold text, or an enrichment's country or network
+        (`account_plan`, `account_country`, `ip_country`...). A policy's condition, which
+        compares a number, cannot name one."""
+        text = {x for e in self.model.enrich for x in (e.country, e.network)}
+        text |= {name for name, f in ALL_FIELDS.items() if f.kind == "str"}
+        return frozenset(
+            f.name
+            for f in self.features
+            if f.kind in ("last_value", "field") and f.definition.field in text
+        )
 
 
 # Tuples, not `bool | np.bool_`: a union is built anew at each call (Python 3.11).

@@ -74,6 +74,20 @@ def test_check_refuses_a_rule_on_a_feature_the_spec_lacks(arbiter, tmp_path):
     assert "name features the feature spec does not provide: cards_per_minute" in out
 
 
+def test_check_refuses_a_rule_on_a_text_feature_and_a_file_not_in_utf8(arbiter, tmp_path):
+    # Both were accepted by `check` before: the first then failed every payment, the second
+    # was a traceback where the service's watcher refused it cleanly.
+    rule = {"name": "plan", "when": {"feature": "account_plan", "above": 1},
+            "action": "decline", "reason": "PLAN_RULE"}  # fmt: skip
+    code, out = arbiter("check", policy_file(tmp_path, rules=[rule]))
+    assert code == 2
+    assert "these features hold text: rules[0] (plan): account_plan" in " ".join(out.split())
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    code, out = arbiter("check", str(latin))
+    assert code == 2 and out.startswith("invalid: ") and "is not UTF-8 text" in out
+
+
 def test_check_refuses_a_missing_file(arbiter, tmp_path):
     code, out = arbiter("check", str(tmp_path / "nope.yaml"))
     assert code == 2 and "cannot be read: No such file or directory" in out

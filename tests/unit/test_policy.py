@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
 
-from engine.policy import Facts, InvalidPolicy, load_policy, parse_policy
+from engine.policy import Facts, InvalidPolicy, load_policy, parse_policy, parse_policy_text
 from features.spec import load_spec
 from tests.conftest import ROOT
 
@@ -120,6 +121,25 @@ def test_traffic_to_a_deny_listed_destination_suspends_the_account():
             lambda r: r["lists"]["allow"].update(destination_prefix=["+1"]),
             r"lists.allow.destination_prefix: Extra inputs are not permitted",
         ),
+        # A blank entry: an empty destination prefix would suspend every account with traffic.
+        (
+            lambda r: r["lists"]["deny"].update(destination_prefix=["+88216", ""]),
+            r"lists.deny.destination_prefix.1: .*an entry cannot be blank",
+        ),
+        (lambda r: r["lists"]["deny"]["ip"].append(" "), r"lists.deny.ip.1: .*cannot be blank"),
+        (lambda r: r["lists"]["allow"].update(card=["\t"]), r"lists.allow.card.0: .*blank"),
+        # A country as payments give it, or the entry would never match.
+        (
+            lambda r: r["lists"]["deny"].update(bin_country=["NG", "ng"]),
+            r"lists.deny.bin_country.1: .*two capital letters",
+        ),
+        (lambda r: r["lists"]["deny"].update(bin_country=["N1"]), r"bin_country.0: .*capital"),
+        # A bound that is not a number never holds: refused, not a rule that is silently off.
+        (
+            lambda r: r["rules"][0]["when"].update(above=float("nan")),
+            r"rules.0.when.above: Input should be a finite number",
+        ),
+        (lambda r: r["triggers"][0].update(above=float("inf")), r"triggers.0.above: .*finite"),
     ],
 )
 def test_an_invalid_policy_is_refused_naming_the_entry(edit, message):
@@ -127,6 +147,64 @@ def test_an_invalid_policy_is_refused_naming_the_entry(edit, message):
     edit(raw)
     with pytest.raises(InvalidPolicy, match=message):
         parse_policy(raw)
+
+
+PLAN = load_spec(ROOT / "config" / "features.yaml")
+NAMES = {f.name for f in PLAN.features}
+SHIPPED = (ROOT / "config" / "policy.yaml").read_text()
+
+
+def test_the_spec_knows_its_text_features():
+    assert PLAN.text_features() == {"account_country", "account_plan", "account_verification"}
+
+
+@pytest.mark.parametrize(
+    ("where", "condition"),
+    [
+        ("rules[2] (plan)", "rules"),
+        ("triggers[6]", "triggers"),
+        ("account.rules[1] (plan)", "account"),
+    ],
+)
+def test_a_condition_on_a_text_feature_is_refused(where, condition):
+    # `account_plan > 1` compares text with a number: every decision would fail on it.
+    raw = copy.deepcopy(RAW)
+    when = {"feature": "account_plan", "above": 1}
+    if condition == "rules":
+        raw["rules"].append({"name": "plan", "when": when, "action": "decline", "reason": "PLAN"})
+    elif condition == "triggers":
+        raw["triggers"].append(when)
+    else:
+        raw["account"]["rules"].append(
+            {"name": "plan", "when": [when], "action": "review", "reason": "PLAN"}
+        )
+    text = yaml.safe_dump(raw)
+    with pytest.raises(InvalidPolicy, match=rf"hold text: {re.escape(where)}: account_plan"):
+        parse_policy_text(text, "p", NAMES, PLAN.text_features())
+    # Checked without the spec (a backtest of an old file, a unit's fake): it never holds.
+    policy = parse_policy_text(text, "p")
+    features = {**QUIET, "account_plan": "enterprise", "account_sms_10m": 0.0}
+    assert policy.decide(0.1, features, Facts(account_id="a1")).action == "allow"
+    assert policy.triggered(features) == []
+
+
+def test_a_key_written_twice_is_refused_not_kept_last():
+    # Plain YAML keeps the second `lists:` and drops the first's deny list without a word.
+    twice = SHIPPED + "\nlists:\n  deny: {account: [acct-other]}\n"
+    with pytest.raises(InvalidPolicy, match=r"(?s)not valid YAML.*found the key 'lists' twice"):
+        parse_policy_text(twice)
+    nested = SHIPPED.replace("  review: 0.35\n", "  review: 0.35\n  review: 0.2\n", 1)
+    with pytest.raises(InvalidPolicy, match=r"found the key 'review' twice"):
+        parse_policy_text(nested)
+
+
+def test_a_file_not_in_utf8_or_nested_too_deep_is_refused_with_a_message(tmp_path):
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes(SHIPPED.replace("# Arbiter", "# Arbiter caf\u00e9").encode("latin-1"))
+    with pytest.raises(InvalidPolicy, match=r"latin1.yaml is not UTF-8 text"):
+        load_policy(latin)
+    with pytest.raises(InvalidPolicy, match=r"nests deeper than YAML can be read"):
+        parse_policy_text("[" * 5000)
 
 
 def test_triggers_name_what_crossed():
