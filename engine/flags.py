@@ -4,11 +4,15 @@ The store is the truth; the scoring hot path reads a copy, one flag per suspende
 beside the account's features (`SuspensionFlags.key`: the account's hash tag), in the same
 Redis round trip as the features. The service sets a flag when a decision suspends an account
 and re-sets it when it finds an account Redis knows nothing about suspended in the store
-(`is_suspended`). What can still leave a flag missing or stale (Redis restarted with its data
-gone while the account kept its features, a flag write that failed, a reinstatement done while
-Redis was down) is repaired by `FlagSync`: every `interval_s` seconds the flags of every
-suspended account are written, and flags of accounts no longer suspended are removed (an
-index set in Redis lists every flag, so no key scan is needed).
+(`is_suspended`), or one without a flag that the process's memory (`known`, the last sync and
+the process's own changes) holds suspended: Redis lost its data and an event or a payment
+rebuilt the account's features before the flag came back. What can still leave a flag missing
+or stale (a flag write that failed, a reinstatement done while Redis was down) is repaired by
+`FlagSync`: every `interval_s` seconds the flags of every suspended account are written, and
+flags of accounts no longer suspended are removed (an index set in Redis lists every flag, so no
+key scan is needed). A sync writes what memory holds once its store read is done, its changes
+included, and a change's own write waits for a sync's: a reinstatement made while a sync reads
+is not flagged again by it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class SuspensionFlags:
         # last refresh began (a refresh must not undo a change its store read missed).
         self.known: dict[str, str] | None = None
         self._lock = threading.Lock()
+        self._writes = threading.Lock()  # a change's Redis write, a sync's: one at a time
         self._changes: list[tuple[float, str, str | None]] = []
 
     def key(self, account_id: str) -> str:
@@ -53,18 +58,29 @@ class SuspensionFlags:
     def is_suspended(self, account_id: str, reading: ReadingLike) -> bool:
         """From a reading that asked for `key(account_id)` first: the flag decides, except for
         an account Redis knows nothing about (new, idle past its ttl, or lost with a Redis
-        restart): then the store does, and the flag is set again."""
+        restart), or one with no flag that this process's memory holds suspended: then the
+        store does, and the flag is set again. The second case is a Redis that lost its data
+        while the account's features came back before its flag (an event or a payment since
+        the flush rebuilt them; the next sync would restore the flag, up to `interval_s`
+        later), or a reinstatement by another process since the last sync."""
         if reading.flags and reading.flags[0] is not None:
             return True
-        if self.entity not in reading.unknown:
+        if not self._doubtful(account_id, reading):
             return False
         state = self.stored_status(account_id)
         if state is None:  # the store does not answer: what the last sync said
             return bool(self.known_suspended(account_id))
         if state.status != "suspended":
+            self._forget(account_id)  # lifted by another process since the last sync
             return False
         self.set({account_id: state.decision_id or "suspended"})
         return True
+
+    def _forget(self, account_id: str) -> None:
+        with self._lock:
+            if self.known is not None and account_id in self.known:
+                self._changes.append((time.monotonic(), account_id, None))
+                self.known = _applied(self.known, [(account_id, None)])
 
     def stored_status(self, account_id: str) -> AccountState | None:
         """The store's word on the account, or None when the store does not answer (counted
@@ -76,23 +92,29 @@ class SuspensionFlags:
             log.warning("account %s: the store cannot say its status (%s)", account_id, exc)
             return None
 
-    def needs_store(self, reading: ReadingLike) -> bool:
+    def needs_store(self, account_id: str, reading: ReadingLike) -> bool:
         """Whether `is_suspended` would ask the store (blocking I/O) for this reading."""
         unflagged = not reading.flags or reading.flags[0] is None
-        return unflagged and self.entity in reading.unknown
+        return unflagged and self._doubtful(account_id, reading)
+
+    def _doubtful(self, account_id: str, reading: ReadingLike) -> bool:
+        """An account without a flag whose status Redis cannot vouch for."""
+        known = self.known
+        return self.entity in reading.unknown or (known is not None and account_id in known)
 
     def set(self, accounts: Mapping[str, str | None]) -> None:
         """Flag (decision id) or unflag (None) accounts. Best effort: a flag Redis missed is
         set again by `sync` or by the store look-up of an account Redis does not know."""
-        with self._lock:
-            now = time.monotonic()
-            self._changes += [(now, a, d) for a, d in accounts.items()]
-            if self.known is not None:
-                self.known = _applied(self.known, accounts.items())
         try:
-            self.features.set_strings(
-                {self.key(a): v for a, v in accounts.items()}, index=self.index
-            )
+            with self._writes:
+                with self._lock:
+                    now = time.monotonic()
+                    self._changes += [(now, a, d) for a, d in accounts.items()]
+                    if self.known is not None:
+                        self.known = _applied(self.known, accounts.items())
+                self.features.set_strings(
+                    {self.key(a): v for a, v in accounts.items()}, index=self.index
+                )
         except FeatureStoreUnavailable as exc:
             self.metrics.dependency_errors.inc("redis")
             log.warning("suspension flags not written (%s); the next sync writes them", exc)
@@ -122,13 +144,18 @@ class SuspensionFlags:
         """Make Redis's flags match the store: set every suspended account's, and clear those
         of the `stale` accounts (flagged in Redis) that are active again. Returns how many
         flags were written."""
-        suspended = self.refresh()
-        values: dict[str, str | None] = dict(suspended)
-        for account_id in stale:
-            if account_id not in suspended:
-                values[account_id] = None
-        if values:
-            self.features.set_strings({self.key(a): v for a, v in values.items()}, index=self.index)
+        self.refresh()
+        with self._writes:  # memory as of now: the store's word and every change since its read
+            with self._lock:
+                suspended = dict(self.known or {})
+            values: dict[str, str | None] = dict(suspended)
+            for account_id in stale:
+                if account_id not in suspended:
+                    values[account_id] = None
+            if values:
+                self.features.set_strings(
+                    {self.key(a): v for a, v in values.items()}, index=self.index
+                )
         return len(values)
 
 

@@ -155,7 +155,7 @@ class DecisionService:
                     outcome = self._without_features(pending)
             else:
                 counted = reading
-                if self._needs_store(reading):  # a retry, or an account Redis does not know
+                if self._needs_store(pending, reading):  # a retry, or a status Redis lacks
                     outcome = await asyncio.to_thread(self._finish_payment, pending, reading)
                 else:  # the common case: CPU only, on the loop
                     outcome = self._finish_payment(pending, reading)
@@ -188,9 +188,9 @@ class DecisionService:
         ms = round(self.redis_budget_s * 1000)
         raise FeatureStoreUnavailable(f"Redis did not answer within {ms} ms")
 
-    def _needs_store(self, reading: ReadingLike) -> bool:
+    def _needs_store(self, pending: _Pending, reading: ReadingLike) -> bool:
         """Whether finishing this payment reads the store (blocking I/O, kept off the loop)."""
-        return not reading.applied or self.flags.needs_store(reading)
+        return not reading.applied or self.flags.needs_store(pending.base["account_id"], reading)
 
     def _count(self, decision: Decision, started: float) -> None:
         if not decision.replayed:

@@ -270,6 +270,37 @@ def test_the_event_pipeline_on_sqlite(api):
     assert ready == {"ok": True, "name": ACCOUNT_NAME, "version": "1"}
 
 
+def test_a_suspension_holds_when_redis_lost_the_flag_and_activity_came_back_first(
+    models, tmp_path, policy_file, redis_client
+):
+    # Redis restarted empty: the next event rebuilds the account's features before any sync
+    # (here an hour away) brings its flag back. The flag's absence must not read as active.
+    live = start(tmp_path, models, policy_path=str(policy_file), flag_sync_seconds="3600")
+    try:
+        with live.client() as api:
+            account_id = f"acct-lost-{uuid.uuid4().hex[:6]}"
+            [decision] = pump(api, account_id)["decisions"]
+            assert decision["action"] == "suspend_account"
+            lost = list(redis_client.scan_iter(match=f"*{{account:{account_id}}}*"))
+            assert any(k.endswith(b":suspended") for k in lost), lost
+            redis_client.delete(*lost)  # the account's features and its flag, as a flush would
+            ts = int(time.time() * 1000)
+            calm = sms(account_id, 999, ts, dest_number="+442071234567", dest_prefix="+44",
+                       dest_country="GB")  # fmt: skip
+            assert api.post("/v1/events", json={"events": [calm]}).json()["applied"] == 1
+            later = api.post("/v1/payments/score", json=payment(account_id=account_id)).json()
+            assert later["action"] == "decline" and later["score"] is None, later
+            assert [r["code"] for r in later["reasons"]] == ["ACCOUNT_SUSPENDED"]
+            refused = api.post(f"/v1/accounts/{account_id}/score")
+            assert refused.status_code == 409, refused.text
+            # The store's answer put the flag back: the next payment needs no look-up.
+            flag = [k for k in redis_client.scan_iter(match=f"*{{account:{account_id}}}*")
+                    if k.endswith(b":suspended")]  # fmt: skip
+            assert flag and redis_client.get(flag[0]) == decision["decision_id"].encode()
+    finally:
+        live.stop()
+
+
 def test_the_service_on_postgresql(models, tmp_path, postgres_admin, redis_client):
     name, url = new_postgres_schema(postgres_admin)
     live = start(tmp_path, models, database_url=url)
