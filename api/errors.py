@@ -125,6 +125,11 @@ def render_domain(
 async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":  # its `loc` is the byte offset, not a field
+        at = first.get("loc", ())[-1:]
+        where = f" (at character {at[0]})" if at and isinstance(at[0], int) else ""
+        return error_response(request, 422, "invalid_request",
+                              f"the body is not JSON in UTF-8{where}", "body")  # fmt: skip
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
     field = ".".join(loc) or None
     if first.get("type") == "extra_forbidden":

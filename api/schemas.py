@@ -3,11 +3,19 @@ refused, so a typo in a billing integration fails loudly instead of being ignore
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from features.events import MAX_TS_MS, MIN_TS_MS, address_text, parse_ts
+from features.events import (
+    MAX_TS_MS,
+    MIN_TS_MS,
+    address_text,
+    ahead_of,
+    check_text,
+    parse_ts,
+)
 
 _ID = Field(min_length=1, max_length=128)
 _COUNTRY = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")
@@ -29,6 +37,11 @@ class ScoreRequest(BaseModel):
         default=None, description="epoch ms or ISO 8601 with a time zone; default: now"
     )
 
+    @field_validator("payment_id", "account_id", "card_fp")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return check_text(value)  # as the event counted from it would: refused here, named
+
     @field_validator("ip")
     @classmethod
     def _ip(cls, value: str) -> str:
@@ -45,6 +58,9 @@ class ScoreRequest(BaseModel):
         ts = parse_ts(value)
         if not MIN_TS_MS <= ts < MAX_TS_MS:
             raise ValueError("is outside 2000-01-01..2100-01-01 (epoch milliseconds?)")
+        why = ahead_of(ts, time.time_ns() // 1_000_000)  # the service's clock checks it too
+        if why is not None:
+            raise ValueError(why)
         return ts
 
 

@@ -32,9 +32,10 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
     now cross one of the policy's triggers (each at most once per cooldown, in event
     time, so a replay of history behaves as the live stream did)."""
     valid = []
+    now = service.clock()
     for i, raw in enumerate(events):
         try:
-            valid.append(validate_event(raw))
+            valid.append(validate_event(raw, now))
         except InvalidEvent as exc:
             field = f"events[{i}].{exc.field}" if exc.field else f"events[{i}]"
             raise InvalidEvent(str(exc), event_id=exc.event_id, field=field) from None

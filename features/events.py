@@ -32,6 +32,9 @@ from features.errors import InvalidEvent
 MIN_TS_MS = 946_684_800_000  # 2000-01-01
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_STR = 128
+# How far ahead of the receiving server's clock a live event (a payment scored, a batch event)
+# may be stamped: clock skew between billing, the pipeline and Arbiter.
+MAX_AHEAD_MS = 5 * 60_000
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,21 @@ _NUMBERS = (int, float)  # a tuple: `int | float` is built at each call
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def check_text(value: str) -> str:
+    """`value` if it is text an id or a field may hold, else ValueError saying why: blank,
+    control characters, or a lone surrogate (JSON's `\\ud800` escape: no UTF-8 for it)."""
+    if not value or value.isspace():
+        raise ValueError("must be a non-empty string")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be Unicode text (a lone surrogate is not)") from None
+    return value
+
+
 def _check(name: str, spec: Field, value: Any) -> Any:
     """The normalised value, or ValueError with a message about the value."""
     if spec.kind == "str":
@@ -145,8 +163,7 @@ def _check(name: str, spec: Field, value: Any) -> Any:
             raise ValueError("must be a non-empty string")
         if len(value) > MAX_STR:
             raise ValueError(f"must be at most {MAX_STR} characters")
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
+        check_text(value)
         if spec.length is not None and len(value) != spec.length:
             raise ValueError(f"must be {spec.length} characters")
         if spec.choices and value not in spec.choices:
@@ -170,7 +187,10 @@ def _check(name: str, spec: Field, value: Any) -> Any:
     else:
         if isinstance(value, bool) or not isinstance(value, _NUMBERS):
             raise ValueError("must be a number")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError("must be finite") from None
         if not math.isfinite(number):  # a float: numpy's ufunc costs a microsecond
             raise ValueError("must be finite")
     if spec.min is not None and number < spec.min:
@@ -180,17 +200,31 @@ def _check(name: str, spec: Field, value: Any) -> Any:
     return value if spec.kind == "int" else number
 
 
-def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The normalised event (`ts` as epoch ms) or `InvalidEvent` naming the event and field."""
+def ahead_of(ts: int, now: int) -> str | None:
+    """Why a live event's `ts` cannot be taken, if it is stamped more than `MAX_AHEAD_MS`
+    after `now`: counted in the future, it would move every window of its entities on and
+    hide their recent activity (one payment a month ahead empties its account's counts)."""
+    if ts <= now + MAX_AHEAD_MS:
+        return None
+    minutes = (ts - now) / 60_000
+    return (f"is {minutes:,.0f} minutes ahead of this server's clock (at most "
+            f"{MAX_AHEAD_MS // 60_000} allowed for clock skew)")  # fmt: skip
+
+
+def validate_event(raw: Mapping[str, Any], now: int | None = None) -> dict[str, Any]:
+    """The normalised event (`ts` as epoch ms) or `InvalidEvent` naming the event and field;
+    with `now` (a live door's clock), a `ts` too far ahead of it is refused (`ahead_of`)."""
     event_id = raw.get("event_id")
     label = event_id if isinstance(event_id, str) and event_id else "<no event_id>"
-    if _CONTROL.search(label):
+    if not label.isprintable():  # control characters, a lone surrogate: escaped
         label = repr(label)
     kind = raw.get("type")
     if kind not in EVENT_TYPES:
         known = ", ".join(sorted(EVENT_TYPES))
+        # Only a string is echoed (the body screen has looked at strings for card numbers).
+        what = f"unknown type {kind!r}" if isinstance(kind, str) else "must be a string"
         raise InvalidEvent(
-            f"event {label}: field 'type': unknown type {kind!r} (known: {known})",
+            f"event {label}: field 'type': {what} (known: {known})",
             event_id=event_id if isinstance(event_id, str) else None,
             field="type",
         )
@@ -219,12 +253,18 @@ def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
             event_id=event_id,
             field=unknown[0],
         )
+    if now is not None:
+        why = ahead_of(out["ts"], now)
+        if why is not None:
+            raise InvalidEvent(f"event {label} ({kind}): field 'ts' {why}", event_id=event_id,
+                               field="ts")  # fmt: skip
     return out
 
 
 def payment_event(payment: Mapping[str, Any], now: int) -> dict[str, Any]:
     """A payment (the score request's fields) as the `payment` event it is counted as
-    (`ts` defaults to `now`); `InvalidEvent` names a bad field."""
+    (`ts` defaults to `now`, and may be at most `MAX_AHEAD_MS` after it); `InvalidEvent` names
+    a bad field."""
     ts = payment.get("ts")
     return validate_event({
         **payment, "event_id": f"pay:{payment.get('payment_id')}", "type": "payment",
@@ -232,7 +272,7 @@ def payment_event(payment: Mapping[str, Any], now: int) -> dict[str, Any]:
         # The issuer's answer comes after ours; until it is reported (or ours is to refuse)
         # the payment counts as approved in the account's aggregates.
         "status": "approved",
-    })  # fmt: skip
+    }, now)  # fmt: skip
 
 
 def validate_frame(frame: pd.DataFrame) -> None:
