@@ -38,6 +38,7 @@ from engine.errors import (
     ObjectionConflict,
     ObjectionNotFound,
     ObjectionsUnavailable,
+    PaymentConflict,
     RationalesUnavailable,
     SameReviewer,
     StoreError,
@@ -49,6 +50,8 @@ from features.errors import FeatureError, FeatureStoreUnavailable, InvalidEvent
 
 log = logging.getLogger("arbiter.api")
 
+# Errors about one field of the request: their body names it.
+_FIELDED = (InvalidEvent, PaymentConflict)
 # Most specific first; the first class an error is an instance of decides.
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Unauthenticated, 401),
@@ -61,6 +64,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (AccountNotFound, 404),
     (AccountSuspended, 409),
     (AccountNotSuspended, 409),
+    (PaymentConflict, 409),
     (ObjectionNotFound, 404),
     (ObjectionConflict, 409),
     (InvalidTransition, 409),
@@ -113,7 +117,7 @@ def render_domain(
     else:
         error = {"code": exc.code, "message": exc.message}
     error["request_id"] = rid
-    if status != 500 and isinstance(exc, InvalidEvent) and exc.field is not None:
+    if status != 500 and isinstance(exc, _FIELDED) and exc.field is not None:
         error["field"] = exc.field
     if status == 503:  # a dependency is down or nothing is loaded yet: worth a retry
         headers["retry-after"] = "1"

@@ -83,6 +83,17 @@ class AccountSuspended(EngineError):
         self.decision_id = decision_id
 
 
+class PaymentConflict(EngineError):
+    """A payment_id scored before, sent again for another account or another amount: an
+    idempotency key names one payment, so its first decision cannot answer this one."""
+
+    code = "payment_conflict"
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class AccountNotSuspended(EngineError):
     """A reinstatement of an account that is not suspended (nothing to lift)."""
 

@@ -164,3 +164,17 @@ class Decision:
         return cls(r.decision_id, r.action, r.score, r.reasons, r.model_version,
                    r.policy_version, r.degraded, stored.replayed, r.account_id,
                    timings)  # fmt: skip
+
+
+_NUMBERS = (int, float)
+
+
+def payment_differs(record: DecisionRecord, account_id: str, amount: float | None) -> str | None:
+    """The field (`account_id`, `amount`) in which a payment is not the one `record` decided,
+    if any (its amount is known where the record kept its features)."""
+    if record.account_id != account_id:
+        return "account_id"
+    scored = record.features.get("amount") if record.features else None
+    if amount is not None and isinstance(scored, _NUMBERS) and round(scored, 6) != round(amount, 6):
+        return "amount"
+    return None

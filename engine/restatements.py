@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from engine.errors import DecisionNotFound
 from engine.metrics import Metrics
 from engine.ports import ReadingLike
-from engine.records import StoredDecision
+from engine.records import StoredDecision, payment_differs
 from features.errors import FeatureStoreUnavailable, InvalidEvent
 
 log = logging.getLogger("arbiter.service")
@@ -134,11 +134,11 @@ class Restatements:
         if stored is None:
             raise DecisionNotFound(f"payment {payment_id} was not scored")
         record = stored.record
-        if record.account_id != event["account_id"]:
+        field = payment_differs(record, event["account_id"], event["amount"])
+        if field == "account_id":
             raise InvalidEvent(f"account_id is not the account payment {payment_id} was scored "
                                "for", field="account_id")  # fmt: skip
-        scored = record.features.get("amount") if record.features else None
-        if isinstance(scored, int | float) and round(scored, 6) != round(event["amount"], 6):
+        if field == "amount":
             raise InvalidEvent(f"amount is not the amount payment {payment_id} was scored with",
                                field="amount")  # fmt: skip
         if not self.enabled:

@@ -32,14 +32,20 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from engine.errors import AccountNotFound, AccountSuspended, ModelNotLoaded, StoreError
+from engine.errors import (
+    AccountNotFound,
+    AccountSuspended,
+    ModelNotLoaded,
+    PaymentConflict,
+    StoreError,
+)
 from engine.flags import SuspensionFlags
 from engine.metrics import Metrics
 from engine.notices import notification_of
 from engine.policy import SEVERITY, Policy, Verdict, facts_of
 from engine.ports import ChampionModel, DecisionSink, FeatureSource, ReadingLike
 from engine.reasons import explain, reasons_of
-from engine.records import Decision, DecisionRecord, StoredDecision
+from engine.records import Decision, DecisionRecord, StoredDecision, payment_differs
 from engine.restatements import Outcome, Restatements
 from features.errors import FeatureStoreUnavailable
 from features.events import payment_event
@@ -240,6 +246,7 @@ class DecisionService:
             # the store's append resolves under its lock). A new payment skips this look-up.
             previous = self.store.get_by_payment(payment_id)
             if previous is not None:
+                _same_payment(previous, account_id, event.get("amount"))
                 return Decision.of(replace(previous, replayed=True))
         if self.flags.is_suspended(account_id, reading):
             return self._suspended(base, started)
@@ -409,9 +416,24 @@ class DecisionService:
     def _stored(
         self, record: DecisionRecord, stored: StoredDecision, waited: float | None = None
     ) -> Decision:
-        if record.action == "suspend_account" and not stored.replayed:
+        if stored.replayed:  # decided before: its decision answers only the same payment
+            amount = record.features.get("amount") if record.features else None
+            _same_payment(stored, record.account_id, amount if type(amount) is float else None)
+        elif record.action == "suspend_account":
             self.flags.set({record.account_id: record.decision_id})
         return Decision.of(stored) if waited is None else Decision.of(stored, store_ms=waited)
+
+
+def _same_payment(previous: StoredDecision, account_id: str, amount: float | None) -> None:
+    """`PaymentConflict` when a retry of a decided payment_id is not that payment."""
+    field = payment_differs(previous.record, account_id, amount)
+    if field is not None:
+        raise PaymentConflict(
+            f"payment {previous.record.payment_id} was scored with another {field}: a "
+            "payment_id names one payment (a retry sends the same fields; a new payment needs "
+            "a new payment_id)",
+            field=field,
+        )
 
 
 def _with(record: DecisionRecord) -> dict[str, Any]:

@@ -87,6 +87,26 @@ def test_a_retry_returns_the_first_decision_and_the_payment_counts_once(api):
     assert features["account_payments_24h"] == 1
 
 
+def test_a_payment_id_sent_again_for_another_payment_is_a_409_not_its_decision(api):
+    # An idempotency key names one payment: billing reusing it for another account or amount
+    # must not have the first payment's `allow` charge the second.
+    ts = int(time.time() * 1000) - 60_000
+    first = payment(ts=ts)
+    one = api.post("/v1/payments/score", json=first).json()
+    for field, value, when in [
+        ("account_id", "acct-someone-else", ts),  # the same hour: the dedupe marker finds it
+        ("amount", 999_999.0, ts),
+        ("account_id", "acct-someone-else", ts - 5 * 3_600_000),  # another hour: the store does
+    ]:
+        other = {**first, field: value, "ts": when}
+        answer = api.post("/v1/payments/score", json=other)
+        assert answer.status_code == 409, answer.text
+        error = answer.json()["error"]
+        assert (error["code"], error["field"]) == ("payment_conflict", field), error
+        assert first["payment_id"] in error["message"]
+    assert api.post("/v1/payments/score", json=first).json() == one  # a true retry still is
+
+
 def test_a_suspended_account_is_declined_without_scoring(api, servers):
     store = DecisionStore(servers[0].database_url)
     try:
