@@ -66,6 +66,7 @@ def reinstatement_notice(account_id: str, decision_id: str | None, at: int) -> d
 
 
 _IN_WORDS = {"allow": "accepted", "review": "held for a manual review", "decline": "declined"}
+_ACCOUNT_IN_WORDS = {"allow": "active", "review": "under a manual review"}
 
 
 def acknowledgement(decision_id: str, received_at: int, deadline_at: int) -> str:
@@ -89,26 +90,49 @@ def objection_outcome(
     new_action: str | None,
     reasons: list[str],
     remedies: str,
+    suspended_by: str | None = None,
 ) -> str:
     """What the customer is told of a decided case: the outcome, what it changes, and (upheld
-    or modified) the remedies left; an upheld decision also gives the reasons it rests on."""
+    or modified) the remedies left and the reasons the decision rests on. `suspended_by`: the
+    decision the account is suspended by once the case is decided, if it is (the case's own
+    decision lifted, or not; another one's suspension stays): the notice never says the
+    account is active, or a payment may be made again, while it is suspended."""
     subject = "payment" if subject_type == "payment" else "account"
+    still = (
+        f" Your account remains suspended by decision {suspended_by}, which this objection does "
+        "not cover: its payments are declined until that suspension is lifted, and you may "
+        "object to that decision too."
+        if suspended_by is not None
+        else ""
+    )
+    why = f" The reasons the decision rests on: {' '.join(reasons)}" if reasons else ""
     if outcome == "overturned":
-        after = (
-            "Your account is active again."
-            if action == "suspend_account"
-            else f"The {subject} decision is withdrawn: you may make the payment again "
-            "(as a new payment)."
-        )
+        if suspended_by is not None:
+            after = f"The {subject} decision is withdrawn.{still}"
+        elif action == "suspend_account":
+            after = "Your account is active again."
+        elif subject == "payment":
+            after = (
+                "The payment decision is withdrawn: you may make the payment again (as a new "
+                "payment)."
+            )
+        else:
+            after = "The account decision is withdrawn."
         return f"A reviewer overturned the decision: {note} {after}"
     if outcome == "modified":
-        now = _IN_WORDS.get(str(new_action), str(new_action))
-        lifted = " Your account is active again." if action == "suspend_account" else ""
+        words = _IN_WORDS if subject == "payment" else _ACCOUNT_IN_WORDS
+        now = words.get(str(new_action), str(new_action))
+        lifted = (
+            still
+            if suspended_by is not None
+            else " Your account is active again."
+            if action == "suspend_account"
+            else ""
+        )
         return (
-            f"A reviewer changed the decision: the {subject} is now {now}. {note}{lifted} "
+            f"A reviewer changed the decision: the {subject} is now {now}. {note}{lifted}{why} "
             f"{remedies}"
         )
-    why = f" The reasons the decision rests on: {' '.join(reasons)}" if reasons else ""
     return (
         "A reviewer examined your objection and upheld the decision. The rationale applied: "
         f"{note}{why} {remedies}"

@@ -251,6 +251,8 @@ class ObjectionDesk:
                 )
         elif new_action is not None:
             raise InvalidTransition("new_action goes with a modified outcome only")
+        if decision.subject_type == "account" and new_action == "decline":
+            raise InvalidTransition("an account is not declined: modify to review or allow")
         lifts = decision.action == "suspend_account" and (
             step.outcome == "overturned" or new_action != "suspend_account"
         ) and step.outcome != "upheld"  # fmt: skip
@@ -266,7 +268,10 @@ class ObjectionDesk:
                 )  # fmt: skip
         if step.outcome == "overturned":
             self._label(conn, case, decision, now, step.note)
-        self._notify(conn, case, now, step.outcome, self._outcome_text(case, decision, step))
+        after = accounts.read(conn, case.account_id)  # what the notice may say of the account
+        suspended_by = (after.decision_id or "unknown") if after.status == "suspended" else None
+        text = self._outcome_text(case, decision, step, suspended_by)
+        self._notify(conn, case, now, step.outcome, text)
         return {"outcome": step.outcome, "new_action": new_action, "decided_at": now,
                 "review_rationale": step.note, "decided_by": step.actor,
                 "departed_from_model": step.departed_from_model,
@@ -302,12 +307,13 @@ class ObjectionDesk:
     def _remedies(self, case: Case) -> str:
         return remedies(self.deadlines.rules(case.jurisdiction).authority)
 
-    def _outcome_text(self, case: Case, decision: Any, step: Step) -> str:
+    def _outcome_text(self, case: Case, decision: Any, step: Step,
+                      suspended_by: str | None) -> str:  # fmt: skip
         reasons = self.explain(case.decision_id) if self.explain is not None else []
         return objection_outcome(
             subject_type=decision.subject_type, action=decision.action, outcome=step.outcome,
             note=step.note, new_action=step.new_action, reasons=reasons,
-            remedies=self._remedies(case),
+            remedies=self._remedies(case), suspended_by=suspended_by,
         )  # fmt: skip
 
     # --- rows ---------------------------------------------------------------------------------

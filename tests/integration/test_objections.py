@@ -308,6 +308,27 @@ def test_an_overturn_lifts_only_the_suspension_its_decision_made(store, desk):
     state = store.account_status("acct-r")
     assert (state.status, state.decision_id) == ("suspended", later)
     assert desk.lifted == []
+    # The customer is not told the account is active: it is not.
+    told = notices(store, "acct-r")[-1]["message"]
+    assert "active again" not in told and "make the payment again" not in told
+    assert f"remains suspended by decision {later}" in told
+
+
+def test_an_overturned_payment_decline_of_a_suspended_account_says_it_stays_suspended(store, desk):
+    lock = suspended(store, 60, "acct-p")
+    declined = decision(61, account="acct-p", action="decline")
+    store.append_decision(declined, suspend=False, notification={"type": "adverse_decision"})
+    case = desk.open(declined.decision_id, actor="agent", statement="p", channel="web",
+                     jurisdiction="GDPR")  # fmt: skip
+    for action in ("acknowledge", "start_review"):
+        desk.act(case.objection_id, Step(action, "agent", action))
+    desk.act(case.objection_id, Step("decide", "rev", "not fraud", "overturned", None, True))
+    told = notices(store, "acct-p")[-1]["message"]
+    assert "make the payment again" not in told
+    assert (
+        f"The payment decision is withdrawn. Your account remains suspended by decision {lock}"
+        in told
+    )
 
 
 def test_an_export_holds_decisions_cases_notifications_and_audit(store, desk):
