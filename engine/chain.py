@@ -195,7 +195,12 @@ def first_break(links: Iterable[Link], *, expected_seq: int = 1) -> ChainBreak |
         if link.purged and not is_tombstone(link.decision_id, link.fields):
             why = "marked purged but still holds content (only retention may purge a record)"
             return ChainBreak(link.decision_id, link.seq, why)
-        if not link.purged and decision_hash(link.fields, link.seq, link.prev_hash) != link.hash:
+        try:
+            digest = None if link.purged else decision_hash(link.fields, link.seq, link.prev_hash)
+        except (ValueError, TypeError) as exc:  # NaN, bytes: no JSON, no record's content
+            why = f"content that no record holds ({exc})"
+            return ChainBreak(link.decision_id, link.seq, why)
+        if digest is not None and digest != link.hash:
             why = "hash does not match the record's content (a field was changed)"
             return ChainBreak(link.decision_id, link.seq, why)
         deferred = link.deferred

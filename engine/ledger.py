@@ -8,6 +8,7 @@ same lock and seals tombstones with the same digest.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -109,6 +110,47 @@ def link(row: sa.Row[Any]) -> Link:
     return Link(
         values["decision_id"], values["seq"], fields(row), values["prev_hash"], values["hash"],
         deferred(row), values["purged_at"] is not None,
+    )  # fmt: skip
+
+
+_JSON = [c for c in decisions.c if isinstance(c.type, sa.JSON)]
+_TEXT = {c.name for c in _JSON} | {"d_contributions"}
+# What `verify-chain` reads: SELECT's columns, the JSON ones as the text stored (SQLite), so a
+# record whose JSON a driver could not decode is named as broken (`Unreadable`) instead of
+# ending the walk with a traceback.
+VERIFY = sa.select(
+    *(sa.type_coerce(c, sa.Text).label(c.name) if c in _JSON else c for c in decisions.c),
+    sa.type_coerce(contrib.c.contributions, sa.Text).label("d_contributions"),
+    *DEFERRED[1:],
+).select_from(decisions.outerjoin(contrib, contrib.c.decision_id == decisions.c.decision_id))
+
+
+class Unreadable(Exception):
+    """A stored record whose content is not JSON: the chain breaks there."""
+
+    def __init__(self, broken: ChainBreak) -> None:
+        super().__init__(str(broken))
+        self.broken = broken
+
+
+def readable_link(row: sa.Row[Any]) -> Link:
+    """`link` of a `VERIFY` row, its JSON decoded here (`Unreadable` if it is not JSON)."""
+    values = dict(row._mapping)
+    for name in _TEXT:
+        text = values.get(name)
+        if isinstance(text, str):  # PostgreSQL's driver hands JSON over decoded already
+            try:
+                values[name] = json.loads(text)
+            except ValueError as exc:
+                why = f"{name.removeprefix('d_')} is not JSON ({exc})"
+                raise Unreadable(ChainBreak(values["decision_id"], values["seq"], why)) from None
+    deferred = None
+    if values["d_hash"] is not None:
+        deferred = Deferred(values["d_contributions"], values["d_base_value"],
+                            values["d_computed_at"], values["d_hash"])  # fmt: skip
+    return Link(
+        values["decision_id"], values["seq"], {name: values[name] for name in FIELDS},
+        values["prev_hash"], values["hash"], deferred, values["purged_at"] is not None,
     )  # fmt: skip
 
 

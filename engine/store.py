@@ -273,13 +273,15 @@ class DecisionStore:
     def verify_chain(self, *, through_seq: int | None = None) -> ChainBreak | None:
         """Recompute the chain from the first record (up to `through_seq`); the first record
         that breaks it, or None when it is intact."""
-        query = ledger.SELECT.order_by(decisions.c.seq)
+        query = ledger.VERIFY.order_by(decisions.c.seq)
         if through_seq is not None:
             query = query.where(decisions.c.seq <= through_seq)
         with reading(self._engine) as conn:
-            rows = conn.execution_options(yield_per=1000).execute(query)
+            rows: sa.CursorResult[Any] = conn.execution_options(yield_per=1000).execute(query)
             try:
-                broken = first_break(ledger.link(row) for row in rows)
+                broken = first_break(ledger.readable_link(row) for row in rows)
+            except ledger.Unreadable as exc:  # the records before it held
+                broken = exc.broken
             finally:
                 rows.close()
             return broken or ledger.unlisted_tombstone(conn, through_seq)

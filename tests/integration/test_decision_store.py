@@ -203,6 +203,37 @@ def test_verify_chain_names_exactly_the_record_whose_action_was_changed(store, u
     assert "hash does not match" in broken.why
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "why"),
+    [
+        ("features", "not json", "features is not JSON"),
+        ("features", '{"amount": NaN}', "content that no record holds"),
+        ("reasons", "[", "reasons is not JSON"),
+        ("score", b"\x00", "content that no record holds"),
+    ],
+)
+def test_verify_chain_names_a_record_whose_content_no_driver_can_read(tmp_path, column, value, why):
+    # SQLite's columns hold whatever is written to them: such a record is a broken link, named,
+    # not a traceback that names nothing (a JSON column PostgreSQL would refuse to hold).
+    url = f"sqlite:///{tmp_path / 'chain.db'}"
+    store = DecisionStore(url)
+    store.migrate()
+    try:
+        stored = [
+            store.append_decision(decision(n, action="decline"), suspend=False, notification=None)
+            for n in range(4)
+        ]
+        execute(url, f"UPDATE decisions SET {column} = :v WHERE decision_id = :id", v=value,
+                id=stored[2].decision_id)  # fmt: skip
+        broken = store.verify_chain()
+        assert broken is not None
+        assert (broken.decision_id, broken.seq) == (stored[2].decision_id, 3)
+        assert why in broken.why
+        assert store.verify_chain(through_seq=2) is None  # the records before it hold
+    finally:
+        store.close()
+
+
 def test_verify_chain_names_the_record_after_a_deleted_one(store, url):
     stored = [
         store.append_decision(decision(n), suspend=False, notification=None) for n in range(4)
