@@ -95,6 +95,15 @@ class Settings(BaseSettings):
             raise ValueError("must be positive")
         return value
 
+    @field_validator("notify_backoff_seconds")
+    @classmethod
+    def _under_the_cap(cls, value: float) -> float:
+        from engine.notifier import Backoff  # the cap the notifier's backoff keeps
+
+        if value > Backoff.cap_s:
+            raise ValueError(f"must be at most {Backoff.cap_s:g} (the longest wait between tries)")
+        return value
+
     @field_validator("redis_warm_connections", "mlflow_request_retries")
     @classmethod
     def _not_negative(cls, value: int) -> int:

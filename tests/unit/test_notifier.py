@@ -33,6 +33,19 @@ def test_a_backoff_base_must_be_positive_and_below_the_cap():
         Backoff(10, cap_s=5)
 
 
+def test_a_backoff_setting_past_the_cap_is_refused_with_the_settings_not_at_start(monkeypatch):
+    # It passed the settings and then failed the service's start with a traceback.
+    from pydantic import ValidationError
+
+    from engine.settings import Settings
+
+    monkeypatch.setenv("ARBITER_NOTIFY_BACKOFF_SECONDS", "7200")
+    with pytest.raises(ValidationError, match=r"notify_backoff_seconds\n.*must be at most 3600"):
+        Settings()
+    monkeypatch.setenv("ARBITER_NOTIFY_BACKOFF_SECONDS", "3600")
+    assert Backoff(Settings().notify_backoff_seconds).delay_ms(0) == 3_600_000
+
+
 def test_a_notifier_refuses_non_positive_limits():
     with pytest.raises(ValueError, match=r"max_attempts \(0\), batch \(20\) .* must be positive"):
         Notifier(NoStore(), lambda _n: None, max_attempts=0, backoff=Backoff(1))
