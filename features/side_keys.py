@@ -20,9 +20,13 @@ _CLAIM = """
 local last = redis.call('GET', KEYS[1])
 local ts, gap = tonumber(ARGV[1]), tonumber(ARGV[2])
 if last and ts - tonumber(last) < gap then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(gap, 1))
+redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(gap, 1) + tonumber(ARGV[3]))
 return 1
 """
+# How much longer than its cooldown a claim is kept, in wall time: the cooldown is in event
+# time, and a pipeline running behind (its events' time passing slower than the clock) must
+# still meet it. A claim kept only for the cooldown let a lagging account be decided again.
+CLAIM_SLACK_MS = 24 * 3_600_000
 
 
 _UNCLAIM = """
@@ -54,11 +58,12 @@ class SideKeys:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 
     def claim(self, key: str, ts: int, gap_ms: int) -> bool:
-        """A cooldown in event time, atomically: True (and `ts` kept) when no claim at least
-        `gap_ms` older than `ts` stands on `key`; False while one does. The key lives as long
-        as the cooldown after the latest claim in wall time too."""
+        """A cooldown in event time, atomically: True (and `ts` kept) when no claim less than
+        `gap_ms` older than `ts` stands on `key`; False while one does. The key lives for the
+        cooldown plus `CLAIM_SLACK_MS` after the latest claim, in wall time."""
         try:
-            return bool(self.client.eval(_CLAIM, 1, key, str(ts), str(gap_ms)))
+            slack = str(CLAIM_SLACK_MS)
+            return bool(self.client.eval(_CLAIM, 1, key, str(ts), str(gap_ms), slack))
         except _ERRORS as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 

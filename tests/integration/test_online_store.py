@@ -3,6 +3,8 @@ Redis Cluster-ready keys, and a clear error when Redis is gone."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from redis.crc import key_slot
@@ -63,6 +65,18 @@ def test_a_replayed_event_is_not_counted_twice(redis_client):
     features = store.read(payment(9, T0 + 60_000))
     assert features["account_payments_1h"] == 2.0
     assert features["account_amount_24h"] == 50.0
+
+
+def test_a_cooldown_claim_holds_in_event_time_however_long_the_wall_clock_took(redis_client):
+    # A pipeline running behind: a second of wall time passes, a tenth of it in event time.
+    # The claim must still stand (it expired with the cooldown in wall time before).
+    store = OnlineStore(redis_client, PLATFORM)
+    key = store.key("account", "acct-cool") + ":claim"
+    assert store.claim(key, T0, 200) is True
+    time.sleep(0.5)
+    assert store.claim(key, T0 + 100, 200) is False  # 100 ms of event time: cooling down
+    assert store.claim(key, T0 + 250, 200) is True  # past the cooldown in event time
+    assert redis_client.pttl(key) > 23 * HOUR
 
 
 def test_keys_are_hash_tagged_per_entity_and_expire(redis_client):
