@@ -264,6 +264,7 @@ class ObjectionDesk:
                 _, reinstated = accounts.change(
                     conn, case.account_id, "active", actor=step.actor, at=now,
                     reason=f"objection {case.objection_id} {step.outcome}",
+                    decision_id=case.decision_id,  # the one lifted, as a reinstatement says
                     objection_id=case.objection_id,
                 )  # fmt: skip
         if step.outcome == "overturned":

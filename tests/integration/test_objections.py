@@ -108,10 +108,12 @@ def test_an_overturned_suspension_is_lifted_notified_labelled_and_audited(store,
         "open", "acknowledge", "start_review", "request_info", "customer_replied", "decide",
         "notify",
     ]  # fmt: skip
-    assert store.account_status("acct-o").status == "active"
+    state = store.account_status("acct-o")
+    assert (state.status, state.decision_id) == ("active", decision_id)  # by what it lifted
     assert desk.lifted == ["acct-o"]  # the Redis flag is cleared after the commit
     [change] = [e for e in store.suspension_events("acct-o") if e.to_status == "active"]
     assert (change.actor, change.objection_id) == ("rev-bob", case.objection_id)
+    assert change.decision_id == decision_id
     [label] = privacy.labels_since(store.database)
     assert label == {
         "event_id": f"label:objection:{case.objection_id}", "type": "label",
