@@ -44,7 +44,7 @@ class Field:
     choices: tuple[str, ...] = ()
     min: float | None = None
     max: float | None = None
-    length: int | None = None  # exact length (country/currency codes)
+    length: int | None = None  # exact length, in capital letters A-Z (country/currency codes)
     address: bool = False  # an IPv4 or IPv6 address, as written (not rewritten)
 
 
@@ -164,8 +164,10 @@ def _check(name: str, spec: Field, value: Any) -> Any:
         if len(value) > MAX_STR:
             raise ValueError(f"must be at most {MAX_STR} characters")
         check_text(value)
-        if spec.length is not None and len(value) != spec.length:
-            raise ValueError(f"must be {spec.length} characters")
+        if spec.length is not None and not (
+            len(value) == spec.length and value.isascii() and value.isalpha() and value.isupper()
+        ):
+            raise ValueError(f"must be {spec.length} capital letters (an ISO code)")
         if spec.choices and value not in spec.choices:
             raise ValueError(f"must be one of {', '.join(spec.choices)}")
         if spec.address and not _is_address(value):

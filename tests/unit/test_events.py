@@ -34,7 +34,14 @@ def test_an_unknown_type_names_the_event_and_lists_the_known_types():
     ("change", "message"),
     [
         ({"segments": 0}, r"event ev1 \(sms\): field 'segments' must be >= 1"),
-        ({"dest_country": "GBR"}, r"field 'dest_country' must be 2 characters"),
+        ({"dest_country": "GBR"}, r"field 'dest_country' must be 2 capital letters"),
+        # Only the shape of a code, as the score door checks it: `us` would never meet `US`.
+        ({"dest_country": "gb"}, r"field 'dest_country' must be 2 capital letters"),
+        ({"dest_country": "12"}, r"field 'dest_country' must be 2 capital letters"),
+        ({"dest_country": "日本"}, r"field 'dest_country' must be 2 capital letters"),
+        ({"cost": 10**400}, r"field 'cost' must be finite"),
+        ({"dest_prefix": " "}, r"field 'dest_prefix' must be a non-empty string"),
+        ({"dest_number": "+44\ud800"}, r"field 'dest_number' must be Unicode text"),
         ({"verified": "yes"}, r"field 'verified' must be true or false"),
         ({"cost": float("nan")}, r"field 'cost' must be finite"),
         ({"ts": "2026-11-01T10:00:00"}, r"field 'ts' ISO timestamps need a time zone"),
