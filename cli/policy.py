@@ -156,7 +156,7 @@ def _report(policy: Policy, result: WhatIf) -> None:
         apart = ", ".join(
             f"{why} -> {action}: {n:,}" for (why, action), n in sorted(result.unscored.items())
         )
-        console.print(f"not replayed (no score): {sum(result.unscored.values()):,} ({apart})")
+        console.print(f"not replayed: {sum(result.unscored.values()):,} ({apart})")
     console.print(
         "[dim]IP, card, BIN country and destination lists are not in the records: "
         "a replay applies the account lists, rules, segments and thresholds only[/dim]"

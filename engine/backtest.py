@@ -3,8 +3,10 @@
 Each stored decision with a score is decided again under the proposed policy from its recorded
 score and feature values; `WhatIf` counts the moves from each recorded action to each new one.
 Decisions made without a score (degraded, account already suspended) cannot be replayed and are
-counted apart. Account decisions (`subject_type: account`) are replayed through the policy's
-`account` section.
+counted apart, and so are payment decisions a card, IP or BIN-country list decided (their
+facts are not in the record: replayed, they would move for no change of the policy), and
+allow-listed ones unless the proposed policy allow-lists their account. Account decisions
+(`subject_type: account`) are replayed through the policy's `account` section.
 """
 
 from __future__ import annotations
@@ -57,11 +59,22 @@ def replay(policy: Policy, decisions: Iterable[StoredDecision]) -> WhatIf:
             why = "degraded" if record.degraded else _unscored_reason(stored)
             result.unscored[(why, record.action)] += 1
             continue
+        codes = {reason.code for reason in record.reasons}
+        if codes & _UNSEEN_LISTS or (
+            "ALLOW_LISTED" in codes and record.account_id not in policy.model.lists.allow.account
+        ):
+            result.unscored[(UNSEEN, record.action)] += 1
+            continue
         facts = facts_of({"account_id": record.account_id}, record.features)
         verdict = policy.decide(record.score, record.features, facts)
         result.moves[(record.action, verdict.action)] += 1
         result.versions[record.policy_version] += 1
     return result
+
+
+# Lists whose facts (the card, the IP, the BIN country) a record does not keep.
+_UNSEEN_LISTS = frozenset({"DENY_LISTED_CARD", "DENY_LISTED_IP", "DENY_LISTED_BIN_COUNTRY"})
+UNSEEN = "listed by card, IP or BIN country"
 
 
 def _unscored_reason(stored: StoredDecision) -> str:

@@ -154,6 +154,40 @@ def test_replay_counts_every_move_and_keeps_unscored_decisions_apart(arbiter, tm
     assert dict(result.versions) == {"pol-1": 8, "pol-0": 1}
 
 
+def test_decisions_a_card_ip_or_bin_list_made_are_counted_apart_not_as_moves(arbiter, tmp_path):
+    # Their facts are not in the record: replayed from the score alone, the unchanged policy
+    # showed a DENY_LISTED_IP decline as a move to allow.
+    listed = [
+        decision(1, action="decline", score=0.10, features=QUIET,
+                 reasons=(Reason("DENY_LISTED_IP", "The IP address is on a deny list."),)),
+        decision(2, action="decline", score=0.05, features=QUIET,
+                 reasons=(Reason("DENY_LISTED_BIN_COUNTRY", "The card's country is denied."),)),
+        decision(3, score=0.95, features=QUIET,
+                 reasons=(Reason("ALLOW_LISTED", "The account, card or IP is allow-listed."),)),
+        decision(4, account="acct-vip", score=0.95, features=QUIET,
+                 reasons=(Reason("ALLOW_LISTED", "The account, card or IP is allow-listed."),)),
+        decision(5, score=0.10, features=QUIET),
+    ]  # fmt: skip
+    store = DecisionStore(arbiter.url)
+    try:
+        store.migrate()
+        for record in listed:
+            store.append_decision(record, suspend=False, notification=None)
+        unchanged = load_policy(ROOT / "config" / "policy.yaml")
+        result = policy_cmds.replay(unchanged, store.decisions_since(0))
+        assert dict(result.moves) == {("allow", "allow"): 1}
+        assert dict(result.unscored) == {
+            ("listed by card, IP or BIN country", "decline"): 2,
+            ("listed by card, IP or BIN country", "allow"): 2,
+        }
+        # A proposed policy allow-listing the account replays its ALLOW_LISTED decision.
+        vip = load_policy(proposed(tmp_path))
+        result = policy_cmds.replay(vip, store.decisions_since(0))
+        assert result.moves[("allow", "allow")] == 2
+    finally:
+        store.close()
+
+
 def test_backtest_prints_the_what_if_table(arbiter, tmp_path):
     fill(arbiter.url)
     path = proposed(tmp_path)
@@ -168,9 +202,7 @@ def test_backtest_prints_the_what_if_table(arbiter, tmp_path):
     assert "│ suspend_account │ 0 │ 0 │ 0 │ 0 │ 0 │" in out
     assert "│ total │ 2 │ 4 │ 2 │ 1 │ 9 │" in out
     assert "6 of 9 decisions would change (4 stricter, 2 milder)" in out
-    assert (
-        "not replayed (no score): 2 (account suspended -> decline: 1, degraded -> review: 1)" in out
-    )
+    assert "not replayed: 2 (account suspended -> decline: 1, degraded -> review: 1)" in out
 
 
 def test_backtest_since_leaves_out_older_decisions(arbiter, tmp_path):
@@ -179,7 +211,7 @@ def test_backtest_since_leaves_out_older_decisions(arbiter, tmp_path):
     code, out = arbiter("backtest", proposed(tmp_path), "--since", "2023-11-14T22:13:20.006Z")
     assert code == 0, out
     assert "4 of 4 decisions would change (2 stricter, 2 milder)" in out
-    assert "not replayed (no score): 2" in out
+    assert "not replayed: 2" in out
 
 
 def test_backtest_refuses_a_bad_since_and_a_missing_store(arbiter, tmp_path):
