@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -133,17 +134,28 @@ class Notifier:
             self.send.close()
 
     def run_once(self, now_ms: int) -> RunCounts:
-        """Deliver up to `batch` due entries, as of `now_ms`; what became of them."""
+        """Deliver up to `batch` due entries, as of `now_ms`; what became of them. Once half
+        the lease is spent (slow receivers), the rest of the batch is left to its lease: taken
+        again when it ends, never sent while another worker may hold it."""
         delivered = retried = dead = 0
+        began = time.monotonic()
         for notification in self.store.pending_notifications(
             now_ms, self.batch, lease_ms=self.lease_ms
         ):
+            spent_ms = int((time.monotonic() - began) * 1000)
+            if spent_ms > self.lease_ms // 2:
+                log.warning("notification batch took %d ms of its %d ms lease: the rest waits "
+                            "for the lease to end", spent_ms, self.lease_ms)  # fmt: skip
+                break
             try:
                 self.send(notification)
             except Exception as exc:  # any failure to deliver is recorded and retried
                 error = str(exc) if isinstance(exc, DeliveryFailed) else _describe(exc)
                 gives_up = notification.attempts + 1 >= self.max_attempts
-                next_at = now_ms + self.backoff.delay_ms(notification.attempts)
+                # From when it failed (in whole seconds), not from the batch's start: after a
+                # slow batch, an early failure's wait is not spent already.
+                failed_at = now_ms + int(time.monotonic() - began) * 1000
+                next_at = failed_at + self.backoff.delay_ms(notification.attempts)
                 self.store.mark_failed(notification.id, error, next_at, dead=gives_up)
                 if gives_up:
                     dead += 1
@@ -188,10 +200,13 @@ class Notifier:
 
 class WebhookSender:
     """POSTs a notification's payload as JSON to `url`; 2xx is delivered, anything else (or no
-    answer within `timeout_s`) raises `DeliveryFailed`. Redirects are not followed."""
+    whole answer within `timeout_s`) raises `DeliveryFailed`. Redirects are not followed.
+    httpx's timeout bounds each phase (connect, write, each read), so an answer that drips in
+    is also cut at `timeout_s` from the start of its body's reading."""
 
     def __init__(self, url: str, *, timeout_s: float) -> None:
         self.url = url
+        self.timeout_s = timeout_s
         self._client = httpx.Client(timeout=timeout_s, headers={"User-Agent": "arbiter-notifier/1"})
 
     def __call__(self, notification: Notification) -> None:
@@ -200,12 +215,24 @@ class WebhookSender:
             "X-Arbiter-Event": notification.kind,
             "X-Arbiter-Attempt": str(notification.attempts + 1),
         }
+        deadline = time.monotonic() + self.timeout_s
         try:
-            response = self._client.post(self.url, json=notification.payload, headers=headers)
+            with self._client.stream(
+                "POST", self.url, json=notification.payload, headers=headers
+            ) as response:
+                head = bytearray()
+                for chunk in response.iter_bytes():
+                    if len(head) < _MAX_BODY_IN_ERROR:
+                        head += chunk[: _MAX_BODY_IN_ERROR - len(head)]
+                    if time.monotonic() > deadline:
+                        raise DeliveryFailed(
+                            f"no whole answer within {self.timeout_s:g} s (HTTP "
+                            f"{response.status_code}, its body still coming)"
+                        )
         except httpx.HTTPError as exc:
             raise DeliveryFailed(_describe(exc)) from exc
         if not response.is_success:
-            body = response.text[:_MAX_BODY_IN_ERROR].strip()
+            body = head.decode("utf-8", "replace").strip()
             raise DeliveryFailed(f"HTTP {response.status_code}: {body}".rstrip(": "))
 
     def close(self) -> None:

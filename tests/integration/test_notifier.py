@@ -4,6 +4,8 @@ given to `run_once`, so retries and backoff are exercised without sleeping."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -197,6 +199,69 @@ def test_a_leased_entry_is_not_taken_by_a_second_worker_meanwhile(store):
     assert first.run_once(T0) == (2, 0, 0)
     assert second_claims == [(0, 0, 0), (0, 0, 0)]
     assert sent_by == {made[0].id: "a", made[1].id: "a"}
+
+
+class Dripping:
+    """A receiver on loopback that answers 200 with a body one byte every 0.2 s: each read
+    within httpx's timeout, the whole answer far past it."""
+
+    def __init__(self, seconds: float = 6.0) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.seconds = seconds
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            conn.recv(65536)
+            n = int(self.seconds / 0.2)
+            conn.sendall(f"HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n".encode())
+            try:
+                for _ in range(n):
+                    conn.sendall(b".")
+                    time.sleep(0.2)
+            except OSError:
+                pass  # the sender gave up and closed
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+def test_an_answer_that_drips_in_is_cut_at_the_timeout_and_retried(store):
+    # httpx's timeout is per read: a receiver sending a byte at a time held a delivery (and
+    # the entries behind it) for as long as it liked, past the lease another worker waits for.
+    record = decision(1, action="decline")
+    store.append_decision(record, suspend=False, notification={"type": "adverse_decision"})
+    dripping = Dripping()
+    notifier = webhook_notifier(store, dripping.url, timeout_s=1.0, max_attempts=3, backoff_s=2)
+    try:
+        # Waiting the answer out would have delivered it (a whole 200): it was cut instead.
+        assert notifier.run_once(T0) == (0, 1, 0)
+        [entry] = store.notifications_for(record.decision_id)
+        assert entry.status == "pending" and "no whole answer within 1 s" in entry.last_error
+    finally:
+        notifier.close()
+        dripping.stop()
+
+
+def test_a_batch_past_half_its_lease_leaves_the_rest_leased(store):
+    for n in range(3):
+        store.append_decision(decision(n, action="decline"), suspend=False,
+                              notification={"type": "adverse_decision"})  # fmt: skip
+    sent: list[int] = []
+
+    def slow(notification: Notification) -> None:
+        sent.append(notification.id)
+        time.sleep(1.1)
+
+    notifier = Notifier(store, slow, max_attempts=3, backoff=Backoff(1), lease_ms=2000)
+    assert notifier.run_once(T0) == (1, 0, 0)  # the second would start past half the lease
+    assert len(sent) == 1
+    assert notifier.run_once(T0) == (0, 0, 0)  # the others are leased still
+    assert notifier.run_once(T0 + 3000) == (1, 0, 0)  # taken again once the lease ended
+    assert len(set(sent)) == 2
 
 
 def test_a_sender_error_of_any_kind_is_recorded_with_its_type(store):
