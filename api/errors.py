@@ -134,8 +134,9 @@ async def _validation(request: Request, exc: Exception) -> OrjsonResponse:
         where = f" (at character {at[0]})" if at and isinstance(at[0], int) else ""
         return error_response(request, 422, "invalid_request",
                               f"the body is not JSON in UTF-8{where}", "body")  # fmt: skip
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-    field = ".".join(loc) or None
+    loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    # `events[1].segments`, as the docs and the events door name a field of a list's item.
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
     if first.get("type") == "extra_forbidden":
         message = f"field '{field}' is not allowed"
     elif first.get("type") == "missing":

@@ -94,6 +94,7 @@ ODD = [
         "must be a string",
     ),
     ("events", lambda: b'{"events": [}', "body", "not JSON"),
+    ("events", lambda: {"events": [sms_event(), 5]}, "events[1]", "valid dictionary"),
 ]
 
 
