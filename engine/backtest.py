@@ -60,10 +60,11 @@ def replay(policy: Policy, decisions: Iterable[StoredDecision]) -> WhatIf:
             result.unscored[(why, record.action)] += 1
             continue
         codes = {reason.code for reason in record.reasons}
-        if codes & _UNSEEN_LISTS or (
-            "ALLOW_LISTED" in codes and record.account_id not in policy.model.lists.allow.account
-        ):
+        if codes & _UNSEEN_LISTS:
             result.unscored[(UNSEEN, record.action)] += 1
+            continue
+        if "ALLOW_LISTED" in codes and record.account_id not in policy.model.lists.allow.account:
+            result.unscored[(ALLOWED, record.action)] += 1
             continue
         facts = facts_of({"account_id": record.account_id}, record.features)
         verdict = policy.decide(record.score, record.features, facts)
@@ -75,6 +76,8 @@ def replay(policy: Policy, decisions: Iterable[StoredDecision]) -> WhatIf:
 # Lists whose facts (the card, the IP, the BIN country) a record does not keep.
 _UNSEEN_LISTS = frozenset({"DENY_LISTED_CARD", "DENY_LISTED_IP", "DENY_LISTED_BIN_COUNTRY"})
 UNSEEN = "listed by card, IP or BIN country"
+# The record does not say which allow list (account, card, IP) let it through.
+ALLOWED = "allow-listed, the proposal not by its account"
 
 
 def _unscored_reason(stored: StoredDecision) -> str:

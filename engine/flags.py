@@ -55,32 +55,42 @@ class SuspensionFlags:
         shares the account's hash tag, so it sits beside the account's features."""
         return f"{self.features.key(self.entity, account_id)}:suspended"
 
-    def is_suspended(self, account_id: str, reading: ReadingLike) -> bool:
+    def is_suspended(
+        self, account_id: str, reading: ReadingLike, *, doubtful: bool | None = None
+    ) -> bool:
         """From a reading that asked for `key(account_id)` first: the flag decides, except for
         an account Redis knows nothing about (new, idle past its ttl, or lost with a Redis
         restart), or one with no flag that this process's memory holds suspended: then the
         store does, and the flag is set again. The second case is a Redis that lost its data
         while the account's features came back before its flag (an event or a payment since
         the flush rebuilt them; the next sync would restore the flag, up to `interval_s`
-        later), or a reinstatement by another process since the last sync."""
+        later), or a reinstatement by another process since the last sync. `doubtful`: what
+        `needs_store` said for this reading (the event loop's caller, which must not ask the
+        store, passes False), else it is worked out here."""
         if reading.flags and reading.flags[0] is not None:
             return True
-        if not self._doubtful(account_id, reading):
+        if not (self._doubtful(account_id, reading) if doubtful is None else doubtful):
             return False
+        asked = time.monotonic()
         state = self.stored_status(account_id)
         if state is None:  # the store does not answer: what the last sync said
             return bool(self.known_suspended(account_id))
         if state.status != "suspended":
-            self._forget(account_id)  # lifted by another process since the last sync
+            self._forget(account_id, asked)  # lifted by another process since the last sync
             return False
         self.set({account_id: state.decision_id or "suspended"})
         return True
 
-    def _forget(self, account_id: str) -> None:
+    def _forget(self, account_id: str, asked: float) -> None:
+        """Memory drops an account the store, asked at `asked`, says is active, unless this
+        process changed its status since (a suspension committed during the read stands). Not
+        a change of its own: a refresh under way may put it back, and the store is asked again."""
         with self._lock:
-            if self.known is not None and account_id in self.known:
-                self._changes.append((time.monotonic(), account_id, None))
-                self.known = _applied(self.known, [(account_id, None)])
+            if self.known is None or account_id not in self.known:
+                return
+            if any(at >= asked and a == account_id for at, a, _ in self._changes):
+                return
+            self.known = _applied(self.known, [(account_id, None)])
 
     def stored_status(self, account_id: str) -> AccountState | None:
         """The store's word on the account, or None when the store does not answer (counted

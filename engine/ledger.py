@@ -9,6 +9,7 @@ same lock and seals tombstones with the same digest.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,27 +90,20 @@ def schema_problem(conn: sa.Connection) -> str | None:
     return None
 
 
-def deferred(row: sa.Row[Any]) -> Deferred | None:
-    if row.d_hash is None:
+def deferred(values: Mapping[Any, Any]) -> Deferred | None:
+    """The deferred contributions of a row's mapping (SELECT's or VERIFY's columns)."""
+    if values["d_hash"] is None:
         return None
-    return Deferred(row.d_contributions, row.d_base_value, row.d_computed_at, row.d_hash)
+    return Deferred(values["d_contributions"], values["d_base_value"], values["d_computed_at"],
+                    values["d_hash"])  # fmt: skip
 
 
 def stored(row: sa.Row[Any]) -> StoredDecision:
     values = row._mapping
     record = DecisionRecord.from_json(fields(row))
     return StoredDecision(
-        record, values["seq"], values["prev_hash"], values["hash"], deferred(row),
+        record, values["seq"], values["prev_hash"], values["hash"], deferred(values),
         purged=values["purged_at"] is not None,
-    )  # fmt: skip
-
-
-def link(row: sa.Row[Any]) -> Link:
-    # The fields exactly as read back, not re-validated: verification must see any tampering.
-    values = row._mapping
-    return Link(
-        values["decision_id"], values["seq"], fields(row), values["prev_hash"], values["hash"],
-        deferred(row), values["purged_at"] is not None,
     )  # fmt: skip
 
 
@@ -133,24 +127,23 @@ class Unreadable(Exception):
         self.broken = broken
 
 
-def readable_link(row: sa.Row[Any]) -> Link:
-    """`link` of a `VERIFY` row, its JSON decoded here (`Unreadable` if it is not JSON)."""
+def readable_link(row: sa.Row[Any], *, decode: bool) -> Link:
+    """A `VERIFY` row as the chain sees it: the fields exactly as read back, not
+    re-validated (verification must see any tampering). With `decode` (SQLite: the JSON
+    columns came as their text) the JSON is decoded here, `Unreadable` if it is not JSON;
+    PostgreSQL's driver hands JSON over decoded, and its columns hold nothing else."""
     values = dict(row._mapping)
-    for name in _TEXT:
+    for name in _TEXT if decode else ():
         text = values.get(name)
-        if isinstance(text, str):  # PostgreSQL's driver hands JSON over decoded already
+        if text is not None:
             try:
                 values[name] = json.loads(text)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 why = f"{name.removeprefix('d_')} is not JSON ({exc})"
                 raise Unreadable(ChainBreak(values["decision_id"], values["seq"], why)) from None
-    deferred = None
-    if values["d_hash"] is not None:
-        deferred = Deferred(values["d_contributions"], values["d_base_value"],
-                            values["d_computed_at"], values["d_hash"])  # fmt: skip
     return Link(
         values["decision_id"], values["seq"], {name: values[name] for name in FIELDS},
-        values["prev_hash"], values["hash"], deferred, values["purged_at"] is not None,
+        values["prev_hash"], values["hash"], deferred(values), values["purged_at"] is not None,
     )  # fmt: skip
 
 

@@ -90,24 +90,26 @@ def objection_outcome(
     new_action: str | None,
     reasons: list[str],
     remedies: str,
+    still_suspended: bool = False,
     suspended_by: str | None = None,
 ) -> str:
     """What the customer is told of a decided case: the outcome, what it changes, and (upheld
-    or modified) the remedies left and the reasons the decision rests on. `suspended_by`: the
-    decision the account is suspended by once the case is decided, if it is (the case's own
-    decision lifted, or not; another one's suspension stays): the notice never says the
-    account is active, or a payment may be made again, while it is suspended."""
+    or modified) the remedies left and the reasons the decision rests on. `still_suspended`:
+    the account is suspended once the case is decided (by `suspended_by`, a decision this
+    case does not cover, or an unlifted one): the notice never says the account is active,
+    or that a payment may be made again, while it is suspended."""
     subject = "payment" if subject_type == "payment" else "account"
+    by = f" by decision {suspended_by}" if suspended_by else ""
     still = (
-        f" Your account remains suspended by decision {suspended_by}, which this objection does "
-        "not cover: its payments are declined until that suspension is lifted, and you may "
-        "object to that decision too."
-        if suspended_by is not None
+        f" Your account remains suspended{by}, which this objection does not lift: its "
+        "payments are declined until that suspension is lifted, and you may object to that "
+        "decision too."
+        if still_suspended
         else ""
     )
     why = f" The reasons the decision rests on: {' '.join(reasons)}" if reasons else ""
     if outcome == "overturned":
-        if suspended_by is not None:
+        if still_suspended:
             after = f"The {subject} decision is withdrawn.{still}"
         elif action == "suspend_account":
             after = "Your account is active again."
@@ -122,9 +124,11 @@ def objection_outcome(
     if outcome == "modified":
         words = _IN_WORDS if subject == "payment" else _ACCOUNT_IN_WORDS
         now = words.get(str(new_action), str(new_action))
+        if still_suspended and subject == "account":  # not "now active": it is not
+            return f"A reviewer changed the decision: {note}{still}{why} {remedies}"
         lifted = (
             still
-            if suspended_by is not None
+            if still_suspended
             else " Your account is active again."
             if action == "suspend_account"
             else ""

@@ -201,8 +201,9 @@ class Notifier:
 class WebhookSender:
     """POSTs a notification's payload as JSON to `url`; 2xx is delivered, anything else (or no
     whole answer within `timeout_s`) raises `DeliveryFailed`. Redirects are not followed.
-    httpx's timeout bounds each phase (connect, write, each read), so an answer that drips in
-    is also cut, as its body comes, once `timeout_s` have passed since the request began."""
+    httpx's timeout bounds each phase (connect, write, each read), so an answer whose body
+    drips in is also cut, as it comes, once `timeout_s` have passed since the request began
+    (its status line and headers are bounded per read only)."""
 
     def __init__(self, url: str, *, timeout_s: float) -> None:
         self.url = url

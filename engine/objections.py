@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import accounts, audit, outbox
+from engine.accounts import AccountState
 from engine.cases import ACTIONS, OPEN, TRANSITIONS, Case, CaseEvent, Step
 from engine.database import reading, writing
 from engine.deadlines import Deadlines
@@ -270,8 +271,7 @@ class ObjectionDesk:
         if step.outcome == "overturned":
             self._label(conn, case, decision, now, step.note)
         after = accounts.read(conn, case.account_id)  # what the notice may say of the account
-        suspended_by = (after.decision_id or "unknown") if after.status == "suspended" else None
-        text = self._outcome_text(case, decision, step, suspended_by)
+        text = self._outcome_text(case, decision, step, after)
         self._notify(conn, case, now, step.outcome, text)
         return {"outcome": step.outcome, "new_action": new_action, "decided_at": now,
                 "review_rationale": step.note, "decided_by": step.actor,
@@ -309,12 +309,13 @@ class ObjectionDesk:
         return remedies(self.deadlines.rules(case.jurisdiction).authority)
 
     def _outcome_text(self, case: Case, decision: Any, step: Step,
-                      suspended_by: str | None) -> str:  # fmt: skip
+                      after: AccountState) -> str:  # fmt: skip
         reasons = self.explain(case.decision_id) if self.explain is not None else []
         return objection_outcome(
             subject_type=decision.subject_type, action=decision.action, outcome=step.outcome,
             note=step.note, new_action=step.new_action, reasons=reasons,
-            remedies=self._remedies(case), suspended_by=suspended_by,
+            remedies=self._remedies(case), still_suspended=after.status == "suspended",
+            suspended_by=after.decision_id,
         )  # fmt: skip
 
     # --- rows ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from features.events import parse_address
+from features.events import is_code, parse_address
 from features.state import numeric
 
 Action = Literal["allow", "review", "decline", "suspend_account"]
@@ -85,7 +85,7 @@ def _not_blank(value: str) -> str:
 
 
 def _country(value: str) -> str:
-    if not (len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()):
+    if not is_code(value, 2):
         raise ValueError("a country is two capital letters (ISO 3166-1), as payments give it")
     return value
 
@@ -419,6 +419,8 @@ class _UniqueKeys(yaml.SafeLoader):
 def _mapping(loader: _UniqueKeys, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: the loader merges it
+            continue
         key = loader.construct_object(key_node, deep=True)
         try:
             twice = key in seen

@@ -166,15 +166,12 @@ class Decision:
                    timings)  # fmt: skip
 
 
-_NUMBERS = (int, float)
-
-
 def payment_differs(record: DecisionRecord, account_id: str, amount: float | None) -> str | None:
     """The field (`account_id`, `amount`) in which a payment is not the one `record` decided,
     if any (its amount is known where the record kept its features)."""
     if record.account_id != account_id:
         return "account_id"
     scored = record.features.get("amount") if record.features else None
-    if amount is not None and isinstance(scored, _NUMBERS) and round(scored, 6) != round(amount, 6):
-        return "amount"
-    return None
+    if amount is None or not isinstance(scored, (int, float)):
+        return None
+    return "amount" if round(scored, 6) != round(amount, 6) else None

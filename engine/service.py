@@ -125,7 +125,11 @@ class DecisionService:
                 outcome = self._without_features(pending)
             else:
                 outcome = self._finish_payment(pending, reading)
-            decision = outcome if isinstance(outcome, Decision) else self._append(outcome)
+            decision = (
+                outcome
+                if isinstance(outcome, Decision)
+                else self._append(outcome, pending.event.get("amount"))
+            )
             if self.restatements.due(decision, reading):  # not charged: counted as declined
                 self.restatements.restate(pending.event)
         except StoreError:
@@ -163,12 +167,12 @@ class DecisionService:
                 counted = reading
                 if self._needs_store(pending, reading):  # a retry, or a status Redis lacks
                     outcome = await asyncio.to_thread(self._finish_payment, pending, reading)
-                else:  # the common case: CPU only, on the loop
-                    outcome = self._finish_payment(pending, reading)
+                else:  # the common case: CPU only, on the loop (the store is not asked)
+                    outcome = self._finish_payment(pending, reading, on_loop=True)
             if isinstance(outcome, Decision):
                 decision = outcome
             else:
-                decision = await self._append_async(outcome)
+                decision = await self._append_async(outcome, pending.event.get("amount"))
             if self.restatements.due(decision, counted):  # stored, not charged: declined
                 await self.restatements.restate_async(pending.event, self._within_budget)
         except StoreError:
@@ -235,8 +239,11 @@ class DecisionService:
             return self._suspended(base, started)
         return self._degraded(base, pending.event, pending.policy, started, timings)
 
-    def _finish_payment(self, pending: _Pending, reading: ReadingLike) -> Decision | DecisionRecord:
-        """The decision to store (a record), or the one stored before (a retry)."""
+    def _finish_payment(
+        self, pending: _Pending, reading: ReadingLike, *, on_loop: bool = False
+    ) -> Decision | DecisionRecord:
+        """The decision to store (a record), or the one stored before (a retry). `on_loop`:
+        `_needs_store` said no store read is needed, and none is made."""
         base, started, event = pending.base, pending.started, pending.event
         policy, model, shadow = pending.policy, pending.model, pending.shadow
         payment_id, account_id = base["payment_id"], base["account_id"]
@@ -248,7 +255,7 @@ class DecisionService:
             if previous is not None:
                 _same_payment(previous, account_id, event.get("amount"))
                 return Decision.of(replace(previous, replayed=True))
-        if self.flags.is_suspended(account_id, reading):
+        if self.flags.is_suspended(account_id, reading, doubtful=False if on_loop else None):
             return self._suspended(base, started)
         if model is None:
             raise ModelNotLoaded("no model is loaded: promote a champion, then check /readyz")
@@ -397,28 +404,32 @@ class DecisionService:
 
     # --- storing --------------------------------------------------------------------------------
 
-    def _append(self, record: DecisionRecord) -> Decision:
+    def _append(self, record: DecisionRecord, amount: float | None = None) -> Decision:
+        """Store `record`; `amount`, a payment's, checks a retry the store finds decided."""
         stored = self.store.append_decision(record, **_with(record))
-        return self._stored(record, stored)
+        return self._stored(record, stored, amount=amount)
 
-    async def _append_async(self, record: DecisionRecord) -> Decision:
+    async def _append_async(self, record: DecisionRecord, amount: float | None) -> Decision:
         submit = getattr(self.store, "submit", None)
         if submit is None:  # a store without a writer thread: the direct write, off the loop
-            return await asyncio.to_thread(self._append, record)
+            return await asyncio.to_thread(self._append, record, amount)
         mark = time.perf_counter()
         stored = await asyncio.wrap_future(submit(record, **_with(record)))
         waited = _ms(mark)
         if record.action == "suspend_account" and not stored.replayed:
             # The flag write is blocking Redis I/O: off the loop too (rare: suspensions only).
-            return await asyncio.to_thread(self._stored, record, stored, waited)
-        return self._stored(record, stored, waited)
+            return await asyncio.to_thread(self._stored, record, stored, waited, amount)
+        return self._stored(record, stored, waited, amount)
 
     def _stored(
-        self, record: DecisionRecord, stored: StoredDecision, waited: float | None = None
+        self,
+        record: DecisionRecord,
+        stored: StoredDecision,
+        waited: float | None = None,
+        amount: float | None = None,
     ) -> Decision:
         if stored.replayed:  # decided before: its decision answers only the same payment
-            amount = record.features.get("amount") if record.features else None
-            _same_payment(stored, record.account_id, amount if type(amount) is float else None)
+            _same_payment(stored, record.account_id, amount)
         elif record.action == "suspend_account":
             self.flags.set({record.account_id: record.decision_id})
         return Decision.of(stored) if waited is None else Decision.of(stored, store_ms=waited)

@@ -279,7 +279,8 @@ class DecisionStore:
         with reading(self._engine) as conn:
             rows: sa.CursorResult[Any] = conn.execution_options(yield_per=1000).execute(query)
             try:
-                broken = first_break(ledger.readable_link(row) for row in rows)
+                decode = is_sqlite(self._engine)
+                broken = first_break(ledger.readable_link(row, decode=decode) for row in rows)
             except ledger.Unreadable as exc:  # the records before it held
                 broken = exc.broken
             finally:

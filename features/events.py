@@ -141,6 +141,11 @@ _NUMBERS = (int, float)  # a tuple: `int | float` is built at each call
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def is_code(value: str, length: int) -> bool:
+    """Whether `value` has the shape of an ISO code: `length` capital letters A-Z."""
+    return len(value) == length and value.isascii() and value.isalpha() and value.isupper()
+
+
 def check_text(value: str) -> str:
     """`value` if it is text an id or a field may hold, else ValueError saying why: blank,
     control characters, or a lone surrogate (JSON's `\\ud800` escape: no UTF-8 for it)."""
@@ -164,9 +169,7 @@ def _check(name: str, spec: Field, value: Any) -> Any:
         if len(value) > MAX_STR:
             raise ValueError(f"must be at most {MAX_STR} characters")
         check_text(value)
-        if spec.length is not None and not (
-            len(value) == spec.length and value.isascii() and value.isalpha() and value.isupper()
-        ):
+        if spec.length is not None and not is_code(value, spec.length):
             raise ValueError(f"must be {spec.length} capital letters (an ISO code)")
         if spec.choices and value not in spec.choices:
             raise ValueError(f"must be one of {', '.join(spec.choices)}")

@@ -198,16 +198,14 @@ class SpecPlan:
         return fields - enriched - {"ts", "type", "event_id"}
 
     def text_features(self) -> frozenset[str]:
-        """The features whose values are text: a last value or an event's field where the
-        event schemas (`features.events`) hold text, or an enrichment's country or network
-        (`account_plan`, `account_country`, `ip_country`...). A policy's condition, which
-        compares a number, cannot name one."""
+        """The features whose values are text: the last value of a field the event schemas
+        (`features.events`) hold as text, or of an enrichment's country or network
+        (`account_plan`, `account_country`...). A policy's condition, which compares a number,
+        cannot name one. (A `field` feature reads its field as a number: NaN for text.)"""
         text = {x for e in self.model.enrich for x in (e.country, e.network)}
         text |= {name for name, f in ALL_FIELDS.items() if f.kind == "str"}
         return frozenset(
-            f.name
-            for f in self.features
-            if f.kind in ("last_value", "field") and f.definition.field in text
+            f.name for f in self.features if f.kind == "last_value" and f.definition.field in text
         )
 
 

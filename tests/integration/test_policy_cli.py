@@ -178,7 +178,7 @@ def test_decisions_a_card_ip_or_bin_list_made_are_counted_apart_not_as_moves(arb
         assert dict(result.moves) == {("allow", "allow"): 1}
         assert dict(result.unscored) == {
             ("listed by card, IP or BIN country", "decline"): 2,
-            ("listed by card, IP or BIN country", "allow"): 2,
+            ("allow-listed, the proposal not by its account", "allow"): 2,
         }
         # A proposed policy allow-listing the account replays its ALLOW_LISTED decision.
         vip = load_policy(proposed(tmp_path))

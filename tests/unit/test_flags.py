@@ -41,6 +41,9 @@ class Store:
         self.asked += 1
         decision = self.suspended.get(account_id)
         status = "suspended" if account_id in self.suspended else "active"
+        if self.while_read is not None:  # the answer is given; something happens meanwhile
+            self.while_read, run = None, self.while_read
+            run()
         return AccountState(account_id, status, 1, decision, 1)  # type: ignore[arg-type]
 
     def suspended_accounts(self) -> dict[str, str | None]:
@@ -103,3 +106,31 @@ def test_a_reinstatement_during_a_syncs_read_is_not_flagged_again_by_it():
     flags.sync(stale=["a1"])
     assert redis.values == {}
     assert flags.known_suspended("a1") is False
+
+
+def test_a_suspension_made_while_the_store_answered_active_is_not_forgotten():
+    store = Store({"a1": "d1"})
+    flags, redis = flags_for(store)
+    flags.sync()
+    del store.suspended["a1"]  # lifted elsewhere; then suspended again here, during the read
+    redis.values.clear()
+
+    def suspend_again() -> None:
+        store.suspended["a1"] = "d2"
+        flags.set({"a1": "d2"})
+
+    store.while_read = suspend_again
+    assert flags.is_suspended("a1", reading(None)) is False  # the store's answer, as read
+    assert flags.known_suspended("a1") is True  # the newer change stands
+    assert redis.values == {flags.key("a1"): "d2"}
+    flags.sync(stale=flags.flagged())
+    assert redis.values == {flags.key("a1"): "d2"}
+
+
+def test_the_event_loops_caller_never_asks_the_store():
+    store = Store({"a1": "d1"})
+    flags, redis = flags_for(store)
+    flags.sync()
+    redis.values.clear()
+    assert flags.is_suspended("a1", reading(None), doubtful=False) is False
+    assert store.asked == 0

@@ -198,6 +198,18 @@ def test_a_key_written_twice_is_refused_not_kept_last():
         parse_policy_text(nested)
 
 
+def test_merge_keys_still_merge_and_a_key_they_bring_may_be_overridden():
+    text = SHIPPED.replace(
+        "thresholds:\n  review: 0.35", "thresholds: &base\n  review: 0.35", 1
+    ).replace(
+        "    thresholds: {review: 0.50, decline: 0.85, suspend_account: 0.97}",
+        "    thresholds: {<<: *base, review: 0.50}",
+    )
+    assert "<<: *base" in text
+    [_, enterprise] = parse_policy_text(text).model.segments
+    assert (enterprise.thresholds.review, enterprise.thresholds.decline) == (0.50, 0.70)
+
+
 def test_a_file_not_in_utf8_or_nested_too_deep_is_refused_with_a_message(tmp_path):
     latin = tmp_path / "latin1.yaml"
     latin.write_bytes(SHIPPED.replace("# Arbiter", "# Arbiter caf\u00e9").encode("latin-1"))
