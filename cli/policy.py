@@ -22,7 +22,8 @@ from cli.settings import settings_or_exit
 from cli.stores import open_decision_store
 from engine.backtest import WhatIf, replay
 from engine.errors import StoreError
-from engine.policy import Action, InvalidPolicy, Policy, Thresholds, load_policy
+from engine.policy import Action, InvalidPolicy, Policy, load_policy
+from engine.policy_model import Thresholds
 from engine.settings import Settings
 from features.errors import FeatureError
 from features.spec import load_spec
