@@ -31,14 +31,23 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
     event refuses the batch, nothing applied), then re-score the accounts whose features
     now cross one of the policy's triggers (each at most once per cooldown, in event
     time, so a replay of history behaves as the live stream did)."""
-    valid = []
+    valid: list[dict[str, Any]] = []
     now = service.clock()
+    first: dict[str, int] = {}  # event_id -> its first index in the batch
     for i, raw in enumerate(events):
         try:
-            valid.append(validate_event(raw, now))
+            event = validate_event(raw, now)
         except InvalidEvent as exc:
             field = f"events[{i}].{exc.field}" if exc.field else f"events[{i}]"
             raise InvalidEvent(str(exc), event_id=exc.event_id, field=field) from None
+        at = first.setdefault(event["event_id"], i)
+        if at != i and valid[at] != event:  # the same event twice is a retry: applied once
+            raise InvalidEvent(
+                f"event {event['event_id']} is in the batch twice with different content "
+                f"(events[{at}] and events[{i}]): an event_id names one event",
+                event_id=event["event_id"], field=f"events[{i}].event_id",
+            )  # fmt: skip
+        valid.append(event)
     try:
         applied = service.features.apply_many(valid)
     except FeatureStoreUnavailable:

@@ -95,7 +95,25 @@ ODD = [
     ),
     ("events", lambda: b'{"events": [}', "body", "not JSON"),
     ("events", lambda: {"events": [sms_event(), 5]}, "events[1]", "valid dictionary"),
+    ("events", lambda: twice(cost=9.0), "events[1].event_id", "twice with different content"),
 ]
+
+
+def twice(**other: object) -> dict:
+    """One event_id for two different events in a batch (the same one twice is a retry)."""
+    event = sms_event()
+    return {"events": [event, {**event, **other}]}
+
+
+def test_the_same_event_twice_in_a_batch_is_applied_once(tmp_path):
+    app = create_app(settings_for(tmp_path))
+
+    async def body(client: httpx.AsyncClient) -> None:
+        answer = await client.post("/v1/events", json=twice())
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["received"], answer.json()["applied"]) == (2, 1)
+
+    running(app, body)
 
 
 @pytest.mark.parametrize(("door", "raw", "field", "words"), ODD)
