@@ -66,7 +66,9 @@ class PurgeReport:
 
 def close_account(engine: sa.Engine, account_id: str, at: int) -> None:
     """Record the account's closure (the latest one counts: the retention period runs from
-    it; a decision after it means the account is active again, and `purge` keeps it)."""
+    it; a decision after it means the account is active again, and `purge` keeps it). A
+    closure no later than the activity that reopened the account (`reopen_if_active`) is an
+    old one sent again: it changes nothing."""
     with writing(engine) as conn:
         accounts.lock(conn, account_id)  # a purge of this account waits, or goes first
         row = _lifecycle(conn, account_id)
@@ -76,7 +78,9 @@ def close_account(engine: sa.Engine, account_id: str, at: int) -> None:
                     account_id=account_id, closed_at=at, legal_hold=False, updated_at=at
                 )
             )
-        elif row.closed_at is None or row.closed_at < at:
+        elif (row.closed_at is None or row.closed_at < at) and not (
+            row.reopened_at is not None and row.reopened_at >= at
+        ):
             conn.execute(account_lifecycle.update()
                          .where(account_lifecycle.c.account_id == account_id)
                          .values(closed_at=at, updated_at=at))  # fmt: skip
@@ -101,7 +105,11 @@ def reopen_if_active(engine: sa.Engine, last_seen: Mapping[str, int]) -> int:
                 conn.execute(
                     account_lifecycle.update()
                     .where(account_lifecycle.c.account_id == row.account_id)
-                    .values(closed_at=None, updated_at=last_seen[row.account_id])
+                    .values(
+                        closed_at=None,
+                        reopened_at=last_seen[row.account_id],
+                        updated_at=last_seen[row.account_id],
+                    )
                 )
                 reopened += 1
     return reopened

@@ -242,6 +242,9 @@ account_lifecycle = sa.Table(
     sa.Column("hold_reason", sa.Text, nullable=True),
     sa.Column("purged_at", Ms, nullable=True),
     sa.Column("updated_at", Ms, nullable=False),
+    # The latest activity that reopened it after a closure (migration 0004): an older closure
+    # sent again (a retried batch) does not close it again.
+    sa.Column("reopened_at", Ms, nullable=True),
 )
 
 # API keys (engine/keys.py): only a hash of each secret is kept.

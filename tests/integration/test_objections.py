@@ -278,8 +278,22 @@ def test_activity_after_a_closure_reopens_the_account(store):
     privacy.close_account(store.database, "acct-again", T0)
     assert privacy.reopen_if_active(store.database, {"acct-again": T0 - DAY}) == 0
     assert privacy.reopen_if_active(store.database, {"acct-again": T0 + DAY}) == 1
+    # The closing batch sent again (a retry): the account stays open.
+    privacy.close_account(store.database, "acct-again", T0)
     report = privacy.purge(store.database, now=T0 + 8 * 365 * DAY, actor="dpo")
     assert report.accounts == 0 and len(store.decisions_of_account("acct-again")) == 1
+    # A closure after that activity is a new one, and counts.
+    privacy.close_account(store.database, "acct-again", T0 + 2 * DAY)
+    assert privacy.reopen_if_active(store.database, {"acct-again": T0 + DAY}) == 0
+
+
+def test_a_retried_closing_batch_does_not_close_an_account_active_since(store):
+    # Without a decision after the closure, purge would take the account: only its activity
+    # (events) reopened it, and a resend of the closure closed it again.
+    privacy.close_account(store.database, "acct-events", T0)
+    assert privacy.reopen_if_active(store.database, {"acct-events": T0 + DAY}) == 1
+    privacy.close_account(store.database, "acct-events", T0)
+    assert privacy.reopen_if_active(store.database, {"acct-events": T0 + 2 * DAY}) == 0
 
 
 def test_a_record_emptied_by_hand_breaks_the_chain(store, url):
