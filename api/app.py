@@ -178,6 +178,7 @@ def build_runtime(settings: Settings) -> Runtime:
         words, flag_features = catalogue.feature_wording()
         service.descriptions.update(words)
         service.flag_features = flag_features
+        service.customer_texts.update({c: r.text for c, r in catalogue.model.rules.items()})
     except InvalidCatalogue as exc:
         problems["rationales"] = exc.message
         log.error("rationales: %s", exc.message)

@@ -24,7 +24,9 @@ from engine.backtest import WhatIf, replay
 from engine.errors import StoreError
 from engine.policy import Action, InvalidPolicy, Policy, load_policy
 from engine.policy_model import Thresholds
+from engine.reasons import text_of
 from engine.settings import Settings
+from explanations.catalogue import InvalidCatalogue, load_catalogue
 from features.errors import FeatureError
 from features.spec import load_spec
 
@@ -91,6 +93,26 @@ def check(path: FileArg) -> None:
             f"account rule {account_rule.name}: {conditions} -> {account_rule.action} "
             f"({account_rule.reason})"
         )
+    _unworded(policy, settings_or_exit())
+
+
+def _unworded(policy: Policy, settings: Settings) -> None:
+    """Warn (exit 0) of the rules' reasons the reasons catalogue does not word: the customer's
+    notice would give the engine's text, or the code re-cased, and the rationale a generic
+    sentence."""
+    try:
+        words = load_catalogue(settings.reasons_catalogue).model.rules
+    except InvalidCatalogue as exc:
+        console.print(f"[yellow]warning: the reasons catalogue cannot be read: {exc.message}")
+        return
+    m = policy.model
+    for reason in dict.fromkeys([r.reason for r in m.rules] + [r.reason for r in m.account.rules]):
+        if reason not in words:
+            console.print(
+                f"[yellow]warning: reason {reason} has no customer words in "
+                f"{settings.reasons_catalogue} (`rules`): the notice reads {text_of(reason)!r} "
+                "and the rationale a generic sentence[/yellow]"
+            )
 
 
 @policy_app.command("backtest")

@@ -6,6 +6,7 @@ objection desk (`engine.objections`) sends them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from engine.records import DecisionRecord
@@ -25,8 +26,13 @@ _WHAT_ACCOUNT = {
 }
 
 
-def notification_of(record: DecisionRecord) -> dict[str, Any]:
-    """The customer notification of an adverse decision: what happened, why, how to object."""
+def notification_of(
+    record: DecisionRecord, customer_texts: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The customer notification of an adverse decision: what happened, why, how to object.
+    `customer_texts`: the reasons catalogue's words for the customer (config/reasons.yaml
+    `rules`), the same the rationale uses; a code it lacks keeps the decision's text."""
+    texts = customer_texts or {}
     deadline = record.created_at + OBJECTION_WINDOW_DAYS * _DAY_MS
     return {
         "type": "adverse_decision",
@@ -40,7 +46,7 @@ def notification_of(record: DecisionRecord) -> dict[str, Any]:
             if record.subject_type == "payment"
             else _WHAT_ACCOUNT.get(record.action, "")
         ),
-        "reasons": [{"code": r.code, "text": r.text} for r in record.reasons],
+        "reasons": [{"code": r.code, "text": texts.get(r.code, r.text)} for r in record.reasons],
         "automated": True,
         "how_to_object": (
             "You may object to this automated decision and ask for an explanation of its "

@@ -97,6 +97,8 @@ class DecisionService:
         # What a `FEATURE:<name>` reason calls the feature (the reasons catalogue's wording once
         # the app has loaded it), and which features are flags (their state is said too).
         self.descriptions = dict(descriptions or {})
+        # The customer's words for rule and list reasons (the catalogue's), for the notices.
+        self.customer_texts: dict[str, str] = {}
         self.flag_features: frozenset[str] = frozenset()
         self.clock = clock
         self.shadow = shadow
@@ -406,7 +408,7 @@ class DecisionService:
 
     def _append(self, record: DecisionRecord, amount: float | None = None) -> Decision:
         """Store `record`; `amount`, a payment's, checks a retry the store finds decided."""
-        stored = self.store.append_decision(record, **_with(record))
+        stored = self.store.append_decision(record, **_with(record, self.customer_texts))
         return self._stored(record, stored, amount=amount)
 
     async def _append_async(self, record: DecisionRecord, amount: float | None) -> Decision:
@@ -414,7 +416,7 @@ class DecisionService:
         if submit is None:  # a store without a writer thread: the direct write, off the loop
             return await asyncio.to_thread(self._append, record, amount)
         mark = time.perf_counter()
-        stored = await asyncio.wrap_future(submit(record, **_with(record)))
+        stored = await asyncio.wrap_future(submit(record, **_with(record, self.customer_texts)))
         waited = _ms(mark)
         if record.action == "suspend_account" and not stored.replayed:
             # The flag write is blocking Redis I/O: off the loop too (rare: suspensions only).
@@ -447,11 +449,13 @@ def _same_payment(previous: StoredDecision, account_id: str, amount: float | Non
         )
 
 
-def _with(record: DecisionRecord) -> dict[str, Any]:
+def _with(record: DecisionRecord, customer_texts: Mapping[str, str]) -> dict[str, Any]:
     """What goes into a decision's transaction beside it: the suspension, the notification."""
     return {
         "suspend": record.action == "suspend_account",
-        "notification": notification_of(record) if record.action != "allow" else None,
+        "notification": (
+            notification_of(record, customer_texts) if record.action != "allow" else None
+        ),
     }
 
 

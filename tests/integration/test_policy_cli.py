@@ -55,6 +55,18 @@ def test_check_prints_what_a_valid_policy_decides_with(arbiter):
     assert "segment new_accounts when {'account_age_days_below': 7.0}" in out
     assert "rule many_cards: account_cards_24h > 20.0 -> decline (MANY_CARDS)" in out
     assert "deny lists: {'ip': 1}" in out
+    assert "warning" not in out  # every shipped reason has the customer's words
+
+
+def test_check_warns_of_a_reason_the_customer_would_read_as_its_code(arbiter, tmp_path):
+    rule = {"name": "big", "when": {"feature": "amount", "above": 5000}, "action": "review",
+            "reason": "UNUSUALLY_LARGE_TOP_UP"}  # fmt: skip
+    code, out = arbiter("check", policy_file(tmp_path, rules=[*RAW["rules"], rule]))
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert "warning: reason UNUSUALLY_LARGE_TOP_UP has no customer words" in flat
+    assert "the notice reads 'Unusually large top up.'" in flat
+    assert "MANY_CARDS has no" not in flat
 
 
 def test_check_refuses_unordered_thresholds_with_exit_2(arbiter, tmp_path):

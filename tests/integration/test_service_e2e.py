@@ -375,6 +375,12 @@ def test_notifications_reach_a_receiver_that_fails_then_recovers(api, receiver):
     )  # fmt: skip
     body = delivered[0]
     assert body["action"] == decided["action"] and body["reasons"] and body["how_to_object"]
+    # The customer's words, the catalogue's (as the rationale's), not billing's.
+    listed = next(r for r in body["reasons"] if r["code"] == "DENY_LISTED_IP")
+    assert listed["text"] == CATALOGUE.rule_text("DENY_LISTED_IP")
+    assert listed["text"] != next(
+        r["text"] for r in decided["reasons"] if r["code"] == "DENY_LISTED_IP"
+    )
     attempts = [
         k for k, _, b in receiver.requests if b.get("decision_id") == decided["decision_id"]
     ]
