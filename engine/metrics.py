@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -201,3 +202,9 @@ def _number(value: float) -> str:
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(float(value))
+
+
+def elapsed_ms(since: float) -> float:
+    """Milliseconds since `since` (a `time.perf_counter()`), to the microsecond: a record's
+    `timings`."""
+    return round((time.perf_counter() - since) * 1000, 3)

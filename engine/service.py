@@ -10,9 +10,9 @@ declined instead of approved, once its decision is stored (`engine.restatements`
 
 What the service needs from the packages below is stated as small protocols in `engine.ports`.
 Suspension flags are `engine.flags`, customer notifications `engine.notices`, the event
-pipeline's batches `engine.intake`. The policy, the model and the shadow model are plain
-attributes: a reload builds the new object fully, then rebinds the attribute, so a request in
-flight finishes on the one it started with.
+pipeline's batches `engine.intake`, account decisions `engine.account_decisions`. The policy,
+the model and the shadow model are plain attributes: a reload builds the new object fully,
+then rebinds the attribute, so a request in flight finishes on the one it started with.
 
 With a `shadow` model (the registry's `challenger`), a scored payment is also scored by it, on
 the same feature vector; its version and score go into the record's `shadow` field and never
@@ -32,15 +32,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from engine.account_decisions import account_record
 from engine.errors import (
-    AccountNotFound,
-    AccountSuspended,
     ModelNotLoaded,
     PaymentConflict,
     StoreError,
 )
 from engine.flags import SuspensionFlags
-from engine.metrics import Metrics
+from engine.metrics import Metrics, elapsed_ms
 from engine.notices import notification_of
 from engine.policy import SEVERITY, Policy, Verdict, facts_of
 from engine.ports import ChampionModel, DecisionSink, FeatureSource, ReadingLike
@@ -232,7 +231,7 @@ class DecisionService:
         decision per payment."""
         self.metrics.dependency_errors.inc("redis")
         base, started = pending.base, pending.started
-        timings = {"features_ms": _ms(pending.read_at)}  # how long Redis was waited for
+        timings = {"features_ms": elapsed_ms(pending.read_at)}  # how long Redis was waited for
         suspended = self.flags.known_suspended(base["account_id"])
         if suspended is None:  # before the first sync; a store that is down too: active
             state = self.flags.stored_status(base["account_id"])
@@ -249,7 +248,7 @@ class DecisionService:
         base, started, event = pending.base, pending.started, pending.event
         policy, model, shadow = pending.policy, pending.model, pending.shadow
         payment_id, account_id = base["payment_id"], base["account_id"]
-        timings: dict[str, float] = {"features_ms": _ms(pending.read_at)}
+        timings: dict[str, float] = {"features_ms": elapsed_ms(pending.read_at)}
         if not reading.applied:
             # The payment's event was counted before: a retry (or a concurrent duplicate, which
             # the store's append resolves under its lock). A new payment skips this look-up.
@@ -265,19 +264,19 @@ class DecisionService:
         mark = time.perf_counter()
         row = model.scorer.vector(features)
         score = model.scorer.score(row)
-        timings["model_ms"] = _ms(mark)
+        timings["model_ms"] = elapsed_ms(mark)
         shadowed = None
         if shadow is not None:
             mark = time.perf_counter()
             shadowed = _shadow_score(shadow, features)
-            timings["shadow_ms"] = _ms(mark)
+            timings["shadow_ms"] = elapsed_ms(mark)
         mark = time.perf_counter()
         facts = facts_of(event, features)
         verdict = policy.decide(score.probability, features, facts)
-        timings["policy_ms"] = _ms(mark)
+        timings["policy_ms"] = elapsed_ms(mark)
         codes = list(verdict.reasons)
         contributions = explain(model, row, score.probability, verdict, codes, timings)
-        timings["total_ms"] = _ms(started)
+        timings["total_ms"] = elapsed_ms(started)
         return DecisionRecord(
             **base, action=verdict.action, score=score.probability, raw_margin=score.margin,
             model_name=model.name, model_version=model.version, model_run_id=model.run_id,
@@ -330,9 +329,10 @@ class DecisionService:
         """
         started = time.perf_counter()
         try:
-            decision = self._score_account(
-                account_id, event, tuple(triggers), tuple(destinations), started
+            record = account_record(
+                self, account_id, event, tuple(triggers), tuple(destinations), started
             )
+            decision = self._append(record)
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
@@ -341,68 +341,6 @@ class DecisionService:
             raise
         self._count(decision, started)
         return decision
-
-    def _score_account(
-        self,
-        account_id: str,
-        event: Mapping[str, Any] | None,
-        triggers: tuple[str, ...],
-        destinations: tuple[str, ...],
-        started: float,
-    ) -> Decision:
-        now = self.clock()
-        policy, model = self.policy, self.account_model
-        # What the account looks like now: just after the triggering event (it included), or a
-        # probe of the account alone at this instant.
-        probe = (
-            {**event, "ts": int(event["ts"]) + 1}
-            if event is not None
-            else {"type": "account_review", "account_id": account_id, "ts": now}
-        )
-        mark = time.perf_counter()
-        reading = self.features.read_for_decision(probe, [self.flags.key(account_id)], apply=False)
-        timings = {"features_ms": _ms(mark)}
-        if (
-            event is None
-            and self.account_entity in reading.unknown
-            and self.store.account_status(account_id).since is None
-        ):
-            # Neither Redis nor the store has heard of it: no record for a made-up account.
-            raise AccountNotFound(f"no activity and no status are known for account {account_id}")
-        if self.flags.is_suspended(account_id, reading):
-            state = self.store.account_status(account_id)
-            raise AccountSuspended(
-                f"account {account_id} is suspended already (decision {state.decision_id})",
-                decision_id=state.decision_id,
-            )
-        features = reading.features
-        score = contributions = None
-        if model is not None:
-            mark = time.perf_counter()
-            row = model.scorer.vector(features)
-            score = model.scorer.score(row)
-            timings["model_ms"] = _ms(mark)
-        verdict = policy.decide_account(
-            score.probability if score else None, features, account_id, destinations
-        )
-        codes = list(verdict.reasons)
-        if model is not None and score is not None:
-            contributions = explain(model, row, score.probability, verdict, codes, timings)
-        timings["total_ms"] = _ms(started)
-        record = DecisionRecord(
-            decision_id=str(uuid.uuid4()), created_at=now, subject_type="account",
-            subject_id=account_id, account_id=account_id, action=verdict.action,
-            feature_spec_version=self.feature_spec_version, policy_version=policy.version,
-            score=score.probability if score else None, raw_margin=score.margin if score else None,
-            model_name=model.name if model else None,
-            model_version=model.version if model else None,
-            model_run_id=model.run_id if model else None,
-            rules_fired=(*(f"trigger:{t}" for t in triggers), *verdict.rules_fired),
-            reasons=tuple(reasons_of(codes, self.descriptions, features, self.flag_features)),
-            features=features, contributions=contributions.values if contributions else None,
-            base_value=contributions.base if contributions else None, timings=timings,
-        )  # fmt: skip
-        return self._append(record)
 
     # --- storing --------------------------------------------------------------------------------
 
@@ -417,7 +355,7 @@ class DecisionService:
             return await asyncio.to_thread(self._append, record, amount)
         mark = time.perf_counter()
         stored = await asyncio.wrap_future(submit(record, **_with(record, self.customer_texts)))
-        waited = _ms(mark)
+        waited = elapsed_ms(mark)
         if record.action == "suspend_account" and not stored.replayed:
             # The flag write is blocking Redis I/O: off the loop too (rare: suspensions only).
             return await asyncio.to_thread(self._stored, record, stored, waited, amount)
@@ -476,9 +414,5 @@ def _shadow_score(shadow: ChampionModel, features: Mapping[str, Any]) -> dict[st
     return {"version": shadow.version, "score": score.probability}
 
 
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)
-
-
 def _timings(started: float) -> dict[str, float]:
-    return {"total_ms": _ms(started)}
+    return {"total_ms": elapsed_ms(started)}
