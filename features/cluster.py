@@ -39,7 +39,7 @@ import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from features.errors import FeatureStoreUnavailable
-from features.online import OnlineStore, Reading, entity_count
+from features.online import HOUR_MS, OnlineStore, Reading, entity_count
 from features.wire import checked, pack, round_trip_async
 
 Command = tuple[Any, ...]
@@ -124,7 +124,7 @@ class ClusterOnlineStore(OnlineStore):
     def seen_key(self, ts: int, slot: int) -> str:  # type: ignore[override]
         """The hash holding the dedupe markers of the events of ts's hour in `slot` (a
         cluster has one per slot: a script's keys share one)."""
-        return f"{self.prefix}:seen:{ts // 3_600_000}:{{{slot_tag(slot)}}}"
+        return f"{self.prefix}:seen:{ts // HOUR_MS}:{{{slot_tag(slot)}}}"
 
     def _first_slot(self, event: Mapping[str, Any]) -> int:
         """The slot whose apply call counts an (enriched) event: its first entity's, or its
@@ -151,8 +151,11 @@ class ClusterOnlineStore(OnlineStore):
                 marker = call.key_index(self.seen_key(ts, slot))  # so a call has a key
                 seen = marker if dedupe else 0
                 seen = seen if share == 0 else -seen - 1  # only the first share counts
+                before = call.key_index(self.seen_key(ts - HOUR_MS, slot)) if dedupe else 0
+                after = call.key_index(self.seen_key(ts + HOUR_MS, slot)) if dedupe else 0
                 call.events += 1
-                call.args += (str(seen), event_id, str(ts), entity_count(event, members))
+                call.args += (str(seen), str(before), str(after), event_id, str(ts))
+                call.args.append(entity_count(event, members))
                 for entity, key in members:
                     ops = self.event_ops(entity, event, encoded)
                     ttl = str(self.plan.entity_ttl[entity])

@@ -52,6 +52,8 @@ from features.state import EMPTY, FeatureComputer, numeric, parse_state
 from features.store_script import render_script
 from features.wire import checked, script_lost, send, send_async
 
+HOUR_MS = 3_600_000  # dedupe markers are kept in one hash per hour of event time
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -123,7 +125,7 @@ class OnlineStore(SideKeys, Restating):
 
     def seen_key(self, ts: int) -> str:
         """The hash holding the dedupe markers of the events of ts's hour."""
-        return f"{self.prefix}:seen:{ts // 3_600_000}"
+        return f"{self.prefix}:seen:{ts // HOUR_MS}"
 
     def enrich(self, event: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(event)
@@ -189,9 +191,15 @@ class OnlineStore(SideKeys, Restating):
         args = [str(self.dedupe_ttl_ms), str(len(events))]
         for event in events:
             ts = int(event["ts"])
-            seen = key_index(self.seen_key(ts)) if dedupe else "0"
+            if dedupe:  # its hour's markers, and those of the hours before and after
+                seen = key_index(self.seen_key(ts))
+                before = key_index(self.seen_key(ts - HOUR_MS))
+                after = key_index(self.seen_key(ts + HOUR_MS))
+            else:
+                seen = before = after = "0"
             entities = self._entities_of(event)
-            args += (seen, str(event["event_id"]), str(ts), entity_count(event, entities))
+            args += (seen, before, after, str(event["event_id"]), str(ts))
+            args.append(entity_count(event, entities))
             encoded: dict[str, Any] = {}
             for entity in entities:
                 ops = self.event_ops(entity, event, encoded)

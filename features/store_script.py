@@ -8,14 +8,18 @@ than its distinct fields.
 
     KEYS              every entity hash and dedupe hash the batch touches, once each
     ARGV[1]           dedupe marker ttl (ms), then the number of events
-    then per event    dedupe hash index (0: no dedupe; -1 - index: not counted), event_id,
+    then per event    dedupe hash index (0: no dedupe; -1 - index: not counted), the indexes
+                      of the hashes of the hour before and the hour after (0: none), event_id,
                       time (ms), number of entities (negated: a restatement, applied only to
                       the entities that still hold what it takes back, `features.restate`),
       per entity      key index, entity index, logical ttl (ms), Redis ttl (ms), number of ops,
                       and that many (primitive id, argument) pairs
 
 Dedupe markers are fields of one hash per hour of event time (`<prefix>:seen:<hour>`), kept for
-the dedupe ttl; a marker's value is the event's time (a bulk load's markers say '1').
+the dedupe ttl; a marker's value is the event's time (a bulk load's markers say '1'). An event
+whose marker is in the hour before or after its own is a duplicate too: a payment sent without
+`ts` takes the clock's time, and its retry can fall in the next hour (or, on a process whose
+clock is behind, the one before).
 Returns the number of events applied (duplicates are skipped). On a Redis
 Cluster an event's entities can sit in several slots, and a script's keys must share one: the
 event is then applied by one call per slot (`features.cluster`), each with its own dedupe
@@ -319,17 +323,25 @@ for _ = 1, n do
   -- Negative: one share of an event split over cluster slots, applied but not counted here.
   local counted = seen >= 0
   if not counted then seen = -seen - 1 end
-  local event_id = ARGV[a + 1]
-  local tsS = ARGV[a + 2]
+  local before = tonumber(ARGV[a + 1])
+  local after = tonumber(ARGV[a + 2])
+  local event_id = ARGV[a + 3]
+  local tsS = ARGV[a + 4]
   local ts = tonumber(tsS)
-  local nent = tonumber(ARGV[a + 3])
+  local nent = tonumber(ARGV[a + 5])
   -- Negative: a restatement (`features.restate`), for the entities that still have state only.
   local known_only = nent < 0
   if known_only then nent = -nent end
-  a = a + 4
+  a = a + 6
   local unseen = true
   if seen > 0 then
-    unseen = redis.call('HSETNX', KEYS[seen], event_id, tsS) == 1
+    -- Marked in a neighbouring hour: the same event sent again at another clock's time.
+    if (before > 0 and redis.call('HEXISTS', KEYS[before], event_id) == 1)
+        or (after > 0 and redis.call('HEXISTS', KEYS[after], event_id) == 1) then
+      unseen = false
+    else
+      unseen = redis.call('HSETNX', KEYS[seen], event_id, tsS) == 1
+    end
     if unseen and not expired[seen] then
       redis.call('PEXPIRE', KEYS[seen], dedupe_ttl)
       expired[seen] = true

@@ -9,14 +9,19 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from engine.policy import load_policy
+from engine.service import DecisionService
+from engine.store import DecisionStore
 from features.errors import FeatureStoreUnavailable
 from features.online import OnlineStore
 from features.spec import load_spec
 from features.state import parse_state
 from tests.conftest import DATA, ROOT
+from tests.unit.test_decision_service import Model, Scorer
 
 PLATFORM = load_spec(ROOT / "config" / "features.yaml")
 CARD = load_spec(DATA / "card_payments_spec.yaml")
+POLICY = load_policy(ROOT / "config" / "policy.yaml")
 T0 = 1_790_000_000_000
 HOUR = 3_600_000
 
@@ -65,6 +70,54 @@ def test_a_replayed_event_is_not_counted_twice(redis_client):
     features = store.read(payment(9, T0 + 60_000))
     assert features["account_payments_1h"] == 2.0
     assert features["account_amount_24h"] == 50.0
+
+
+def test_an_event_sent_again_in_the_next_hour_or_the_one_before_is_a_duplicate(redis_client):
+    # Markers are kept per hour of event time. A payment without `ts` takes the clock's time,
+    # so its retry can fall in the next hour, or, on a process whose clock is behind, in the
+    # one before: it must still be counted once.
+    store = OnlineStore(redis_client, PLATFORM)
+    boundary = (T0 // HOUR + 1) * HOUR
+    assert store.apply(payment(0, boundary - 100)) is True
+    reading = store.read_for_decision(payment(0, boundary + 100), ["flag"])
+    assert reading.applied is False  # the service then asks the store for the first decision
+    assert store.apply(payment(1, boundary + 100)) is True
+    assert store.apply(payment(1, boundary - 100)) is False
+    assert store.apply_many([payment(2, boundary - 1), payment(2, boundary + 1)]) == 1
+    features = store.read(payment(9, boundary + 60_000))
+    assert features["account_payments_1h"] == 3.0
+    assert features["account_amount_24h"] == 75.0
+    # Its marker stays where it was first counted.
+    assert store.seen([payment(0, boundary - 100), payment(0, boundary + 100)]) == [True, False]
+
+
+def test_a_retry_without_ts_across_the_hour_gets_its_decision_and_counts_once(
+    redis_client, tmp_path
+):
+    # The service on the real online store and decision store: billing sends no `ts`, its
+    # first attempt is decided 100 ms before the hour, the retry 100 ms after it.
+    boundary = (T0 // HOUR + 1) * HOUR
+    now = [boundary - 100]
+    store = DecisionStore(f"sqlite:///{tmp_path / 'arbiter.db'}")
+    store.migrate()
+    try:
+        svc = DecisionService(
+            features=OnlineStore(redis_client, PLATFORM), store=store, policy=POLICY,
+            model=Model(Scorer(0.01)), feature_spec_version=PLATFORM.version,
+            clock=lambda: now[0],
+        )  # fmt: skip
+        sent = {k: v for k, v in payment(0, 0).items() if k not in ("event_id", "type", "ts")}
+        del sent["status"]
+        first = svc.score_payment(sent)
+        now[0] = boundary + 100
+        again = svc.score_payment(sent)
+        assert again.replayed and again.decision_id == first.decision_id
+        now[0] = boundary + 60_000
+        later = svc.score_payment({**sent, "payment_id": "pay-later"})
+        features = store.get_decision(later.decision_id).record.features
+        assert features["account_payments_1h"] == 1.0
+    finally:
+        store.close()
 
 
 def test_a_cooldown_claim_holds_in_event_time_however_long_the_wall_clock_took(redis_client):

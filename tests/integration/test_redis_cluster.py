@@ -185,6 +185,11 @@ def test_an_event_is_applied_at_most_once_per_entity(cluster_client):
     assert features["account_payments_1h"] == 2.0
     assert features["card_accounts_7d"] == 1.0
     assert features["ip_payments_1h"] == 2.0
+    # Sent again in the next hour (a retry without `ts`): a duplicate still, on every slot.
+    next_hour = (T0 // 3_600_000 + 1) * 3_600_000
+    assert store.apply({**event, "ts": next_hour + 10}) is False
+    features = store.read({**event, "event_id": "probe", "ts": next_hour + 60_000})
+    assert (features["account_payments_1h"], features["ip_payments_1h"]) == (2.0, 2.0)
 
 
 class Decisions:
