@@ -129,6 +129,10 @@ def main() -> None:
 
     text = report(args, results, kinds)
     print(text)
+    refused = [r for r in results if set(r["statuses"]) != {200}]
+    if refused:  # a count of refusals is not a count of decisions: nothing is published
+        raise SystemExit(f"not every request was answered 200: {LABEL[refused[0]['path']]}, "
+                         f"round {refused[0]['round']}: {refused[0]['statuses']}")  # fmt: skip
     if not args.no_doc and args.only is None:
         publish(DOC, START, END, "Instructions per request (issue 4)", text)
 

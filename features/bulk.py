@@ -24,7 +24,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
 from features.cluster import ClusterOnlineStore, key_slot_of
 from features.errors import FeatureStoreUnavailable
-from features.offline import OfflineBuilder, numeric, scaled
+from features.offline import OfflineBuilder, kept_addresses, numeric, scaled
 from features.online import OnlineStore
 from features.spec import Primitive
 from features.state import SEP
@@ -57,6 +57,8 @@ class BulkLoader:
     def is_fresh(self, log: pd.DataFrame) -> bool:
         """True when Redis holds none of the log's entities and none of its events."""
         client = self.store.client
+        fields = [f for f in self.plan.entity_keys.values() if f in log.columns]
+        log = kept_addresses(log[["ts", *dict.fromkeys(fields)]].copy(), self.plan)  # as keyed
         if isinstance(self.store, ClusterOnlineStore):
             keys = self._cluster_keys(log)
         else:

@@ -83,6 +83,30 @@ class IpResolver:
 
 
 @lru_cache(maxsize=65_536)
+def canonical(ip: str) -> str:
+    """The address in its one text form, as `keep: full` keeps it: IPv6 in lower case and
+    compressed ("2001:DB8:0::1" -> "2001:db8::1"), an IPv4 address written as IPv6 as the IPv4
+    address ("::ffff:31.38.189.237" -> "31.38.189.237", as the policy's lists and `truncate`
+    read it). So one address is one entity however a door or a log writes it. A value that is
+    not an address is returned as it is."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+def canonical_series(ips: pd.Series) -> np.ndarray:
+    """`canonical` of every value (object array, None where missing), via the uniques."""
+    codes, uniques = pd.factorize(ips, use_na_sentinel=True)
+    texts = np.array([*(canonical(str(ip)) for ip in uniques), None], dtype=object)
+    out: np.ndarray = texts[codes]
+    return out
+
+
+@lru_cache(maxsize=65_536)
 def truncate(ip: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> str:
     """The address with its host bits zeroed ("31.38.189.237" -> "31.38.189.0"); a value that
     is not an address is returned as it is."""

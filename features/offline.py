@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from features.errors import InvalidEventLog
-from features.geoip import IpResolver, truncate_series
+from features.geoip import IpResolver, canonical_series, truncate_series
 from features.kernels import distinct_sweep, max_sweep
 from features.spec import Feature, Primitive, SpecPlan, encode_value
 
@@ -29,8 +29,12 @@ I64 = npt.NDArray[np.int64]
 
 
 def enrich(log: pd.DataFrame, plan: SpecPlan, resolver: IpResolver | None = None) -> pd.DataFrame:
-    """The log with the spec's enrichment columns added (in place when they are missing)."""
+    """The log with the spec's enrichment columns added (in place when they are missing), and
+    its addresses in their one text form (`features.geoip.canonical`), cut to their network
+    with `keep: truncated`."""
     for e in plan.model.enrich:
+        if e.field in log.columns:  # one address, one text (`canonical`), before the look-up
+            log[e.field] = canonical_series(log[e.field])
         if e.country not in log.columns or e.network not in log.columns:
             resolver = resolver or IpResolver.default()
             if e.field in log.columns:
@@ -41,6 +45,18 @@ def enrich(log: pd.DataFrame, plan: SpecPlan, resolver: IpResolver | None = None
             log[e.network] = network
         if e.keep == "truncated" and e.field in log.columns:  # after the look-up
             log[e.field] = truncate_series(log[e.field], e.ipv4_prefix, e.ipv6_prefix)
+    return log
+
+
+def kept_addresses(log: pd.DataFrame, plan: SpecPlan) -> pd.DataFrame:
+    """The log (in place) with the spec's address fields as the online store keys and keeps
+    them: in their one text form (`features.geoip.canonical`), cut to their network with
+    `keep: truncated` (done after the country look-up, which needs the whole address)."""
+    for e in plan.model.enrich:
+        if e.field in log.columns:
+            log[e.field] = canonical_series(log[e.field])
+            if e.keep == "truncated":
+                log[e.field] = truncate_series(log[e.field], e.ipv4_prefix, e.ipv6_prefix)
     return log
 
 

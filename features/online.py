@@ -44,7 +44,7 @@ import redis.cluster
 
 from features.connect import AsyncClient, SyncClient
 from features.errors import FeatureStoreUnavailable
-from features.geoip import IpResolver, truncate
+from features.geoip import IpResolver, canonical, truncate
 from features.restate import Restated, Restating, blockers, delta_ops
 from features.side_keys import SideKeys
 from features.spec import Primitive, SpecPlan, encode_value
@@ -132,11 +132,13 @@ class OnlineStore(SideKeys, Restating):
         if self.resolver is not None:
             for e in self.plan.model.enrich:
                 ip = out.get(e.field)
+                full = canonical(str(ip)) if ip else None  # one address, one text
                 if e.country not in out or e.network not in out:
-                    country, network = self.resolver.resolve(str(ip)) if ip else (None, None)
+                    country, network = self.resolver.resolve(full) if full else (None, None)
                     out[e.country], out[e.network] = country, network
-                if ip and e.keep == "truncated":  # after the look-up, which needs all of it
-                    out[e.field] = truncate(str(ip), e.ipv4_prefix, e.ipv6_prefix)
+                if full:  # after the look-up, which needs all of it
+                    keep = e.keep == "truncated"
+                    out[e.field] = truncate(full, e.ipv4_prefix, e.ipv6_prefix) if keep else full
         return out
 
     def _ops(self, entity: str, event: Mapping[str, Any], encoded: dict[str, Any]) -> list[str]:

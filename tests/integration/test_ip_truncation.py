@@ -1,14 +1,17 @@
 """Stored IPs follow the feature spec's setting (docs/features.md, `enrich: keep`): with
 `keep: truncated` no full address reaches Redis, in keys or values, while the country and
 network type still come from the full address; the online and offline sides agree on the
-truncated features (parity); with `keep: full` the addresses are kept as given."""
+truncated features (parity); with `keep: full` the addresses are kept in their one text form,
+so one address written two ways (by the score door, the events door or a log) is one entity."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import yaml
 
-from features.geoip import truncate
+from features.bulk import BulkLoader
+from features.geoip import canonical, truncate
 from features.offline import build_features
 from features.online import OnlineStore
 from features.parity import compare, replay
@@ -89,3 +92,33 @@ def test_truncation_cuts_to_the_configured_networks(tmp_path):
         spec_keeping(tmp_path, "truncated", ipv4_prefix=40)
     with pytest.raises(InvalidSpec, match=r"keep"):
         spec_keeping(tmp_path, "hashed")
+
+
+def test_one_address_written_two_ways_is_one_entity_online_and_offline(redis_client, tmp_path):
+    # IPv6 in capitals or uncompressed, IPv4 written as IPv6 (a dual-stack socket's form):
+    # each is the same address as its usual text, on both sides.
+    assert canonical("2001:DB8:0:0::1") == "2001:db8::1" == canonical("2001:db8::1")
+    assert canonical("::FFFF:31.10.0.7") == "31.10.0.7"
+    assert canonical("not-an-ip") == "not-an-ip"
+    t0 = 1_790_000_000_000
+    ips = ["2001:DB8::1", "2001:db8:0::1", "2001:db8::1", "::ffff:31.10.0.7", "31.10.0.7"]
+    log = pd.DataFrame([
+        {"event_id": f"e{i}", "type": "payment", "ts": t0 + i * 1000, "account_id": f"a{i}",
+         "payment_id": f"p{i}", "amount": 10.0, "currency": "USD", "card_fp": f"c{i}",
+         "bin_country": "US", "billing_country": "US", "ip": ip, "status": "approved"}
+        for i, ip in enumerate(ips)
+    ])  # fmt: skip
+    for keep in ("full", "truncated"):
+        redis_client.flushdb()
+        plan = spec_keeping(tmp_path, keep)
+        online = replay(OnlineStore(redis_client, plan), log)
+        offline = build_features(plan, log.copy())
+        assert compare(offline, online) == [], keep
+        # The third payment from the IPv6 address sees the first two; the IPv4 one, its twin.
+        assert list(online["ip_payments_1h"]) == [0, 1, 2, 0, 1], keep
+        assert list(online["ip_accounts_24h"]) == [0, 1, 2, 0, 1], keep
+    # A bulk load looks for the address as it is keyed: Redis holds it, so this log is not new.
+    later = log.iloc[:1].assign(event_id="e9", ts=t0 + 5 * 3_600_000, account_id="a9",
+                                payment_id="p9", card_fp="c9", ip="2001:DB8:0:0:0::1")  # fmt: skip
+    assert BulkLoader(OnlineStore(redis_client, plan)).is_fresh(later) is False
+    assert BulkLoader(OnlineStore(redis_client, plan)).is_fresh(later.assign(ip="2001:db9::1"))
