@@ -7,8 +7,10 @@
   encoding would hide digits from the screen).
 * A payment card number anywhere in a body is refused with 422 (`card_number`), naming the
   field; the number itself is neither stored, logged nor echoed. A card number: 13 to 19
-  digits, alone or in the printed groups (4-4-4-4[-3], Amex 4-6-5, spaces or dashes), not
-  inside a longer word or number, starting 2 to 6, passing the Luhn check. Not cards: E.164
+  digits, alone or in the printed groups (4-4-4-4[-3], Amex 4-6-5, spaces, dashes or dots),
+  not inside a longer word or number, starting 2 to 6, passing the Luhn check. Digits of any
+  script count (full-width `４１１１`, Arabic-Indic `٤١١١`): a number typed on another
+  keyboard is still the card's. Not cards: E.164
   phone numbers (`+` first, or the `dest_number` and `dest_prefix` fields, up to 15 digits),
   epoch milliseconds (13 digits within 2000..2100), digits inside ids (UUIDs, hex digests).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,12 +41,15 @@ _BATCH_PATHS = ("/v1/events",)
 # nor before a letter, digit or `_`. Written to start with its first digit, then the check of
 # the character before it (a look-behind over that digit): a pattern that starts with `\d` is
 # only tried where a digit stands, one that starts with the look-behind at every character.
-_REST = r"\d{12,18}|\d{3}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{3}[ -]\d{6}[ -]\d{5}"
-RUN = re.compile(rf"\d(?<![0-9A-Za-z+_.-]\d)(?:{_REST})(?![0-9A-Za-z_])")
+# On text, `\d` is a decimal digit of any script (on the raw bytes, ASCII's alone).
+_REST = r"\d{12,18}|\d{3}(?:[ .-]\d{4}){3}(?:[ .-]?\d{1,3})?|\d{3}[ .-]\d{6}[ .-]\d{5}"
+RUN = re.compile(rf"\d(?<![\dA-Za-z+_.-]\d)(?:{_REST})(?![\dA-Za-z_])")
 _RUN_BYTES = re.compile(RUN.pattern.encode())
 # A minus sign and 13 digits: a negative integer's if it stands where a JSON value may (see
 # `_negative_integer`).
 _DASH_DIGITS = re.compile(rb"-\d{13}")
+# A decimal digit of another script than ASCII's: a body that holds one is parsed.
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
 _PHONE_FIELDS = frozenset({"dest_number", "dest_prefix"})
 _TS_RANGE = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01, epoch ms
 _CHANGING = ("POST", "PUT", "PATCH")
@@ -59,8 +65,15 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def ascii_digits(text: str) -> str:
+    """`text` with the decimal digits of every script written as ASCII ("４１" -> "41")."""
+    if text.isascii():
+        return text
+    return _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+
+
 def is_card_number(text: str) -> bool:
-    digits = text.replace(" ", "").replace("-", "")
+    digits = ascii_digits(text).replace(" ", "").replace("-", "").replace(".", "")
     if not (13 <= len(digits) <= 19 and digits.isdigit() and digits[0] in "23456"):
         return False
     if len(digits) == 13 and _TS_RANGE[0] <= int(digits) < _TS_RANGE[1]:
@@ -128,7 +141,9 @@ def screen(body: bytes) -> tuple[int, str, str, str | None] | None:
     # integer's (its digits are no run of the body's: the minus sign before them bars it).
     escaped = b"\\" in body
     negative = _negative_integer(body)
-    if not candidate and not escaped and not negative:
+    # Digits of another script (full-width, Arabic-Indic) are no run of the bytes'.
+    other = not body.isascii() and _OTHER_DIGIT.search(text) is not None
+    if not candidate and not escaped and not negative and not other:
         return None
     if (
         not escaped
@@ -142,7 +157,7 @@ def screen(body: bytes) -> tuple[int, str, str, str | None] | None:
     try:
         parsed = json.loads(text)  # what the routes will read (NaN, duplicate keys included)
     except ValueError:
-        if candidate and any(is_card_number(m.group()) for m in RUN.finditer(text)):
+        if (candidate or other) and any(is_card_number(m.group()) for m in RUN.finditer(text)):
             return 422, "card_number", _CARD.format(field="body"), "body"
         return None  # not JSON: the route's validation names the problem
     field = card_field(parsed)

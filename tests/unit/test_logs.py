@@ -36,3 +36,9 @@ def test_card_numbers_are_removed_from_messages_and_tracebacks():
     assert line("ts %s, phone %s", 1764412345678, "+4915123456789")["message"] == (
         "ts 1764412345678, phone +4915123456789"
     )
+
+
+def test_a_card_in_full_width_digits_or_dotted_groups_is_removed_too():
+    full_width = "".join(chr(0xFF10 + int(d)) for d in "4111111111111111")
+    entry = line("card %s and %s", full_width, "4111.1111.1111.1111")
+    assert entry["message"] == f"card {REMOVED} and {REMOVED}"

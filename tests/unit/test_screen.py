@@ -149,18 +149,59 @@ def test_the_screen_names_what_parsing_every_body_would(value, indent):
     ), body
 
 
-# The run pattern as first written (look-behind first): the one in use must find the same runs.
-_GROUPS = r"\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5}"
-_FIRST_RUN = re.compile(rf"(?<![0-9A-Za-z+_.-])(?:\d{{13,19}}|{_GROUPS})(?![0-9A-Za-z_])")
+# The run pattern written plainly (look-behind first): the one in use must find the same runs.
+_GROUPS = r"\d{4}(?:[ .-]\d{4}){3}(?:[ .-]?\d{1,3})?|\d{4}[ .-]\d{6}[ .-]\d{5}"
+_FIRST_RUN = re.compile(rf"(?<![\dA-Za-z+_.-])(?:\d{{13,19}}|{_GROUPS})(?![\dA-Za-z_])")
 
 
 @settings(max_examples=1000, deadline=None)
 @given(
     st.lists(
         st.text(alphabet="0123456789", min_size=1, max_size=20)
-        | st.sampled_from([" ", "-", "+", "_", ".", "a", "Z", "\u0664", "4111 1111 1111 1111"]),
+        | st.sampled_from(
+            [
+                " ",
+                "-",
+                "+",
+                "_",
+                ".",
+                "a",
+                "Z",
+                "\u0664",
+                "\uff14",
+                "4111 1111 1111 1111",
+                "4111.1111.1111.1111",
+            ]
+        ),
         max_size=12,
     ).map("".join)
 )
 def test_the_run_pattern_finds_what_its_first_form_found(text):
     assert [m.span() for m in RUN.finditer(text)] == [m.span() for m in _FIRST_RUN.finditer(text)]
+
+
+FULL_WIDTH = "".join(chr(0xFF10 + int(d)) for d in "4111111111111111")  # ４１１１...
+ARABIC_INDIC = "".join(chr(0x0660 + int(d)) for d in "5500000000000004")
+
+
+@pytest.mark.parametrize("number", [FULL_WIDTH, ARABIC_INDIC, "4111.1111.1111.1111",
+                                    "\uff14\uff11\uff11\uff11 1111 1111 1111"])  # fmt: skip
+def test_a_card_typed_in_another_script_or_with_dots_is_a_card(number):
+    assert is_card_number(number)
+    for body in (
+        json.dumps({"note": f"card {number}"}, ensure_ascii=False).encode(),
+        json.dumps({"note": f"card {number}"}).encode(),
+    ):  # raw, and as JSON escapes
+        refused = screen(body)
+        assert refused is not None and refused[1:] == ("card_number", _CARD.format(field="note"),
+                                                       "note"), body  # fmt: skip
+    assert screen(f"card {number}".encode()) is not None  # not JSON: the body is named
+
+
+def test_other_digits_that_are_no_card_pass():
+    not_luhn = "".join(chr(0xFF10 + int(d)) for d in "4111111111111112")
+    body = json.dumps({"note": not_luhn, "ts": 1_790_000_000_000, "n": "\u0664\u0661"},
+                      ensure_ascii=False).encode()  # fmt: skip
+    assert screen(body) is None
+    assert screen('{"city": "Zürich", "amount": 12.5}'.encode()) is None
+    assert not is_card_number("31.10.0.7") and screen(b'{"ip": "4111.1111.1111.1112"}') is None
