@@ -224,7 +224,7 @@ def validate_event(raw: Mapping[str, Any], now: int | None = None) -> dict[str, 
     if not label.isprintable():  # control characters, a lone surrogate: escaped
         label = repr(label)
     kind = raw.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:  # a list or a dict: unhashable
         known = ", ".join(sorted(EVENT_TYPES))
         # Only a string is echoed (the body screen has looked at strings for card numbers).
         what = f"unknown type {kind!r}" if isinstance(kind, str) else "must be a string"

@@ -93,6 +93,8 @@ ODD = [
         "events[0].type",
         "must be a string",
     ),
+    ("events", lambda: {"events": [sms_event(type=["sms"])]}, "events[0].type", "must be a string"),
+    ("events", lambda: {"events": [sms_event(type={"sms": 1})]}, "events[0].type", "a string"),
     ("events", lambda: b'{"events": [}', "body", "not JSON"),
     ("events", lambda: {"events": [sms_event(), 5]}, "events[1]", "valid dictionary"),
     ("events", lambda: twice(cost=9.0), "events[1].event_id", "twice with different content"),
