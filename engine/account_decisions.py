@@ -51,10 +51,16 @@ def account_record(
         # Neither Redis nor the store has heard of it: no record for a made-up account.
         raise AccountNotFound(f"no activity and no status are known for account {account_id}")
     if service.flags.is_suspended(account_id, reading):
-        state = service.store.account_status(account_id)
+        # The decision behind it: the flag's value, or memory's (a store that is down must
+        # not turn "suspended already" into a failed batch).
+        flagged = reading.flags[0] if reading.flags else None
+        behind = flagged or (service.flags.known or {}).get(account_id)
+        if behind is None or behind == "suspended":
+            state = service.flags.stored_status(account_id)
+            behind = state.decision_id if state is not None else behind
         raise AccountSuspended(
-            f"account {account_id} is suspended already (decision {state.decision_id})",
-            decision_id=state.decision_id,
+            f"account {account_id} is suspended already (decision {behind})",
+            decision_id=behind,
         )
     features = reading.features
     score = contributions = None

@@ -15,6 +15,10 @@ from engine.service import DecisionService
 from features.errors import FeatureStoreUnavailable, InvalidEvent
 from features.events import validate_event
 
+# How long a deny-listed event is remembered as acted on (its claim; the dedupe markers' 48 h,
+# plus the claims' own day of slack, `features.side_keys`).
+DENY_CLAIM_MS = 48 * 3_600_000
+
 
 @dataclass(frozen=True)
 class Ingested:
@@ -57,11 +61,11 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
     decisions: list[tuple[Decision, tuple[str, ...]]] = []
     cooling: list[str] = []
     # Traffic to a deny-listed destination decides its account whatever the triggers say.
-    denied: dict[str, list[str]] = {}
+    denied: dict[str, list[tuple[Mapping[str, Any], list[str]]]] = {}
     for event in valid:
         hits = policy.denied_destinations((event.get("dest_number"), event.get("dest_prefix")))
         if hits and event.get("account_id") is not None:
-            denied.setdefault(str(event["account_id"]), []).extend(hits)
+            denied.setdefault(str(event["account_id"]), []).append((event, hits))
     if not policy.model.triggers and not denied:
         return Ingested(len(valid), applied, ())
     latest: dict[str, Mapping[str, Any]] = {}
@@ -78,11 +82,17 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
     current = service.features.read_many(now_of) if now_of else []
     cooldown_ms = policy.model.account.cooldown_seconds * 1000
     for (account_id, last), now_features in zip(latest.items(), current, strict=True):
-        destinations = sorted(set(denied.get(account_id, ())))
+        account_key = service.features.key(service.account_entity, account_id)
+        # Each deny-listed event acts once: a resent batch (after a reviewer reinstated the
+        # account, say) finds its claim; one whose decision failed finds it released.
+        acted = [(f"{account_key}:denied:{event['event_id']}", int(event["ts"]), hits)
+                 for event, hits in denied.get(account_id, ())]  # fmt: skip
+        acted = [c for c in acted if service.features.claim(c[0], c[1], DENY_CLAIM_MS)]
+        destinations = sorted({d for _, _, hits in acted for d in hits})
         fired = policy.triggered(now_features) + [f"deny:{d}" for d in destinations]
         if not fired:
             continue
-        key = f"{service.features.key(service.account_entity, account_id)}:rescored"
+        key = f"{account_key}:rescored"
         claimed = not cooldown_ms or service.features.claim(key, int(last["ts"]), cooldown_ms)
         if not claimed and not destinations:  # a deny-listed destination waits for no cooldown
             cooling.append(account_id)
@@ -97,6 +107,8 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
             # Not decided: the resent batch must find the account unclaimed.
             with contextlib.suppress(FeatureStoreUnavailable):
                 service.features.unclaim(key, int(last["ts"]))
+                for deny_key, ts, _ in acted:
+                    service.features.unclaim(deny_key, ts)
             raise
         decisions.append((decision, tuple(fired)))
     return Ingested(len(valid), applied, tuple(decisions), tuple(cooling))

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -329,10 +331,14 @@ class DecisionService:
         """
         started = time.perf_counter()
         try:
-            record = account_record(
-                self, account_id, event, tuple(triggers), tuple(destinations), started
-            )
-            decision = self._append(record)
+            # One account decision at a time per account in this process: two batches at
+            # once would both read the account active and suspend it twice, with two notices
+            # (across processes the store sends the second no notice: engine.store).
+            with _ACCOUNT_LOCKS[zlib.crc32(account_id.encode()) % len(_ACCOUNT_LOCKS)]:
+                record = account_record(
+                    self, account_id, event, tuple(triggers), tuple(destinations), started
+                )
+                decision = self._append(record)
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
@@ -373,6 +379,9 @@ class DecisionService:
         elif record.action == "suspend_account":
             self.flags.set({record.account_id: record.decision_id})
         return Decision.of(stored) if waited is None else Decision.of(stored, store_ms=waited)
+
+
+_ACCOUNT_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
 def _same_payment(previous: StoredDecision, account_id: str, amount: float | None) -> None:

@@ -160,13 +160,17 @@ class DecisionStore:
                 if done.replayed or i in recovered:
                     continue
                 record = item.record
+                changed = True
                 if item.suspend:
                     why = ", ".join(reason.code for reason in record.reasons) or record.action
-                    accounts.change(
+                    _, changed = accounts.change(
                         conn, record.account_id, "suspended", actor=_ENGINE_ACTOR, reason=why,
                         at=record.created_at, decision_id=record.decision_id,
                     )  # fmt: skip
-                if item.notification is not None:
+                # An account decision that found the account suspended already (decided at
+                # once elsewhere) is recorded, and its customer is not told twice.
+                repeat = not changed and record.subject_type == "account"
+                if item.notification is not None and not repeat:
                     outbox.enqueue(
                         conn, account_id=record.account_id, decision_id=record.decision_id,
                         payload=item.notification, at=record.created_at,

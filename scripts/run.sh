@@ -48,7 +48,9 @@ An honest customer's usual top-up:
     "payment_id": "demo-ok-$$", "account_id": "$account", "amount": 20.0, "currency": "USD",
     "card_fp": "$card", "bin_country": "$country", "billing_country": "$country", "ip": "$ip"}'
 
-A stolen card on the same account: a new card from abroad, through Tor, a large amount:
+A stolen card on the same account: a new card from abroad, a large amount, from an address
+on the shipped deny list (199.10.0.0/16), so it is declined with DENY_LISTED_IP. The model's
+score alone stays under the shipped thresholds here: docs/policy.md sets them against the champion.
 
   curl -s http://127.0.0.1:8000/v1/payments/score -H "Authorization: Bearer $scorer" \
     -H 'content-type: application/json' -d '{
