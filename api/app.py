@@ -135,8 +135,8 @@ def build_runtime(settings: Settings) -> Runtime:
     def champion(new: LoadedModel) -> None:
         service.model = new  # loaded fully before: a request in flight keeps the one it took
 
-    def challenger(new: LoadedModel) -> None:
-        service.shadow = new
+    def challenger(new: LoadedModel | None) -> None:
+        service.shadow = new  # None: no challenger now (a promotion took its alias away)
 
     def account_champion(new: LoadedModel) -> None:
         service.account_model = new
@@ -154,7 +154,14 @@ def build_runtime(settings: Settings) -> Runtime:
     flags.check_now()
     shadows = None
     if settings.shadow_challenger:
-        shadows = model_watcher(settings, CHALLENGER, challenger, metrics)
+        shadows = model_watcher(
+            settings,
+            CHALLENGER,
+            challenger,
+            metrics,
+            error_label="challenger_model_load",
+            on_absent=challenger,
+        )
         shadows.check_now()
     uri, cache = settings.mlflow_tracking_uri, settings.data_dir / "models"
     deferred = DeferredContributions(store, lambda n, v: load_version(uri, n, v, cache))
@@ -252,16 +259,30 @@ def model_watcher(
     *,
     name: str | None = None,
     error_label: str = "model_load",
+    on_absent: Callable[[None], None] | None = None,
 ) -> ModelWatcher[LoadedModel]:
     """A watcher of `alias` of model `name` (default: the payment model) in the registry:
-    polls the version holding it, loads a new one."""
+    polls the version holding it, loads a new one. When the registry says no version holds
+    the alias, the cached copy is forgotten (a restart must not bring it back); with
+    `on_absent` (the challenger's), the model is dropped too and that is no error, else the
+    one serving stays and the poll counts as failed."""
     uri, cache = settings.mlflow_tracking_uri, settings.data_dir
     name = name or settings.model_name
+
+    def absent(exc: Exception) -> bool:
+        if not isinstance(exc, AliasMissing):
+            return False
+        forget_cached(name, cache / "models", alias=alias)
+        if on_absent is None:
+            return False
+        on_absent(None)
+        return True
+
     return ModelWatcher(
         lambda: load_model(uri, name, cache / "models", alias=alias), on_change,
         resolve=lambda: alias_version(uri, name, alias=alias),
         interval_s=settings.model_poll_seconds, alias=alias,
-        on_error=lambda _message: metrics.dependency_errors.inc(error_label),
+        on_error=lambda _message: metrics.dependency_errors.inc(error_label), on_absent=absent,
     )  # fmt: skip
 
 

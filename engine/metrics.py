@@ -150,7 +150,8 @@ class Metrics:
         )  # fmt: skip
         self.dependency_errors = Counter(
             "arbiter_dependency_errors_total",
-            "Failed calls to a dependency: redis, store, model_load, account_model_load.",
+            "Failed calls to a dependency: redis, store, model_load, account_model_load, "
+            "challenger_model_load.",
             ("dependency",),
         )
         self.notifications = Counter(

@@ -42,14 +42,19 @@ class ModelWatcher(Watcher[M]):
         interval_s: float = 10.0,
         alias: str = "champion",
         on_error: Callable[[str], None] | None = None,
+        on_absent: Callable[[Exception], bool] | None = None,
     ) -> None:
         """`load`: the model holding the alias, ready to score (raises when it cannot be
-        loaded); `resolve`: the version holding the alias now (raises when none does)."""
+        loaded); `resolve`: the version holding the alias now (raises when none does).
+        `on_absent`: told when `resolve` raised; True when the exception says no version holds
+        the alias (the registry answered), which it has dealt with: nothing serves then, and
+        it is no error (a `challenger` alias removed by a promotion)."""
         self.load = load
         self.on_change = on_change
         self.resolve = resolve
         self.alias = alias
         self.on_error = on_error
+        self.on_absent = on_absent
         self.last_error: str | None = None
         self.source = "registry"  # or "cache": adopted at start while the registry was down
         self._model: M | None = None
@@ -80,6 +85,13 @@ class ModelWatcher(Watcher[M]):
         try:
             wanted = self.resolve()
         except Exception as exc:
+            if self.on_absent is not None and self.on_absent(exc):
+                if self._model is not None:
+                    log.info("model %s: no version holds the alias now (was %s): none serves",
+                             self.alias, self.serving_version)  # fmt: skip
+                self._model = None
+                self._recover()
+                return None
             self._fail(exc)
             return None
         if wanted == self.serving_version:

@@ -64,7 +64,7 @@ def _checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
         checks["shadow"] = (
             {"ok": True, "name": shadow.name, "version": shadow.version}
             if shadow is not None
-            else {"ok": False}
+            else {"ok": True, "version": None, "detail": "no version holds the challenger alias"}
         )
         if runtime.shadow_watcher.last_error is not None:  # never a readiness failure
             checks["shadow"].update(ok=False, error=runtime.shadow_watcher.last_error)
