@@ -63,7 +63,7 @@ from engine.store import DecisionStore, now_ms
 from explanations.catalogue import InvalidCatalogue, load_catalogue
 from features.connect import redis_clients, warm
 from features.online import OnlineStore
-from features.spec import load_spec
+from features.spec import SpecPlan, load_spec
 from models.registry import (
     CHALLENGER,
     CHAMPION,
@@ -141,15 +141,15 @@ def build_runtime(settings: Settings) -> Runtime:
     def account_champion(new: LoadedModel) -> None:
         service.account_model = new
 
-    models = model_watcher(settings, CHAMPION, champion, metrics)
+    models = model_watcher(settings, CHAMPION, champion, metrics, plan=plan)
     models.check_now()  # the first load; without a champion the app starts, not ready
-    from_cache(models, settings.model_name, settings)
+    from_cache(models, settings.model_name, settings, plan)
     account_models = model_watcher(
         settings, CHAMPION, account_champion, metrics, name=settings.account_model_name,
-        error_label="account_model_load",
+        error_label="account_model_load", plan=plan,
     )  # fmt: skip
     account_models.check_now()  # optional: without one, account decisions use the rules
-    from_cache(account_models, settings.account_model_name, settings)
+    from_cache(account_models, settings.account_model_name, settings, plan)
     flags = FlagSync(service.flags, interval_s=settings.flag_sync_seconds)
     flags.check_now()
     shadows = None
@@ -161,6 +161,7 @@ def build_runtime(settings: Settings) -> Runtime:
             metrics,
             error_label="challenger_model_load",
             on_absent=challenger,
+            plan=plan,
         )
         shadows.check_now()
     uri, cache = settings.mlflow_tracking_uri, settings.data_dir / "models"
@@ -209,7 +210,31 @@ def limit_registry_calls(settings: Settings) -> None:
     )
 
 
-def from_cache(watcher: ModelWatcher[LoadedModel], name: str, settings: Settings) -> None:
+def for_spec(model: LoadedModel, plan: SpecPlan) -> LoadedModel:
+    """`model`, if it can score this service's features: every feature it reads is one the
+    spec serves, and the spec version it was trained on (when its run recorded one) is this
+    one. Else `ModelUnavailable`, a failed load: the model serving stays (docs/api.md). A
+    model of other features would score every row on NaN; one of another spec version reads
+    features whose meaning changed (docs/features.md)."""
+    served = {f.name for f in plan.features}
+    unknown = [f for f in model.scorer.features if f not in served]
+    if unknown:
+        raise ModelUnavailable(
+            f"model {model.name} version {model.version} reads features the spec "
+            f"{plan.name} {plan.version} does not serve: {', '.join(unknown[:5])}"
+        )
+    trained = (model.distribution or {}).get("feature_spec_version")
+    if trained is not None and trained != plan.version:
+        raise ModelUnavailable(
+            f"model {model.name} version {model.version} was trained on feature spec version "
+            f"{trained}; this service serves {plan.version}: retrain it on this spec"
+        )
+    return model
+
+
+def from_cache(
+    watcher: ModelWatcher[LoadedModel], name: str, settings: Settings, plan: SpecPlan
+) -> None:
     """The registry did not answer at start: serve the champion this machine last loaded (the
     watcher says so in /readyz, and follows the alias once the registry answers)."""
     if watcher.model is not None or watcher.last_error is None:
@@ -225,9 +250,9 @@ def from_cache(watcher: ModelWatcher[LoadedModel], name: str, settings: Settings
     else:
         return  # the registry answers and names a version that failed to load: not ours
     try:
-        cached = load_cached(name, cache)
+        cached = for_spec(load_cached(name, cache), plan)
     except ModelUnavailable:
-        return  # nothing cached: start without one, not ready (as before)
+        return  # nothing cached (or not for this spec): start without one, not ready
     watcher.adopt(cached, "cache")
 
 
@@ -260,6 +285,7 @@ def model_watcher(
     name: str | None = None,
     error_label: str = "model_load",
     on_absent: Callable[[None], None] | None = None,
+    plan: SpecPlan,
 ) -> ModelWatcher[LoadedModel]:
     """A watcher of `alias` of model `name` (default: the payment model) in the registry:
     polls the version holding it, loads a new one. When the registry says no version holds
@@ -279,7 +305,7 @@ def model_watcher(
         return True
 
     return ModelWatcher(
-        lambda: load_model(uri, name, cache / "models", alias=alias), on_change,
+        lambda: for_spec(load_model(uri, name, cache / "models", alias=alias), plan), on_change,
         resolve=lambda: alias_version(uri, name, alias=alias),
         interval_s=settings.model_poll_seconds, alias=alias,
         on_error=lambda _message: metrics.dependency_errors.inc(error_label), on_absent=absent,
