@@ -70,8 +70,10 @@ from models.registry import (
     AliasMissing,
     LoadedModel,
     ModelUnavailable,
+    alias_identity,
     alias_version,
     forget_cached,
+    identity,
     load_cached,
     load_model,
     load_version,
@@ -306,7 +308,7 @@ def model_watcher(
 
     return ModelWatcher(
         lambda: for_spec(load_model(uri, name, cache / "models", alias=alias), plan), on_change,
-        resolve=lambda: alias_version(uri, name, alias=alias),
+        resolve=lambda: alias_identity(uri, name, alias=alias), identify=identity,
         interval_s=settings.model_poll_seconds, alias=alias,
         on_error=lambda _message: metrics.dependency_errors.inc(error_label), on_absent=absent,
     )  # fmt: skip

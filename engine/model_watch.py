@@ -43,18 +43,21 @@ class ModelWatcher(Watcher[M]):
         alias: str = "champion",
         on_error: Callable[[str], None] | None = None,
         on_absent: Callable[[Exception], bool] | None = None,
+        identify: Callable[[M], str] | None = None,
     ) -> None:
         """`load`: the model holding the alias, ready to score (raises when it cannot be
         loaded); `resolve`: the version holding the alias now (raises when none does).
         `on_absent`: told when `resolve` raised; True when the exception says no version holds
         the alias (the registry answered), which it has dealt with: nothing serves then, and
-        it is no error (a `challenger` alias removed by a promotion)."""
+        it is no error (a `challenger` alias removed by a promotion). `identify`: what
+        `resolve` says of a model (default: its version), so the two compare."""
         self.load = load
         self.on_change = on_change
         self.resolve = resolve
         self.alias = alias
         self.on_error = on_error
         self.on_absent = on_absent
+        self.identify: Callable[[M], str] = identify or (lambda model: model.version)
         self.last_error: str | None = None
         self.source = "registry"  # or "cache": adopted at start while the registry was down
         self._model: M | None = None
@@ -94,7 +97,7 @@ class ModelWatcher(Watcher[M]):
                 return None
             self._fail(exc)
             return None
-        if wanted == self.serving_version:
+        if self._model is not None and wanted == self.identify(self._model):
             self.source = "registry"
             self._recover()
             return None
@@ -105,8 +108,8 @@ class ModelWatcher(Watcher[M]):
             return None
         self._recover()
         self.source = "registry"
-        if model.version == self.serving_version:  # the alias moved back while we loaded
-            return None
+        if self._model is not None and self.identify(model) == self.identify(self._model):
+            return None  # the alias moved back while we loaded
         previous = self.serving_version
         self.on_change(model)
         self._model = model

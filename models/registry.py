@@ -69,6 +69,20 @@ def alias_version(tracking_uri: str, name: str, *, alias: str = CHAMPION) -> str
     return str(_by_alias(client, tracking_uri, name, alias).version)
 
 
+def alias_identity(tracking_uri: str, name: str, *, alias: str = CHAMPION) -> str:
+    """`version/run_id` of the version holding `alias` (`identity`): a model deleted and
+    created again numbers its versions from 1 again, so the version alone can name another
+    model."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    found = _by_alias(client, tracking_uri, name, alias)
+    return f"{found.version}/{found.run_id or ''}"
+
+
+def identity(model: LoadedModel) -> str:
+    """What `alias_identity` says of the version `model` was loaded from."""
+    return f"{model.version}/{model.run_id}"
+
+
 def load_model(
     tracking_uri: str, name: str, cache_dir: Path, *, alias: str = CHAMPION
 ) -> LoadedModel:
@@ -113,7 +127,10 @@ def load_cached(name: str, cache_dir: Path, *, alias: str = CHAMPION) -> LoadedM
         version, run_id = str(seen["version"]), str(seen.get("run_id") or "")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelUnavailable(f"no cached {alias} of model '{name}' in {cache_dir}") from exc
-    booster, features, distribution = _read(cache_dir / name / version)
+    folder = cache_dir / name / version
+    if _cached_run(folder) not in (run_id, None):  # another run's files (another registry's 1)
+        raise ModelUnavailable(f"the cached model '{name}' version {version} is not run {run_id}")
+    booster, features, distribution = _read(folder)
     try:
         scorer = Scorer(booster, features)
     except ValueError as exc:
@@ -137,10 +154,14 @@ def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) ->
 def _load(
     client: MlflowClient, tracking_uri: str, name: str, found: ModelVersion, cache_dir: Path
 ) -> LoadedModel:
-    version = str(found.version)
+    version, run_id = str(found.version), str(found.run_id or "")
     folder = cache_dir / name / version
+    if (folder / "MLmodel").is_file() and _cached_run(folder) != run_id:
+        # Version numbers are not unique over time (a model deleted and created again) nor
+        # across registries sharing a data dir: files of another run are fetched again.
+        shutil.rmtree(folder)
     if not (folder / "MLmodel").is_file():
-        _download(client, tracking_uri, name, version, folder)
+        _download(client, tracking_uri, name, version, folder, run_id)
     booster, features, distribution = _read(folder)
     try:
         scorer = Scorer(booster, features)
@@ -164,8 +185,19 @@ def _by_alias(client: MlflowClient, tracking_uri: str, name: str, alias: str) ->
         ) from exc
 
 
+def _cached_run(folder: Path) -> str | None:
+    """The run a cached version's files came from (`_download` writes it), None if unknown."""
+    try:
+        return (folder / _RUN_FILE).read_text().strip()
+    except OSError:
+        return None
+
+
+_RUN_FILE = "arbiter-run-id"
+
+
 def _download(
-    client: MlflowClient, tracking_uri: str, name: str, version: str, folder: Path
+    client: MlflowClient, tracking_uri: str, name: str, version: str, folder: Path, run_id: str
 ) -> None:
     """Download into a temporary sibling, then rename: a crash never leaves half a model."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +206,7 @@ def _download(
         uri = client.get_model_version_download_uri(name, version)
         download_artifacts(artifact_uri=uri, dst_path=str(tmp), tracking_uri=tracking_uri)
         root = _model_root(tmp)
+        (root / _RUN_FILE).write_text(run_id)
         try:
             root.rename(folder)
         except OSError:  # another worker got there first: keep its copy

@@ -1,0 +1,78 @@
+"""A version number names a model only inside one registry and one life of it: pointed at
+another registry with the same data dir, or after the registered model is deleted and trained
+again (numbers restart at 1), the service loads the version the alias names, not the cached
+files of another run (each cached version keeps its run id), and a poll notices the new run."""
+
+from __future__ import annotations
+
+import httpx
+import mlflow
+from mlflow import MlflowClient
+
+from api.app import create_app
+from tests.integration.test_model_swap import (
+    NAME,
+    register,
+    settings_for,
+    tiny_booster,
+    two_versions,
+)
+from tests.server import running
+
+
+def one_version(folder, seed: int) -> str:
+    """Another registry whose version 1 (champion) is another booster."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    folder.mkdir()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment(
+        NAME, artifact_location=(folder / "artifacts").resolve().as_uri()
+    )
+    client.create_registered_model(NAME)
+    assert register(client, experiment, tiny_booster(seed), "champion") == "1"
+    return uri
+
+
+def test_version_1_of_another_registry_is_not_served_from_the_cache(tmp_path, redis_client):
+    first = two_versions(tmp_path / "first")  # version 1 = tiny_booster(1)
+
+    async def nothing(client: httpx.AsyncClient) -> None:
+        pass
+
+    running(create_app(settings_for(tmp_path, first)), nothing)  # cached in var/models/
+    second = one_version(tmp_path / "second", seed=5)  # version 1 = tiny_booster(5)
+    expected_run = (
+        MlflowClient(tracking_uri=second, registry_uri=second).get_model_version(NAME, "1").run_id
+    )
+    app = create_app(settings_for(tmp_path, second))
+
+    async def body(client: httpx.AsyncClient) -> None:
+        model = app.state.runtime.service.model
+        served = model.scorer.booster.model_to_string()
+        assert model.run_id == expected_run
+        assert served == tiny_booster(5).model_to_string(), (
+            "the cached booster of the other registry serves under the new run id"
+        )
+
+    running(app, body)
+
+
+def test_a_retrained_version_1_after_the_model_was_recreated_is_swapped_in(tmp_path, redis_client):
+    uri = two_versions(tmp_path / "mlflow")
+    app = create_app(settings_for(tmp_path, uri))
+
+    async def body(client: httpx.AsyncClient) -> None:
+        runtime = app.state.runtime
+        registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        registry.delete_registered_model(NAME)  # a reset of the model; numbers restart at 1
+        registry.create_registered_model(NAME)
+        experiment = registry.get_experiment_by_name(NAME).experiment_id
+        assert register(registry, experiment, tiny_booster(5), "champion") == "1"
+        runtime.model_watcher.check_now()
+        model = runtime.service.model
+        new_run = registry.get_model_version(NAME, "1").run_id
+        assert model.run_id == new_run, "the new champion (same number) is never loaded"
+
+    running(app, body)
