@@ -14,6 +14,7 @@ import yaml
 
 from api.app import create_app
 from engine.database import reading
+from engine.records import Reason
 from tests.conftest import ROOT
 from tests.integration import test_decision_store as stores
 from tests.integration.test_authorization import settings_for
@@ -76,3 +77,23 @@ def test_a_second_account_suspension_is_recorded_without_a_second_notice(store):
                         " o.decision_id WHERE o.account_id = :a ORDER BY o.id")  # fmt: skip
         kinds = conn.execute(query, {"a": "acct-twice"}).scalars().all()
     assert kinds == ["account", "payment"]
+
+
+def test_an_account_kept_under_review_is_told_once_a_day(store):
+    # Re-decided after each trigger's cooldown with the same review: one notice a day; other
+    # reasons, or a payment's review, are news and are told.
+    notice = {"type": "adverse_decision"}
+    hour, same = 3_600_000, (Reason("HIGH_RISK_SCORE", "The risk score is high."),)
+    other = (Reason("SMS_PUMPING", "Texts to many numbers."),)
+    for n, at, reasons in [(1, 0, same), (2, hour, same), (3, 2 * hour, same),
+                           (4, 3 * hour, other), (5, 27 * hour, same)]:  # fmt: skip
+        record = decision(n, account="acct-review", action="review", subject_type="account",
+                          reasons=reasons, created_at=1_700_000_000_000 + at)  # fmt: skip
+        store.append_decision(record, suspend=False, notification=notice)
+    payment = decision(6, account="acct-review", action="review",
+                       created_at=1_700_000_000_000 + 3 * hour)  # fmt: skip
+    store.append_decision(payment, suspend=False, notification=notice)
+    with reading(store.database) as conn:
+        query = sa.text("SELECT decision_id FROM outbox WHERE account_id = :a ORDER BY id")
+        told = conn.execute(query, {"a": "acct-review"}).scalars().all()
+    assert [t.split("-")[1] for t in told] == ["0001", "0004", "0005", "0006"]
