@@ -34,6 +34,10 @@ TEXTS: dict[str, str] = {
         "The account sent texts to many different numbers within minutes and almost none of "
         "the verification codes were used: the pattern of SMS pumping."
     ),
+    "HIGH_CALL_COST": (
+        "The account's calls in 24 hours cost far more than usual: the pattern of revenue-share "
+        "or toll fraud."
+    ),
     "ACCOUNT_SUSPENDED": "The account is suspended; its payments are declined.",
     "FEATURES_UNAVAILABLE": (
         "The account's recent activity could not be read, so the payment was decided without it."

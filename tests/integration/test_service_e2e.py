@@ -87,14 +87,15 @@ def api(server, redis_client):
 CATALOGUE = load_catalogue(ROOT / "config" / "reasons.yaml")
 EXPECTED = {
     "stolen_card": ({"decline", "suspend_account", "review"}, ("FEATURE:amount", "FEATURE:account_",
-                    "FEATURE:card", "FEATURE:ip_")),
+                    "FEATURE:card", "FEATURE:ip_", "HIGH_CALL_COST")),
     "card_testing": ({"decline", "suspend_account"}, ("FEATURE:", "MANY_CARDS",
                      "CARD_DECLINE_BURST")),
     "sms_pumping": ({"suspend_account", "decline"}, ("SMS_PUMPING", "FEATURE:account_sms",
                     "FEATURE:account_")),
-    "irsf": ({"review", "suspend_account", "decline"}, ("FEATURE:account_",)),
-    "toll_fraud": ({"review", "suspend_account"}, ("FEATURE:account_",)),
-    "account_takeover": ({"review", "suspend_account", "decline"}, ("FEATURE:account_",)),
+    "irsf": ({"review", "suspend_account", "decline"}, ("FEATURE:account_", "HIGH_CALL_COST")),
+    "toll_fraud": ({"review", "suspend_account"}, ("FEATURE:account_", "HIGH_CALL_COST")),
+    "account_takeover": ({"review", "suspend_account", "decline"}, ("FEATURE:account_",
+                         "HIGH_CALL_COST")),
     "trial_abuse": ({"decline", "review", "suspend_account"}, ("FEATURE:",)),
 }  # fmt: skip
 

@@ -163,7 +163,7 @@ def test_the_spec_knows_its_text_features():
     [
         ("rules[2] (plan)", "rules"),
         ("triggers[6]", "triggers"),
-        ("account.rules[1] (plan)", "account"),
+        ("account.rules[2] (plan)", "account"),
     ],
 )
 def test_a_condition_on_a_text_feature_is_refused(where, condition):
@@ -293,3 +293,17 @@ def test_a_backtest_replays_account_decisions_through_the_account_section():
     assert what_if.moves == {("allow", "suspend_account"): 1, ("allow", "review"): 1,
                              ("allow", "allow"): 1}  # fmt: skip
     assert not what_if.unscored
+
+
+def test_the_shipped_policy_reviews_an_account_whose_calls_cost_far_more_than_a_day_should():
+    # Revenue-share and toll fraud: a day of calls costing more than 150 is reviewed.
+    spike = POLICY.decide_account(None, {"account_call_cost_24h": 320.5}, "a1")
+    assert (spike.action, spike.reasons, spike.rules_fired) == (
+        "review",
+        ("HIGH_CALL_COST",),
+        ("call_cost_spike",),
+    )
+    assert POLICY.decide_account(None, {"account_call_cost_24h": 90.0}, "a1").action == "allow"
+    assert POLICY.decide_account(0.7, {"account_call_cost_24h": 320.5}, "a1").action == (
+        "suspend_account"  # the account model's score still decides above the rule
+    )
