@@ -214,10 +214,11 @@ def limit_registry_calls(settings: Settings) -> None:
 
 def for_spec(model: LoadedModel, plan: SpecPlan) -> LoadedModel:
     """`model`, if it can score this service's features: every feature it reads is one the
-    spec serves, and the spec version it was trained on (when its run recorded one) is this
-    one. Else `ModelUnavailable`, a failed load: the model serving stays (docs/api.md). A
-    model of other features would score every row on NaN; one of another spec version reads
-    features whose meaning changed (docs/features.md)."""
+    spec serves. Else `ModelUnavailable`, a failed load: the model serving stays (docs/api.md);
+    a model of other features would score every row on missing values. A model whose run
+    recorded another spec version is served, with a warning: the version hashes the whole
+    spec, descriptions included, so it changes with edits that leave the features as they were
+    (a change that does alter one needs a retraining, docs/features.md)."""
     served = {f.name for f in plan.features}
     unknown = [f for f in model.scorer.features if f not in served]
     if unknown:
@@ -227,10 +228,9 @@ def for_spec(model: LoadedModel, plan: SpecPlan) -> LoadedModel:
         )
     trained = (model.distribution or {}).get("feature_spec_version")
     if trained is not None and trained != plan.version:
-        raise ModelUnavailable(
-            f"model {model.name} version {model.version} was trained on feature spec version "
-            f"{trained}; this service serves {plan.version}: retrain it on this spec"
-        )
+        log.warning("model %s version %s was trained on feature spec version %s; this service "
+                    "serves %s: if a feature's definition changed, retrain", model.name,
+                    model.version, trained, plan.version)  # fmt: skip
     return model
 
 
@@ -300,14 +300,19 @@ def model_watcher(
     def absent(exc: Exception) -> bool:
         if not isinstance(exc, AliasMissing):
             return False
-        forget_cached(name, cache / "models", alias=alias)
+        try:
+            forget_cached(name, cache / "models", alias=alias)
+        except OSError as oops:  # a read-only data dir: the next start asks the registry anyway
+            log.warning("model %s: the cached %s pointer stays: %s", name, alias, oops)
         if on_absent is None:
             return False
         on_absent(None)
         return True
 
     return ModelWatcher(
-        lambda: for_spec(load_model(uri, name, cache / "models", alias=alias), plan), on_change,
+        lambda: load_model(uri, name, cache / "models", alias=alias,
+                           accept=lambda model: for_spec(model, plan)),
+        on_change,
         resolve=lambda: alias_identity(uri, name, alias=alias), identify=identity,
         interval_s=settings.model_poll_seconds, alias=alias,
         on_error=lambda _message: metrics.dependency_errors.inc(error_label), on_absent=absent,

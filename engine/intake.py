@@ -83,11 +83,13 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
     cooldown_ms = policy.model.account.cooldown_seconds * 1000
     for (account_id, last), now_features in zip(latest.items(), current, strict=True):
         account_key = service.features.key(service.account_entity, account_id)
-        # Each deny-listed event acts once: a resent batch (after a reviewer reinstated the
-        # account, say) finds its claim; one whose decision failed finds it released.
+        # Each deny-listed event acts once: marked once its decision is stored, so a resent
+        # batch (after a reviewer reinstated the account, say) finds the mark, and one whose
+        # decision failed (nothing marked) decides.
         acted = [(f"{account_key}:denied:{event['event_id']}", int(event["ts"]), hits)
                  for event, hits in denied.get(account_id, ())]  # fmt: skip
-        acted = [c for c in acted if service.features.claim(c[0], c[1], DENY_CLAIM_MS)]
+        marked = service.features.held([key for key, _, _ in acted]) if acted else []
+        acted = [c for c, done in zip(acted, marked, strict=True) if not done]
         destinations = sorted({d for _, _, hits in acted for d in hits})
         fired = policy.triggered(now_features) + [f"deny:{d}" for d in destinations]
         if not fired:
@@ -102,13 +104,25 @@ def ingest(service: DecisionService, events: Sequence[Mapping[str, Any]]) -> Ing
                 account_id, event=last, triggers=fired, destinations=destinations
             )
         except AccountSuspended:
+            _mark(service, acted)
             continue
         except Exception:
             # Not decided: the resent batch must find the account unclaimed.
             with contextlib.suppress(FeatureStoreUnavailable):
                 service.features.unclaim(key, int(last["ts"]))
-                for deny_key, ts, _ in acted:
-                    service.features.unclaim(deny_key, ts)
             raise
+        _mark(service, acted)
         decisions.append((decision, tuple(fired)))
     return Ingested(len(valid), applied, tuple(decisions), tuple(cooling))
+
+
+def _mark(service: DecisionService, acted: Sequence[tuple[str, int, list[str]]]) -> None:
+    """Mark deny-listed events as acted on (their decision is stored, or the account was
+    suspended already). A mark Redis does not take leaves a resend to decide again, which
+    finds the account suspended: no harm."""
+    for key, ts, _ in acted:
+        try:
+            service.features.claim(key, ts, DENY_CLAIM_MS)
+        except FeatureStoreUnavailable:
+            service.metrics.dependency_errors.inc("redis")
+            return

@@ -39,6 +39,7 @@ from engine.errors import (
     ModelNotLoaded,
     PaymentConflict,
     StoreError,
+    StoreUnavailable,
 )
 from engine.flags import SuspensionFlags
 from engine.metrics import Metrics, elapsed_ms
@@ -334,11 +335,18 @@ class DecisionService:
             # One account decision at a time per account in this process: two batches at
             # once would both read the account active and suspend it twice, with two notices
             # (across processes the store sends the second no notice: engine.store).
-            with _ACCOUNT_LOCKS[zlib.crc32(account_id.encode()) % len(_ACCOUNT_LOCKS)]:
+            lock = _ACCOUNT_LOCKS[zlib.crc32(account_id.encode()) % len(_ACCOUNT_LOCKS)]
+            if not lock.acquire(timeout=ACCOUNT_LOCK_S):  # a store that hangs: 503, resend
+                raise StoreUnavailable(
+                    f"account {account_id}: an earlier decision is still waiting for the store"
+                )
+            try:
                 record = account_record(
                     self, account_id, event, tuple(triggers), tuple(destinations), started
                 )
                 decision = self._append(record)
+            finally:
+                lock.release()
         except StoreError:
             self.metrics.dependency_errors.inc("store")
             raise
@@ -382,6 +390,7 @@ class DecisionService:
 
 
 _ACCOUNT_LOCKS = tuple(threading.Lock() for _ in range(64))
+ACCOUNT_LOCK_S = 30.0  # how long an account decision waits for the one before it
 
 
 def _same_payment(previous: StoredDecision, account_id: str, amount: float | None) -> None:

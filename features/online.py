@@ -212,7 +212,8 @@ class OnlineStore(SideKeys, Restating):
 
     # -- public API ----------------------------------------------------------------------------
     def seen(self, events: Sequence[Mapping[str, Any]]) -> list[bool]:
-        """Whether each event was applied already (its dedupe marker is still kept)."""
+        """Whether each event's dedupe marker is kept in its own hour's hash (the apply
+        script also finds one in the hours either side: a retry stamped across the hour)."""
         event_ids = [str(event["event_id"]) for event in events]
         by_hour: dict[str, list[int]] = {}
         for i, event in enumerate(events):

@@ -6,7 +6,7 @@ hash tag (the Redis Cluster slot) of the entity it is about. Redis errors become
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -64,6 +64,18 @@ class SideKeys:
         try:
             slack = str(CLAIM_SLACK_MS)
             return bool(self.client.eval(_CLAIM, 1, key, str(ts), str(gap_ms), slack))
+        except _ERRORS as exc:
+            raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
+
+    def held(self, keys: Sequence[str]) -> list[bool]:
+        """Whether a claim stands on each of `keys` (one round trip; nothing changed)."""
+        if not keys:
+            return []
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            return [bool(n) for n in pipe.execute()]
         except _ERRORS as exc:
             raise FeatureStoreUnavailable(f"Redis: {exc}") from exc
 

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,14 +85,22 @@ def identity(model: LoadedModel) -> str:
 
 
 def load_model(
-    tracking_uri: str, name: str, cache_dir: Path, *, alias: str = CHAMPION
+    tracking_uri: str,
+    name: str,
+    cache_dir: Path,
+    *,
+    alias: str = CHAMPION,
+    accept: Callable[[LoadedModel], LoadedModel] | None = None,
 ) -> LoadedModel:
     """The version of `name` holding `alias`, loaded and ready to score. The cache remembers
-    which version that was (`load_cached` serves it when the registry does not answer)."""
+    which version that was (`load_cached` serves it when the registry does not answer), once
+    `accept` (which raises `ModelUnavailable` for a model the caller cannot serve) took it."""
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     loaded = _load(
         client, tracking_uri, name, _by_alias(client, tracking_uri, name, alias), cache_dir
     )
+    if accept is not None:
+        loaded = accept(loaded)
     _remember(cache_dir / name / f"@{alias}.json", loaded)
     return loaded
 
@@ -127,9 +136,10 @@ def load_cached(name: str, cache_dir: Path, *, alias: str = CHAMPION) -> LoadedM
         version, run_id = str(seen["version"]), str(seen.get("run_id") or "")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelUnavailable(f"no cached {alias} of model '{name}' in {cache_dir}") from exc
-    folder = cache_dir / name / version
-    if _cached_run(folder) not in (run_id, None):  # another run's files (another registry's 1)
-        raise ModelUnavailable(f"the cached model '{name}' version {version} is not run {run_id}")
+    folder = _cached_folder(cache_dir / name, version, run_id)
+    if folder is None:
+        raise ModelUnavailable(f"the cached model '{name}' version {version} (run {run_id}) "
+                               "is not on disk")  # fmt: skip
     booster, features, distribution = _read(folder)
     try:
         scorer = Scorer(booster, features)
@@ -155,13 +165,12 @@ def _load(
     client: MlflowClient, tracking_uri: str, name: str, found: ModelVersion, cache_dir: Path
 ) -> LoadedModel:
     version, run_id = str(found.version), str(found.run_id or "")
-    folder = cache_dir / name / version
-    if (folder / "MLmodel").is_file() and _cached_run(folder) != run_id:
-        # Version numbers are not unique over time (a model deleted and created again) nor
-        # across registries sharing a data dir: files of another run are fetched again.
-        shutil.rmtree(folder)
-    if not (folder / "MLmodel").is_file():
-        _download(client, tracking_uri, name, version, folder, run_id)
+    # Version numbers are not unique over time (a model deleted and created again) nor across
+    # registries sharing a data dir: a cached version is kept under its run id too.
+    folder = _cached_folder(cache_dir / name, version, run_id)
+    if folder is None:
+        folder = cache_dir / name / (f"{version}-{run_id}" if run_id else version)
+        _download(client, tracking_uri, name, version, folder)
     booster, features, distribution = _read(folder)
     try:
         scorer = Scorer(booster, features)
@@ -185,19 +194,25 @@ def _by_alias(client: MlflowClient, tracking_uri: str, name: str, alias: str) ->
         ) from exc
 
 
-def _cached_run(folder: Path) -> str | None:
-    """The run a cached version's files came from (`_download` writes it), None if unknown."""
-    try:
-        return (folder / _RUN_FILE).read_text().strip()
-    except OSError:
+def _cached_folder(model_dir: Path, version: str, run_id: str) -> Path | None:
+    """Where `version` of run `run_id` is cached: `<version>-<run_id>/`, or the layout before
+    2026-12-08, `<version>/`, when its MLmodel names that run (or no run id is known)."""
+    if run_id and (model_dir / f"{version}-{run_id}" / "MLmodel").is_file():
+        return model_dir / f"{version}-{run_id}"
+    legacy = model_dir / version
+    if not (legacy / "MLmodel").is_file():
         return None
-
-
-_RUN_FILE = "arbiter-run-id"
+    if not run_id:
+        return legacy
+    try:
+        recorded = yaml.safe_load((legacy / "MLmodel").read_text()).get("run_id")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return legacy if recorded == run_id else None
 
 
 def _download(
-    client: MlflowClient, tracking_uri: str, name: str, version: str, folder: Path, run_id: str
+    client: MlflowClient, tracking_uri: str, name: str, version: str, folder: Path
 ) -> None:
     """Download into a temporary sibling, then rename: a crash never leaves half a model."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +221,6 @@ def _download(
         uri = client.get_model_version_download_uri(name, version)
         download_artifacts(artifact_uri=uri, dst_path=str(tmp), tracking_uri=tracking_uri)
         root = _model_root(tmp)
-        (root / _RUN_FILE).write_text(run_id)
         try:
             root.rename(folder)
         except OSError:  # another worker got there first: keep its copy

@@ -28,8 +28,7 @@ def test_a_champion_taken_away_at_run_time_is_not_brought_back_from_the_cache(
         await asyncio.to_thread(app.state.runtime.model_watcher.check_now)  # AliasMissing
 
     running(app, withdraw)
-    pointer = tmp_path / "var" / "models" / NAME / "@champion.json"
-    print("pointer still there after the registry said 'no champion':", pointer.exists())
+    assert not (tmp_path / "var" / "models" / NAME / "@champion.json").exists()
     (tmp_path / "a-file").write_text("")
     down = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"  # the registry cannot be opened
     restarted = create_app(settings_for(tmp_path, down))

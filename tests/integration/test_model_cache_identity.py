@@ -76,3 +76,26 @@ def test_a_retrained_version_1_after_the_model_was_recreated_is_swapped_in(tmp_p
         assert model.run_id == new_run, "the new champion (same number) is never loaded"
 
     running(app, body)
+
+
+def test_a_cache_of_the_layout_before_run_ids_still_serves_while_the_registry_is_down(
+    tmp_path, redis_client
+):
+    uri = two_versions(tmp_path / "mlflow")
+
+    async def nothing(client: httpx.AsyncClient) -> None:
+        pass
+
+    running(create_app(settings_for(tmp_path, uri)), nothing)  # caches version 1
+    models = tmp_path / "var" / "models" / NAME
+    (current,) = [p for p in models.iterdir() if p.name.startswith("1-")]
+    current.rename(models / "1")  # as an older release left it: `<version>/`
+    (tmp_path / "a-file").write_text("")
+    down = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"  # the registry cannot be opened
+    restarted = create_app(settings_for(tmp_path, down))
+
+    async def body(client: httpx.AsyncClient) -> None:
+        ready = (await client.get("/readyz")).json()["checks"]["model"]
+        assert (ready["version"], ready["source"]) == ("1", "cache"), ready
+
+    running(restarted, body)

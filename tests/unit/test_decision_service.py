@@ -95,6 +95,9 @@ class Features:
         self.strings[key] = str(ts)
         return True
 
+    def held(self, keys):
+        return [k in self.strings for k in keys]
+
     def unclaim(self, key, ts):
         if self.strings.get(key) == str(ts):
             del self.strings[key]
