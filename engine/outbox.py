@@ -11,6 +11,7 @@ These functions run inside a transaction the caller owns (see `engine.store`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,7 +20,8 @@ import sqlalchemy as sa
 
 from engine.chain import JsonValue, to_json
 from engine.errors import NotificationNotFound
-from engine.schema import outbox
+from engine.records import DecisionRecord
+from engine.schema import decisions, outbox
 
 OutboxStatus = Literal["pending", "delivered", "dead"]
 CUSTOMER_NOTIFICATION = "customer_notification"
@@ -166,3 +168,27 @@ def _update(conn: sa.Connection, notification_id: int, **values: Any) -> None:
         and conn.scalar(sa.select(outbox.c.id).where(outbox.c.id == notification_id)) is None
     ):
         raise NotificationNotFound(f"no notification {notification_id} in the outbox")
+
+
+# An account kept under review by its activity is decided again after each trigger's cooldown:
+# the customer is told once a day of the same review, not at every re-decision.
+NOTICE_REPEAT_MS = 86_400_000
+
+
+def told_already(conn: sa.Connection, record: DecisionRecord) -> bool:
+    """Whether the customer was told of an account `review` with the same reasons in the last
+    `NOTICE_REPEAT_MS` (a notice enqueued for such a decision)."""
+    if record.subject_type != "account" or record.action != "review":
+        return False
+    told = sa.exists().where(outbox.c.decision_id == decisions.c.decision_id)
+    query = sa.select(decisions.c.reasons).where(
+        decisions.c.account_id == record.account_id,
+        decisions.c.created_at >= record.created_at - NOTICE_REPEAT_MS,
+        decisions.c.subject_type == "account", decisions.c.action == "review", told,
+    )  # fmt: skip
+    codes = [reason.code for reason in record.reasons]
+    for (reasons,) in conn.execute(query):
+        listed = json.loads(reasons) if isinstance(reasons, str) else reasons
+        if [r.get("code") for r in listed or ()] == codes:
+            return True
+    return False

@@ -16,7 +16,6 @@ Every method takes plain arguments; errors are those of `engine.errors`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -55,7 +54,6 @@ from engine.outbox import Notification
 from engine.records import DecisionRecord, StoredDecision
 from engine.schema import account_status, decisions, policy_versions
 from engine.schema import decision_contributions as contrib
-from engine.schema import outbox as outbox_table
 
 _ENGINE_ACTOR = "engine"
 
@@ -71,30 +69,6 @@ class Append:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# An account kept under review by its activity is decided again after each trigger's cooldown:
-# the customer is told once a day of the same review, not at every re-decision.
-NOTICE_REPEAT_MS = 86_400_000
-
-
-def _told(conn: sa.Connection, record: DecisionRecord) -> bool:
-    """Whether the customer was told of an account `review` with the same reasons in the last
-    `NOTICE_REPEAT_MS` (a notice enqueued for such a decision)."""
-    if record.subject_type != "account" or record.action != "review":
-        return False
-    told = sa.exists().where(outbox_table.c.decision_id == decisions.c.decision_id)
-    query = sa.select(decisions.c.reasons).where(
-        decisions.c.account_id == record.account_id,
-        decisions.c.created_at >= record.created_at - NOTICE_REPEAT_MS,
-        decisions.c.subject_type == "account", decisions.c.action == "review", told,
-    )  # fmt: skip
-    codes = [reason.code for reason in record.reasons]
-    for (reasons,) in conn.execute(query):
-        listed = json.loads(reasons) if isinstance(reasons, str) else reasons
-        if [r.get("code") for r in listed or ()] == codes:
-            return True
-    return False
 
 
 class DecisionStore:
@@ -196,7 +170,11 @@ class DecisionStore:
                 # An account decision that found the account suspended already (decided at
                 # once elsewhere) is recorded, and its customer is not told twice.
                 repeat = not changed and record.subject_type == "account"
-                if item.notification is not None and not repeat and not _told(conn, record):
+                if (
+                    item.notification is not None
+                    and not repeat
+                    and not outbox.told_already(conn, record)
+                ):
                     outbox.enqueue(
                         conn, account_id=record.account_id, decision_id=record.decision_id,
                         payload=item.notification, at=record.created_at,

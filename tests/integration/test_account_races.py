@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -25,18 +26,24 @@ pytestmark = pytest.mark.integration
 new_database, url, store = stores.new_database, stores.url, stores.store
 
 
+def deny_app(tmp_path) -> Any:
+    """The app in process, its policy deny-listing the destination range +88216."""
+    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    policy["lists"]["deny"]["destination_prefix"] = ["+88216"]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return create_app(settings_for(tmp_path, policy_path=path))
+
+
 def sms(account_id: str, i: int, ts: int) -> dict:
+    """An SMS of `account_id` to the deny-listed range."""
     return {"event_id": f"sms-{account_id}-{i}", "type": "sms", "ts": ts,
             "account_id": account_id, "dest_number": f"+88216{i:07d}", "dest_prefix": "+88216",
             "dest_country": "ZZ", "segments": 1, "cost": 0.25, "verified": False}  # fmt: skip
 
 
 def test_concurrent_batches_suspend_an_account_once_and_notify_once(tmp_path, redis_client):
-    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
-    policy["lists"]["deny"]["destination_prefix"] = ["+88216"]
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    app = create_app(settings_for(tmp_path, policy_path=path))
+    app = deny_app(tmp_path)
 
     async def body(client) -> None:
         account_id, ts = f"acct-race-{uuid.uuid4().hex[:6]}", int(time.time() * 1000) - 60_000

@@ -9,32 +9,20 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-import yaml
 
-from api.app import create_app
 from engine.errors import StoreUnavailable
-from tests.conftest import ROOT
-from tests.integration.test_authorization import settings_for
+from tests.integration.test_account_races import deny_app, sms
 from tests.server import running
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_resent_batch_does_not_undo_a_reinstatement(tmp_path, redis_client):
-    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
-    policy["lists"]["deny"]["destination_prefix"] = ["+88216"]
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    app = create_app(settings_for(tmp_path, policy_path=path))
+    app = deny_app(tmp_path)
 
     async def body(client) -> None:
         account_id = f"acct-resend-{uuid.uuid4().hex[:6]}"
-        batch = {"events": [{
-            "event_id": f"sms-{account_id}-1", "type": "sms",
-            "ts": int(time.time() * 1000) - 60_000, "account_id": account_id,
-            "dest_number": "+882160000001", "dest_prefix": "+88216", "dest_country": "ZZ",
-            "segments": 1, "cost": 0.25, "verified": False,
-        }]}  # fmt: skip
+        batch = {"events": [sms(account_id, 1, int(time.time() * 1000) - 60_000)]}
         first = (await client.post("/v1/events", json=batch)).json()
         assert [d["action"] for d in first["decisions"]] == ["suspend_account"]
         lifted = await client.post(
@@ -56,20 +44,11 @@ def test_a_resent_batch_does_not_undo_a_reinstatement(tmp_path, redis_client):
 
 
 def test_a_resend_after_a_failed_decision_decides(tmp_path, redis_client):
-    policy = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
-    policy["lists"]["deny"]["destination_prefix"] = ["+88216"]
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    app = create_app(settings_for(tmp_path, policy_path=path))
+    app = deny_app(tmp_path)
 
     async def body(client) -> None:
         account_id = f"acct-failed-{uuid.uuid4().hex[:6]}"
-        batch = {"events": [{
-            "event_id": f"sms-{account_id}-1", "type": "sms",
-            "ts": int(time.time() * 1000) - 60_000, "account_id": account_id,
-            "dest_number": "+882160000001", "dest_prefix": "+88216", "dest_country": "ZZ",
-            "segments": 1, "cost": 0.25, "verified": False,
-        }]}  # fmt: skip
+        batch = {"events": [sms(account_id, 1, int(time.time() * 1000) - 60_000)]}
         service = app.state.runtime.service
         append = service._append
 
