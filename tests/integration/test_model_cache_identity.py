@@ -6,33 +6,18 @@ files of another run (each cached version keeps its run id), and a poll notices 
 from __future__ import annotations
 
 import httpx
-import mlflow
 from mlflow import MlflowClient
 
 from api.app import create_app
 from tests.integration.test_model_swap import (
     NAME,
     register,
+    registry_of,
     settings_for,
     tiny_booster,
     two_versions,
 )
 from tests.server import running
-
-
-def one_version(folder, seed: int) -> str:
-    """Another registry whose version 1 (champion) is another booster."""
-    uri = f"sqlite:///{folder}/mlflow.db"
-    folder.mkdir()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.create_experiment(
-        NAME, artifact_location=(folder / "artifacts").resolve().as_uri()
-    )
-    client.create_registered_model(NAME)
-    assert register(client, experiment, tiny_booster(seed), "champion") == "1"
-    return uri
 
 
 def test_version_1_of_another_registry_is_not_served_from_the_cache(tmp_path, redis_client):
@@ -42,7 +27,7 @@ def test_version_1_of_another_registry_is_not_served_from_the_cache(tmp_path, re
         pass
 
     running(create_app(settings_for(tmp_path, first)), nothing)  # cached in var/models/
-    second = one_version(tmp_path / "second", seed=5)  # version 1 = tiny_booster(5)
+    second = registry_of(tmp_path / "second", [(5, "champion")])  # version 1 = tiny_booster(5)
     expected_run = (
         MlflowClient(tracking_uri=second, registry_uri=second).get_model_version(NAME, "1").run_id
     )

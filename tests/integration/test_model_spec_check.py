@@ -60,6 +60,14 @@ def register_with(uri, tmp_path, features, spec_version) -> str:
     return str(version.version)
 
 
+async def promoted(app, uri: str, version: str):
+    """Move `champion` to `version` and let the app's watcher poll once: what it swapped in."""
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        NAME, "champion", version
+    )
+    return await asyncio.to_thread(app.state.runtime.model_watcher.check_now)
+
+
 def test_a_champion_of_other_features_is_refused(tmp_path, redis_client):
     uri = two_versions(tmp_path / "mlflow")
     renamed = [f"v0_{name}" for name in FEATURES]  # an older spec's names
@@ -67,11 +75,7 @@ def test_a_champion_of_other_features_is_refused(tmp_path, redis_client):
     app = create_app(settings_for(tmp_path, uri))
 
     async def body(client: httpx.AsyncClient) -> None:
-        runtime = app.state.runtime
-        MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-            NAME, "champion", other
-        )
-        swapped = await asyncio.to_thread(runtime.model_watcher.check_now)
+        swapped = await promoted(app, uri, other)
         scores = {(await score(client))["model_version"] for _ in range(3)}
         ready = (await client.get("/readyz")).json()["checks"]["model"]
         assert swapped is None, "a model reading none of the spec's features was swapped in"
@@ -93,11 +97,7 @@ def test_a_champion_of_another_spec_version_is_served_with_a_warning(
     app = create_app(settings_for(tmp_path, uri))
 
     async def body(client: httpx.AsyncClient) -> None:
-        runtime = app.state.runtime
-        MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-            NAME, "champion", other
-        )
-        swapped = await asyncio.to_thread(runtime.model_watcher.check_now)
+        swapped = await promoted(app, uri, other)
         assert swapped is not None and (await score(client))["model_version"] == other
         assert "trained on feature spec version 0000000000000000" in caplog.text
 

@@ -59,6 +59,12 @@ def registry(tmp_path_factory) -> str:
 
 def two_versions(folder: Path) -> str:
     """A tracking URI whose model holds version 1 as `champion`, version 2 as `challenger`."""
+    return registry_of(folder, [(1, "champion"), (2, "challenger")])
+
+
+def registry_of(folder: Path, versions: list[tuple[int, str]]) -> str:
+    """A tracking URI whose model holds versions 1, 2, ... of `tiny_booster(seed)`, each with
+    its alias."""
     uri = f"sqlite:///{folder}/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -70,8 +76,8 @@ def two_versions(folder: Path) -> str:
             NAME, artifact_location=(folder / "artifacts").resolve().as_uri()
         )
         client.create_registered_model(NAME)
-        assert register(client, experiment, tiny_booster(1), "champion") == "1"
-        assert register(client, experiment, tiny_booster(2), "challenger") == "2"
+        for number, (seed, alias) in enumerate(versions, 1):
+            assert register(client, experiment, tiny_booster(seed), alias) == str(number)
     return uri
 
 
